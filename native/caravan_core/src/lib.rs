@@ -1,0 +1,9 @@
+//! Caravan's core in plain Rust, with no rustler types, so all of it is
+//! unit-tested by `cargo test` without a BEAM. The NIF crate
+//! (`caravan_native`) is a thin layer over it.
+//!
+//! - [`node_name`]: node-name parsing and the port-from-name rule.
+//! - [`resolver`]: SRV lookups with hickory, and their typed errors.
+
+pub mod node_name;
+pub mod resolver;

@@ -1,0 +1,366 @@
+//! Resolver config -> hickory resolver; SRV lookup -> plain Rust records.
+//!
+//! Nothing here knows about rustler: the NIF layer decodes terms into a
+//! [`LookupConfig`], awaits [`lookup_srv`] on the runtime and encodes the
+//! [`SrvRecord`]s or the [`LookupError`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolverConfig as HickoryConfig, ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::rr::{Name, RData};
+use hickory_resolver::TokioResolver;
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+
+/// The DNS port (RFC 1035), used for a nameserver given without a port.
+pub const DNS_PORT: u16 = 53;
+
+/// Lookup time bound used when the caller gives none, in milliseconds.
+pub const DEFAULT_TIMEOUT_MS: u64 = 2_000;
+
+/// EDNS0 UDP payload size advertised in queries (RFC 6891). 1232 bytes is
+/// the DNS Flag Day 2020 recommendation: large enough for dozens of SRV
+/// records, small enough to avoid IP fragmentation. Larger answers come back
+/// truncated and are retried over TCP.
+pub const EDNS_PAYLOAD_LEN: u16 = 1232;
+
+/// Where and how long to ask.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LookupConfig {
+    /// Nameservers to ask, in order. Empty means the system's
+    /// configuration (`/etc/resolv.conf`).
+    pub nameservers: Vec<SocketAddr>,
+    /// Bound on the whole lookup, every retry and transport included.
+    pub timeout: Duration,
+}
+
+impl Default for LookupConfig {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+        }
+    }
+}
+
+/// One SRV answer record (RFC 2782), target without its trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrvRecord {
+    pub priority: u16,
+    pub weight: u16,
+    pub port: u16,
+    pub target: String,
+}
+
+/// Why a lookup gave no records.
+///
+/// [`LookupError::NxDomain`] and [`LookupError::NoData`] are authoritative
+/// "no such records"; every other variant means the answer is *unknown* and
+/// must never be read as "no peers".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupError {
+    /// The name does not exist (RCODE 3, NXDOMAIN).
+    NxDomain,
+    /// The name exists but has no SRV records (NOERROR with no answer).
+    NoData,
+    /// No answer within the time bound.
+    Timeout,
+    /// The server answered with an error code (SERVFAIL, REFUSED, ...).
+    ServerFailure(String),
+    /// The query is not a valid domain name.
+    InvalidQuery(String),
+    /// A nameserver string is not `IP` or `IP:PORT`.
+    InvalidNameserver(String),
+    /// The resolver could not be set up (unreadable resolv.conf, no nameservers).
+    Config(String),
+    /// Sockets, malformed packets, and anything else on the way.
+    Transport(String),
+}
+
+impl LookupError {
+    /// A short, stable tag for the error kind (used as an atom on the BEAM side).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NxDomain => "nxdomain",
+            Self::NoData => "nodata",
+            Self::Timeout => "timeout",
+            Self::ServerFailure(_) => "server_failure",
+            Self::InvalidQuery(_) => "invalid_query",
+            Self::InvalidNameserver(_) => "invalid_nameserver",
+            Self::Config(_) => "config",
+            Self::Transport(_) => "transport",
+        }
+    }
+
+    /// True for answers that authoritatively say "no records".
+    pub fn is_no_records(&self) -> bool {
+        matches!(self, Self::NxDomain | Self::NoData)
+    }
+}
+
+impl fmt::Display for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NxDomain => write!(f, "the name does not exist (NXDOMAIN)"),
+            Self::NoData => write!(f, "the name has no SRV records (NODATA)"),
+            Self::Timeout => write!(f, "no answer within the lookup timeout"),
+            Self::ServerFailure(code) => write!(f, "the nameserver answered {code}"),
+            Self::InvalidQuery(msg) => write!(f, "invalid query: {msg}"),
+            Self::InvalidNameserver(ns) => write!(
+                f,
+                "invalid nameserver {ns:?}; expected \"IP\" or \"IP:PORT\", e.g. \"127.0.0.1:8600\" or \"[::1]:53\""
+            ),
+            Self::Config(msg) => write!(f, "resolver configuration: {msg}"),
+            Self::Transport(msg) => write!(f, "transport: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for LookupError {}
+
+/// Parses a nameserver string: `"10.0.0.1"` (port 53), `"127.0.0.1:8600"`,
+/// `"::1"` or `"[::1]:8600"`.
+///
+/// ```
+/// use caravan_core::resolver::parse_nameserver;
+/// assert_eq!(parse_nameserver("127.0.0.1:8600").unwrap().port(), 8600);
+/// assert_eq!(parse_nameserver("::1").unwrap().port(), 53);
+/// assert!(parse_nameserver("consul:8600").is_err());
+/// ```
+pub fn parse_nameserver(text: &str) -> Result<SocketAddr, LookupError> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        if addr.port() != 0 {
+            return Ok(addr);
+        }
+    } else if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, DNS_PORT));
+    }
+    Err(LookupError::InvalidNameserver(text.to_string()))
+}
+
+/// Parses a query into a DNS name, rejecting what is not one.
+pub fn parse_query(query: &str) -> Result<Name, LookupError> {
+    if query.trim().is_empty() {
+        return Err(LookupError::InvalidQuery("the query is empty".into()));
+    }
+    Name::from_utf8(query).map_err(|e| LookupError::InvalidQuery(format!("{query:?}: {e}")))
+}
+
+/// Looks up the SRV records of `query`.
+///
+/// The whole lookup, retries and TCP fallback included, ends within
+/// `config.timeout`. Answers are not cached: every call asks the nameserver,
+/// so membership changes are seen at the next poll.
+pub async fn lookup_srv(config: &LookupConfig, query: &str) -> Result<Vec<SrvRecord>, LookupError> {
+    let name = parse_query(query)?;
+    let resolver = resolver_for(config)?;
+    let lookup = tokio::time::timeout(config.timeout, resolver.srv_lookup(name))
+        .await
+        .map_err(|_| LookupError::Timeout)?
+        .map_err(classify)?;
+    let records: Vec<SrvRecord> = lookup
+        .answers()
+        .iter()
+        .filter_map(|record| match &record.data {
+            RData::SRV(srv) => Some(SrvRecord {
+                priority: srv.priority,
+                weight: srv.weight,
+                port: srv.port,
+                target: target_name(&srv.target),
+            }),
+            _ => None,
+        })
+        .collect();
+    if records.is_empty() {
+        // An answer of only CNAMEs (or other types) holds no SRV records.
+        return Err(LookupError::NoData);
+    }
+    Ok(records)
+}
+
+/// A target as a host name: ASCII (punycode for IDNs), no trailing dot.
+fn target_name(name: &Name) -> String {
+    let mut text = name.to_ascii();
+    if text.len() > 1 && text.ends_with('.') {
+        text.pop();
+    }
+    text
+}
+
+/// Maps hickory's error to Caravan's: NXDOMAIN and NODATA stay distinct from
+/// failures, so callers never read "unknown" as "no peers".
+pub fn classify(err: NetError) -> LookupError {
+    if err.is_nx_domain() {
+        return LookupError::NxDomain;
+    }
+    if err.is_no_records_found() {
+        return LookupError::NoData;
+    }
+    match err {
+        NetError::Timeout => LookupError::Timeout,
+        NetError::Dns(DnsError::ResponseCode(code)) => LookupError::ServerFailure(code.to_string()),
+        other => LookupError::Transport(other.to_string()),
+    }
+}
+
+/// Resolvers are built once per config and shared: building one reads
+/// resolv.conf and sets up connection pools. The map is bounded so a caller
+/// cycling through configs cannot grow it without limit.
+const MAX_RESOLVERS: usize = 64;
+static RESOLVERS: Lazy<Mutex<HashMap<LookupConfig, TokioResolver>>> =
+    Lazy::new(|| Mutex::new(HashMap::new()));
+
+fn resolver_for(config: &LookupConfig) -> Result<TokioResolver, LookupError> {
+    if let Some(resolver) = RESOLVERS.lock().get(config) {
+        return Ok(resolver.clone());
+    }
+    let resolver = build_resolver(config)?;
+    let mut resolvers = RESOLVERS.lock();
+    if resolvers.len() >= MAX_RESOLVERS {
+        resolvers.clear();
+    }
+    Ok(resolvers.entry(config.clone()).or_insert(resolver).clone())
+}
+
+/// Builds a hickory resolver for discovery: EDNS0 on with
+/// [`EDNS_PAYLOAD_LEN`], UDP then TCP to each nameserver (truncated answers
+/// are retried over TCP), no answer cache, and per-try timeouts that fit the
+/// total bound.
+pub fn build_resolver(config: &LookupConfig) -> Result<TokioResolver, LookupError> {
+    let provider = TokioRuntimeProvider::default();
+    let mut builder = if config.nameservers.is_empty() {
+        TokioResolver::builder(provider).map_err(|e| {
+            LookupError::Config(format!("cannot read the system's resolv.conf: {e}"))
+        })?
+    } else {
+        let servers = config
+            .nameservers
+            .iter()
+            .map(|addr| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = addr.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = addr.port();
+                NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+            })
+            .collect();
+        TokioResolver::builder_with_config(HickoryConfig::from_name_servers(servers), provider)
+    };
+    let opts: &mut ResolverOpts = builder.options_mut();
+    opts.edns0 = true;
+    opts.edns_payload_len = EDNS_PAYLOAD_LEN;
+    opts.cache_size = 0;
+    opts.preserve_intermediates = false;
+    opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+    // One retry within the bound; the outer timeout in `lookup_srv` is the
+    // hard limit either way.
+    opts.attempts = 1;
+    opts.timeout = (config.timeout / 2).max(Duration::from_millis(50));
+    builder
+        .build()
+        .map_err(|e| LookupError::Config(format!("cannot build the resolver: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nameserver_forms() {
+        assert_eq!(
+            parse_nameserver("127.0.0.1:8600"),
+            Ok("127.0.0.1:8600".parse().unwrap())
+        );
+        assert_eq!(
+            parse_nameserver("10.0.0.1"),
+            Ok("10.0.0.1:53".parse().unwrap())
+        );
+        assert_eq!(parse_nameserver("::1"), Ok("[::1]:53".parse().unwrap()));
+        assert_eq!(
+            parse_nameserver("[::1]:8600"),
+            Ok("[::1]:8600".parse().unwrap())
+        );
+        assert_eq!(
+            parse_nameserver(" 127.0.0.1:53 "),
+            Ok("127.0.0.1:53".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn bad_nameservers() {
+        for bad in [
+            "",
+            "consul",
+            "consul:8600",
+            "127.0.0.1:0",
+            "127.0.0.1:70000",
+            "1.2.3",
+        ] {
+            assert_eq!(
+                parse_nameserver(bad).unwrap_err().kind(),
+                "invalid_nameserver",
+                "{bad:?}"
+            );
+        }
+        let msg = parse_nameserver("consul:8600").unwrap_err().to_string();
+        assert!(
+            msg.contains("consul:8600") && msg.contains("IP:PORT"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn queries() {
+        assert!(parse_query("_app._tcp.service.consul").is_ok());
+        assert!(parse_query("app.service.dc1.consul.").is_ok());
+        assert_eq!(parse_query("").unwrap_err().kind(), "invalid_query");
+        assert_eq!(parse_query("  ").unwrap_err().kind(), "invalid_query");
+        let too_long_label = format!("{}.consul", "a".repeat(64));
+        assert_eq!(
+            parse_query(&too_long_label).unwrap_err().kind(),
+            "invalid_query"
+        );
+    }
+
+    #[test]
+    fn target_names_lose_the_root_dot() {
+        let name = Name::from_ascii("web1.node.dc1.consul.").unwrap();
+        assert_eq!(target_name(&name), "web1.node.dc1.consul");
+        let name = Name::from_ascii("web1.node.dc1.consul").unwrap();
+        assert_eq!(target_name(&name), "web1.node.dc1.consul");
+    }
+
+    #[test]
+    fn no_records_is_only_nxdomain_and_nodata() {
+        assert!(LookupError::NxDomain.is_no_records());
+        assert!(LookupError::NoData.is_no_records());
+        assert!(!LookupError::Timeout.is_no_records());
+        assert!(!LookupError::ServerFailure("SERVFAIL".into()).is_no_records());
+        assert!(!LookupError::Transport("x".into()).is_no_records());
+    }
+
+    #[test]
+    fn classify_keeps_failures_apart_from_no_records() {
+        use hickory_resolver::proto::op::ResponseCode;
+        assert_eq!(classify(NetError::Timeout), LookupError::Timeout);
+        assert_eq!(
+            classify(NetError::Dns(DnsError::ResponseCode(
+                ResponseCode::ServFail
+            )))
+            .kind(),
+            "server_failure"
+        );
+        assert_eq!(
+            classify(NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused))).kind(),
+            "server_failure"
+        );
+    }
+}

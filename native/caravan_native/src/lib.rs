@@ -1,0 +1,186 @@
+//! Caravan's native core, loaded as a NIF into `Caravan.Native`.
+//!
+//! This crate is the NIF layer only: decode terms, call `caravan_core`,
+//! encode the answer. The logic lives in `caravan_core::node_name` (the port
+//! rule) and `caravan_core::resolver` (SRV lookups), both unit-tested without
+//! a BEAM; `runtime` runs lookups off the schedulers.
+
+mod runtime;
+
+use std::time::Duration;
+
+use rustler::types::list::ListIterator;
+use rustler::{Atom, Encoder, Env, NifMap, Term, TermType};
+
+use caravan_core::node_name::{self, NodeNameError, MAX_NODE_NAME_CHARS};
+use caravan_core::resolver::{self, LookupConfig, LookupError, SrvRecord};
+
+mod atoms {
+    rustler::atoms! {
+        ok,
+        error,
+        caravan_srv,
+    }
+}
+
+/// `{kind, message}`: the error shape every NIF returns, `kind` an atom.
+struct KindError {
+    kind: &'static str,
+    message: String,
+}
+
+impl Encoder for KindError {
+    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
+        let kind = Atom::from_str(env, self.kind).expect("error kinds are valid atoms");
+        (kind, self.message.as_str()).encode(env)
+    }
+}
+
+impl From<NodeNameError> for KindError {
+    fn from(err: NodeNameError) -> Self {
+        Self {
+            kind: err.kind(),
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<LookupError> for KindError {
+    fn from(err: LookupError) -> Self {
+        Self {
+            kind: err.kind(),
+            message: err.to_string(),
+        }
+    }
+}
+
+#[derive(NifMap)]
+struct SrvTerm {
+    priority: u16,
+    weight: u16,
+    port: u16,
+    target: String,
+}
+
+impl From<SrvRecord> for SrvTerm {
+    fn from(r: SrvRecord) -> Self {
+        Self {
+            priority: r.priority,
+            weight: r.weight,
+            port: r.port,
+            target: r.target,
+        }
+    }
+}
+
+/// Decodes a node name given as an atom, a charlist or a UTF-8 binary.
+/// Inputs longer than any atom can be are refused before they are walked,
+/// so a huge input cannot make the call slow.
+fn decode_node_name(term: Term) -> Result<String, KindError> {
+    let not_a_name = |what: &str| KindError {
+        kind: "not_a_node_name",
+        message: format!("expected a node name as an atom, a charlist or a binary; got {what}"),
+    };
+    let too_long = |chars: usize| KindError::from(NodeNameError::TooLong { chars });
+    match term.get_type() {
+        TermType::Atom => term
+            .atom_to_string()
+            .map_err(|_| not_a_name("an unreadable atom")),
+        TermType::Binary => {
+            let binary = term
+                .decode_as_binary()
+                .map_err(|_| not_a_name("a bitstring"))?;
+            if binary.len() > MAX_NODE_NAME_CHARS * 4 {
+                return Err(too_long(binary.len()));
+            }
+            std::str::from_utf8(binary.as_slice())
+                .map(str::to_owned)
+                .map_err(|_| not_a_name("a binary that is not valid UTF-8"))
+        }
+        TermType::List => {
+            let len = term
+                .list_length()
+                .map_err(|_| not_a_name("an improper list"))?;
+            if len > MAX_NODE_NAME_CHARS {
+                return Err(too_long(len));
+            }
+            let chars: ListIterator = term.decode().map_err(|_| not_a_name("an improper list"))?;
+            chars
+                .map(|c| c.decode::<u32>().ok().and_then(char::from_u32))
+                .collect::<Option<String>>()
+                .ok_or_else(|| not_a_name("a list that is not a charlist"))
+        }
+        _ => Err(not_a_name("a term of another type")),
+    }
+}
+
+/// `dist_port(node) :: {:ok, port} | {:error, {kind, message}}`
+#[rustler::nif]
+fn dist_port<'a>(env: Env<'a>, node: Term<'a>) -> Term<'a> {
+    ResultTerm(decode_node_name(node).and_then(|name| Ok(node_name::dist_port(&name)?))).encode(env)
+}
+
+/// `listen_port(node) :: {:ok, port} | {:error, {kind, message}}`, port 0 for
+/// release helper nodes.
+#[rustler::nif]
+fn listen_port<'a>(env: Env<'a>, node: Term<'a>) -> Term<'a> {
+    ResultTerm(decode_node_name(node).and_then(|name| Ok(node_name::listen_port(&name)?)))
+        .encode(env)
+}
+
+/// `srv_lookup(query, nameservers, timeout_ms) :: {:ok, ref} | {:error, {kind, message}}`
+///
+/// Returns at once; the caller later receives
+/// `{:caravan_srv, ref, {:ok, [record]} | {:error, {kind, message}}}`.
+#[rustler::nif]
+fn srv_lookup<'a>(
+    env: Env<'a>,
+    query: String,
+    nameservers: Vec<String>,
+    timeout_ms: u64,
+) -> Term<'a> {
+    let config = nameservers
+        .iter()
+        .map(|ns| resolver::parse_nameserver(ns))
+        .collect::<Result<Vec<_>, _>>()
+        .map(|nameservers| LookupConfig {
+            nameservers,
+            timeout: Duration::from_millis(timeout_ms.max(1)),
+        })
+        .and_then(|config| resolver::parse_query(&query).map(|_| config));
+    let config = match config {
+        Ok(config) => config,
+        Err(err) => return ResultTerm::<()>(Err(err.into())).encode(env),
+    };
+    let work = async move {
+        let records = resolver::lookup_srv(&config, &query).await?;
+        Ok(records.into_iter().map(SrvTerm::from).collect::<Vec<_>>())
+    };
+    let spawned = runtime::spawn_reply(
+        env,
+        atoms::caravan_srv(),
+        async move { ResultTerm(work.await) },
+    );
+    match spawned {
+        Ok(reference) => ResultTerm(Ok(reference)).encode(env),
+        Err(message) => ResultTerm::<()>(Err(KindError {
+            kind: "runtime",
+            message,
+        }))
+        .encode(env),
+    }
+}
+
+/// `{:ok, value} | {:error, {kind, message}}` built on the runtime thread.
+struct ResultTerm<T>(Result<T, KindError>);
+
+impl<T: Encoder> Encoder for ResultTerm<T> {
+    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
+        match &self.0 {
+            Ok(value) => (atoms::ok(), value).encode(env),
+            Err(err) => (atoms::error(), err).encode(env),
+        }
+    }
+}
+
+rustler::init!("Elixir.Caravan.Native");
