@@ -1,0 +1,139 @@
+defmodule Caravan.Epmd.Client do
+  @moduledoc """
+  The epmd module: derives every node's distribution port from its node name
+  (`Caravan.Epmd`), so no epmd daemon is started or asked.
+
+  Select it in `vm.args` (OTP 23+):
+
+      -start_epmd false
+      -epmd_module Elixir.Caravan.Epmd.Client
+
+  With these two flags `inet_tcp`, `inet6_tcp` and `inet_tls` distribution
+  all listen on the port from the node name. Use `-start_epmd false`, not
+  `-no_epmd`: with `-no_epmd` the module is loaded too late and the derived
+  port is not used. `-proto_dist Elixir.Caravan.Epmd.Dist` (Caravan 1.x's
+  flag) keeps working; see `Caravan.Epmd.Dist_dist`.
+
+  The callbacks are those of OTP's `erl_epmd` (kernel docs, "epmd_module").
+  They run at boot, before the file server and Logger exist, so errors are
+  written with `:erlang.display_string/1`.
+  """
+
+  # Distribution protocol version returned with the port (OTP 23+ speak 6).
+  @dist_version 6
+
+  # {name part, port} given to register_node/3, for names/1.
+  @registered {__MODULE__, :registered}
+
+  @doc """
+  Started by `net_sup` before any application. Loads the NIF library
+  (in a release `@on_load` would run too late) and returns `:ignore`.
+
+  Returns `{:error, message}` when the library cannot be loaded, after
+  printing the message (library path and reason): the node does not boot.
+  """
+  @spec start_link() :: :ignore | {:error, String.t()}
+  def start_link do
+    case Caravan.Native.load() do
+      :ok ->
+        :ignore
+
+      {:error, message} = error ->
+        :erlang.display_string(~c"[caravan] " ++ String.to_charlist(message) ++ ~c"\n")
+        error
+    end
+  end
+
+  @doc """
+  Called by the distribution module once it listens. There is no daemon to
+  tell: it records `{name, port}` for `names/1` and picks the node's
+  creation.
+
+  Returns `{:ok, -1}`: `net_kernel` then picks a random 32-bit creation
+  (OTP 23+), so a restarted node gets a new creation and pids and
+  references of its old incarnation never match new processes. (Caravan
+  1.x returned 1..3, which a restart often repeated.)
+
+  `driver` is `inet_tcp`/`inet6_tcp` (OTP 25) or `inet`/`inet6` (OTP 26+).
+  """
+  @spec register_node(atom() | charlist(), :inet.port_number(), atom()) :: {:ok, -1}
+  def register_node(name, port, _driver) do
+    :persistent_term.put(@registered, {to_charlist(name), port})
+    {:ok, -1}
+  end
+
+  @doc "The /2 form of `register_node/3`, for older callers."
+  @spec register_node(atom() | charlist(), :inet.port_number()) :: {:ok, -1}
+  def register_node(name, port), do: register_node(name, port, :inet_tcp)
+
+  @doc """
+  The port this node listens on: `{:ok, port}` from its name part (an atom),
+  or `{:ok, 0}` (any port) for the `rem-*`/`rpc-*` helper nodes of release
+  scripts. An invalid name prints the reason and returns
+  `{:error, {kind, message}}`, which stops the node from booting.
+  """
+  @spec listen_port_please(atom() | charlist(), charlist()) ::
+          {:ok, :inet.port_number()} | {:error, Caravan.Epmd.error()}
+  def listen_port_please(name, _host) do
+    case Caravan.Epmd.listen_port(name) do
+      {:ok, port} ->
+        {:ok, port}
+
+      {:error, {_kind, message}} = error ->
+        :erlang.display_string(
+          ~c"[caravan] cannot listen: " ++ String.to_charlist(message) ++ ~c"\n"
+        )
+
+        error
+    end
+  end
+
+  @doc """
+  The distribution port of a peer: `{:port, port, version}` from the peer's
+  name part (a charlist), `:noport` when the name has no valid port.
+  """
+  @spec port_please(charlist() | atom(), :inet.ip_address()) ::
+          {:port, :inet.port_number(), pos_integer()} | :noport
+  def port_please(name, _ip) do
+    case Caravan.Epmd.fetch_dist_port(name) do
+      {:ok, port} -> {:port, port, @dist_version}
+      {:error, _} -> :noport
+    end
+  end
+
+  @doc "`port_please/2` with a timeout (ms), which is not needed: nothing is asked."
+  @spec port_please(charlist() | atom(), :inet.ip_address(), timeout()) ::
+          {:port, :inet.port_number(), pos_integer()} | :noport
+  def port_please(name, ip, _timeout), do: port_please(name, ip)
+
+  @doc """
+  Resolves a peer: `{:ok, ip, port, version}`, the host resolved with
+  `:inet.getaddr/2` for `family` (`:inet` or `:inet6`, so the OS resolver,
+  `/etc/hosts` and any `inetrc` apply) and the port from the name part.
+
+  Returns `{:error, reason}` when the host does not resolve or the name has
+  no valid port. Called twice per outgoing connection; it does no I/O
+  beyond the host lookup.
+  """
+  @spec address_please(charlist(), charlist(), :inet | :inet6) ::
+          {:ok, :inet.ip_address(), :inet.port_number(), pos_integer()} | {:error, term()}
+  def address_please(name, host, family) do
+    with {:ok, port} <- Caravan.Epmd.fetch_dist_port(name),
+         {:ok, ip} <- :inet.getaddr(host, family) do
+      {:ok, ip, port, @dist_version}
+    end
+  end
+
+  @doc """
+  What `net_adm:names/0,1` shows: `{:ok, [{name, port}]}` with the name part
+  and listening port this node registered, `{:ok, []}` before it has. No
+  daemon knows the other nodes on the host.
+  """
+  @spec names(term()) :: {:ok, [{charlist(), :inet.port_number()}]}
+  def names(_host \\ nil) do
+    case :persistent_term.get(@registered, nil) do
+      {name, port} -> {:ok, [{name, port}]}
+      nil -> {:ok, []}
+    end
+  end
+end

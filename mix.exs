@@ -1,0 +1,28 @@
+defmodule Caravan.MixProject do
+  use Mix.Project
+
+  @version "2.0.0-dev"
+
+  def project do
+    [
+      app: :caravan,
+      version: @version,
+      elixir: "~> 1.14",
+      start_permanent: Mix.env() == :prod,
+      elixirc_paths: elixirc_paths(Mix.env()),
+      # The native compiler runs after :elixir, which compiles it
+      # (lib/mix/tasks/compile.caravan_native.ex): no hex package needed.
+      compilers: Mix.compilers() ++ [:caravan_native],
+      deps: [],
+      docs: [main: "Caravan"],
+      test_coverage: [summary: [threshold: 0]]
+    ]
+  end
+
+  def application do
+    [extra_applications: [:logger]]
+  end
+
+  defp elixirc_paths(:test), do: ["lib", "test/support"]
+  defp elixirc_paths(_), do: ["lib"]
+end
