@@ -1,0 +1,28 @@
+defmodule Caravan.DnsClient do
+  @moduledoc """
+  The behaviour of the `:dns_client` that `Caravan.Cluster.DnsStrategy` asks
+  for peers, as in Caravan 1.x. The default is `Caravan.DnsClient.Native`.
+
+  A client returns `[{port, host}]`: the distribution port and the host part
+  of each peer's node name. It may also return `{:ok, [{port, host}]}`, or
+  `{:error, reason}` when the answer is unknown (a timeout, a server
+  failure): the strategy then keeps the cluster as it is. An empty list
+  means "no peers".
+
+  `get_nodes/2` is optional; when a client exports it, the strategy passes
+  the topology's config (`:nameservers`, `:timeout`, ...) as `opts`.
+  """
+
+  @type result ::
+          [{:inet.port_number(), String.t()}]
+          | {:ok, [{:inet.port_number(), String.t()}]}
+          | {:error, term()}
+
+  @doc "Looks up the peers of `query` (Caravan 1.x's callback)."
+  @callback get_nodes(query :: String.t()) :: result()
+
+  @doc "Looks up the peers of `query` with the topology's config."
+  @callback get_nodes(query :: String.t(), opts :: keyword()) :: result()
+
+  @optional_callbacks get_nodes: 2
+end
