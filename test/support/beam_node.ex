@@ -1,0 +1,131 @@
+defmodule Caravan.Test.BeamNode do
+  @moduledoc """
+  Starts real BEAM nodes as separate OS processes with OTP's `:peer`, using
+  Caravan's real vm.args flags and no epmd. The test runner controls them
+  over stdio (`connection: :standard_io`), so it need not be distributed.
+  """
+
+  @cookie "caravan_test_cookie"
+
+  @doc """
+  Starts `erl -name <name>@<host>` listening on `ip` (a "host" on loopback).
+
+  Options: `:proto_dist` (true adds Caravan 1.x's `-proto_dist` flag),
+  `:inetrc` (path to an inetrc for host-name resolution), `:args` (more
+  erl arguments as strings). Nodes boot with Logger level `:warning`.
+  Returns `{peer_pid, node}`.
+  """
+  def start(name, host, ip, opts \\ []) do
+    args =
+      ["-start_epmd", "false", "-epmd_module", "Elixir.Caravan.Epmd.Client"] ++
+        if(opts[:proto_dist], do: ["-proto_dist", "Elixir.Caravan.Epmd.Dist"], else: []) ++
+        ["-kernel", "inet_dist_use_interface", ip_term(ip), "-setcookie", @cookie] ++
+        ["-kernel", "logger_level", "warning"] ++
+        code_path_args() ++ Keyword.get(opts, :args, [])
+
+    env = if opts[:inetrc], do: [{~c"ERL_INETRC", String.to_charlist(opts[:inetrc])}], else: []
+
+    {:ok, peer, node} =
+      :peer.start(%{
+        name: String.to_charlist(name),
+        host: String.to_charlist(host),
+        longnames: true,
+        connection: :standard_io,
+        args: Enum.map(args, &String.to_charlist/1),
+        env: env,
+        wait_boot: 30_000
+      })
+
+    {peer, node}
+  end
+
+  @doc "Calls `m.f(a)` on the node (30 s bound)."
+  def call(peer, m, f, a), do: :peer.call(peer, m, f, a, 30_000)
+
+  @doc "Stops the node (its OS process exits)."
+  def stop(peer) do
+    :peer.stop(peer)
+  catch
+    :exit, _ -> :ok
+  end
+
+  @doc """
+  Starts `Caravan.Cluster.DnsStrategy` on the node with `opts`, under a
+  supervisor owned by a process that outlives the `:peer.call/4`.
+  `log_level` is the node's Logger level from then on (OTP progress
+  reports stay filtered out).
+  """
+  def start_strategy(peer, opts, log_level \\ :warning) do
+    {:ok, _} = call(peer, :application, :ensure_all_started, [:logger])
+    :ok = call(peer, __MODULE__, :remote_log_level, [log_level])
+    call(peer, __MODULE__, :remote_start_strategy, [opts])
+  end
+
+  @doc false
+  # Runs on the peer node.
+  def remote_log_level(level) do
+    :logger.add_primary_filter(:no_progress, {&:logger_filters.progress/2, :stop})
+    :logger.set_primary_config(:level, level)
+  end
+
+  @doc false
+  # Runs on the peer node.
+  def remote_start_strategy(opts) do
+    parent = self()
+
+    spawn(fn ->
+      {:ok, sup} =
+        Supervisor.start_link([{Caravan.Cluster.DnsStrategy, opts}], strategy: :one_for_one)
+
+      send(parent, {:started, sup})
+      Process.sleep(:infinity)
+    end)
+
+    receive do
+      {:started, sup} -> {:ok, sup}
+    after
+      10_000 -> {:error, :timeout}
+    end
+  end
+
+  @doc "Waits until `fun` returns a truthy value, polling every 100 ms, up to `ms`."
+  def eventually(fun, ms \\ 30_000) do
+    deadline = System.monotonic_time(:millisecond) + ms
+    do_eventually(fun, deadline)
+  end
+
+  defp do_eventually(fun, deadline) do
+    case fun.() do
+      result when result not in [nil, false] ->
+        result
+
+      _ ->
+        if System.monotonic_time(:millisecond) > deadline do
+          false
+        else
+          Process.sleep(100)
+          do_eventually(fun, deadline)
+        end
+    end
+  end
+
+  @doc "True when something accepts TCP connections on ip:port."
+  def listening?(ip, port) do
+    case :gen_tcp.connect(ip, port, [], 1_000) do
+      {:ok, socket} ->
+        :gen_tcp.close(socket)
+        true
+
+      {:error, _} ->
+        false
+    end
+  end
+
+  defp ip_term({a, b, c, d}), do: "{#{a},#{b},#{c},#{d}}"
+
+  defp code_path_args do
+    Enum.flat_map([:caravan, :elixir, :logger], fn app ->
+      ["-pa", to_string(:code.lib_dir(app, :ebin))]
+    end)
+  end
+end
