@@ -1,0 +1,252 @@
+defmodule Caravan.Cluster.DnsStrategyTest do
+  # The strategy against a real dnsmasq (127.0.0.1:8655). The topology's
+  # connect/list_nodes MFAs are libcluster's hooks; here they point at
+  # recorders in this module, so the test sees exactly which node names the
+  # strategy connects to without being distributed. Real connects are in
+  # Caravan.EndToEndTest.
+  use ExUnit.Case, async: false
+  doctest Caravan.Cluster.DnsStrategy
+
+  import ExUnit.CaptureLog
+  alias Caravan.Cluster.{Config, DnsStrategy}
+  alias Caravan.Test.Dnsmasq
+
+  # libcluster is not installable here (no hex). This is a stand-in for its
+  # %Cluster.Strategy.State{} with the same fields, to call start_link([state])
+  # exactly as Cluster.Supervisor does.
+  defmodule State do
+    defstruct topology: nil,
+              connect: {:net_kernel, :connect_node, []},
+              disconnect: {:erlang, :disconnect_node, []},
+              list_nodes: {:erlang, :nodes, [:connected]},
+              meta: nil,
+              config: []
+  end
+
+  # A Caravan 1.x style client: get_nodes/1 returning a plain list.
+  defmodule ListClient do
+    @behaviour Caravan.DnsClient
+    @impl true
+    def get_nodes("svc"), do: [{4370, "a.example"}, {4371, "b.example"}, {0, "bad.example"}]
+  end
+
+  defmodule RaisingClient do
+    @behaviour Caravan.DnsClient
+    @impl true
+    def get_nodes(_), do: raise("boom")
+  end
+
+  setup_all do
+    dns =
+      Dnsmasq.start(
+        port: 8655,
+        srv: [
+          {"_app._tcp.service.consul", "web1.node.dc1.consul", 4370},
+          {"_app._tcp.service.consul", "web2.node.dc1.consul", 4371},
+          {"_app._tcp.service.consul", "web3.node.dc1.consul", 4372}
+        ]
+      )
+
+    on_exit(fn -> Dnsmasq.stop(dns) end)
+    %{ns: Dnsmasq.nameserver(dns)}
+  end
+
+  def record_connect(test_pid, node) do
+    send(test_pid, {:connect, node})
+    true
+  end
+
+  def record_disconnect(test_pid, node) do
+    send(test_pid, {:disconnect, node})
+    true
+  end
+
+  def connected(nodes), do: nodes
+
+  defp state(config, test_pid, connected \\ []) do
+    %State{
+      topology: :test,
+      connect: {__MODULE__, :record_connect, [test_pid]},
+      disconnect: {__MODULE__, :record_disconnect, [test_pid]},
+      list_nodes: {__MODULE__, :connected, [connected]},
+      config: config
+    }
+  end
+
+  test "started the way libcluster does, it connects to every SRV record's node", %{ns: ns} do
+    config = [
+      query: "_app._tcp.service.consul",
+      node_sname: "app",
+      nameservers: [ns],
+      poll_interval: 100
+    ]
+
+    start_supervised!({DnsStrategy, [state(config, self())]})
+
+    for n <- [
+          "app-4370@web1.node.dc1.consul",
+          "app-4371@web2.node.dc1.consul",
+          "app-4372@web3.node.dc1.consul"
+        ] do
+      node = String.to_atom(n)
+      assert_receive {:connect, ^node}, 5_000
+    end
+  end
+
+  test "nodes already in list_nodes are not connected again", %{ns: ns} do
+    config = [
+      query: "_app._tcp.service.consul",
+      node_sname: "app",
+      nameservers: [ns],
+      poll_interval: 100
+    ]
+
+    known = [:"app-4370@web1.node.dc1.consul", :"app-4371@web2.node.dc1.consul"]
+    start_supervised!({DnsStrategy, [state(config, self(), known)]})
+
+    assert_receive {:connect, :"app-4372@web3.node.dc1.consul"}, 5_000
+    # Several polls later, still no connect to the known nodes.
+    Process.sleep(350)
+    refute_received {:connect, :"app-4370@web1.node.dc1.consul"}
+    refute_received {:connect, :"app-4371@web2.node.dc1.consul"}
+  end
+
+  test "started without libcluster from a keyword list", %{ns: ns} do
+    test_pid = self()
+
+    start_supervised!(
+      {DnsStrategy,
+       query: "_app._tcp.service.consul",
+       node_sname: "app",
+       nameservers: [ns],
+       connect: {__MODULE__, :record_connect, [test_pid]},
+       list_nodes: {__MODULE__, :connected, [[]]}}
+    )
+
+    assert_receive {:connect, :"app-4370@web1.node.dc1.consul"}, 5_000
+  end
+
+  test "a dead nameserver changes nothing and is warned of once" do
+    config = [
+      query: "_app._tcp.service.consul",
+      node_sname: "app",
+      nameservers: ["127.0.0.1:8656"],
+      poll_interval: 150,
+      timeout: 100
+    ]
+
+    log =
+      capture_log(fn ->
+        pid = start_supervised!({DnsStrategy, [state(config, self(), [:"app-4370@x"])]})
+        Process.sleep(1_000)
+        assert Process.alive?(pid)
+      end)
+
+    refute_received {:connect, _}
+    refute_received {:disconnect, _}
+
+    assert length(
+             Regex.scan(
+               ~r/\[warning\] \[caravan\] topology test: lookup of .* failed \(timeout/,
+               log
+             )
+           ) ==
+             1
+
+    assert log =~ "keeping the cluster as it is"
+  end
+
+  test "a Caravan 1.x client returning a list works; invalid records are skipped with a warning" do
+    config = [query: "svc", node_sname: "app", dns_client: ListClient, poll_interval: 100]
+
+    log =
+      capture_log(fn ->
+        start_supervised!({DnsStrategy, [state(config, self())]})
+        assert_receive {:connect, :"app-4370@a.example"}, 5_000
+        assert_receive {:connect, :"app-4371@b.example"}, 5_000
+        Process.sleep(250)
+      end)
+
+    refute_received {:connect, :"app-0@bad.example"}
+
+    assert length(Regex.scan(~r/\[warning\] .*skipped SRV records: .*app-0@bad.example/, log)) ==
+             1
+  end
+
+  test "a client that raises does not stop the strategy" do
+    config = [query: "svc", node_sname: "app", dns_client: RaisingClient, poll_interval: 100]
+
+    log =
+      capture_log(fn ->
+        pid = start_supervised!({DnsStrategy, [state(config, self())]})
+        Process.sleep(300)
+        assert Process.alive?(pid)
+      end)
+
+    assert log =~ "boom"
+    refute_received {:connect, _}
+  end
+
+  test "an invalid config logs an error and returns :ignore" do
+    log =
+      capture_log(fn ->
+        assert DnsStrategy.start_link([state([node_sname: "app"], self())]) == :ignore
+        assert DnsStrategy.start_link(query: "q", node_sname: "a.b") == :ignore
+      end)
+
+    assert log =~ "missing :query"
+    assert log =~ ~s(invalid :node_sname: "a.b")
+  end
+
+  describe "Config.new/1" do
+    test "defaults" do
+      assert {:ok, config} = Config.new(query: "q.consul", node_sname: "app")
+      assert config.poll_interval == 5_000
+      assert config.timeout == 2_000
+      assert config.dns_client == Caravan.DnsClient.Native
+      assert config.connect == {:net_kernel, :connect_node, []}
+      assert config.list_nodes == {:erlang, :nodes, [:connected]}
+    end
+
+    test "1.x's :consul_service and {ip, port} nameservers" do
+      assert {:ok, config} =
+               Config.new(
+                 consul_service: "s.consul",
+                 node_sname: "app",
+                 nameservers: [{"10.0.0.1", "8600"}]
+               )
+
+      assert config.query == "s.consul"
+      assert config.nameservers == ["10.0.0.1:8600"]
+    end
+
+    test "errors name the key, the value and what was expected" do
+      assert {:error, "invalid :poll_interval: 0; expected a positive integer (ms)"} =
+               Config.new(query: "q", node_sname: "a", poll_interval: 0)
+
+      assert {:error, "missing :node_sname" <> _} = Config.new(query: "q")
+
+      assert {:error, "invalid :dns_client: NoSuchModule" <> _} =
+               Config.new(query: "q", node_sname: "a", dns_client: NoSuchModule)
+
+      assert {:error, "invalid :nameservers" <> _} =
+               Config.new(query: "q", node_sname: "a", nameservers: [:x])
+
+      assert {:error, _} = Config.new("not a list")
+    end
+  end
+
+  describe "node_name/3" do
+    test "builds names from SRV records, IPv6 hosts included" do
+      assert DnsStrategy.node_name("app", 4370, "10.0.0.1") == {:ok, :"app-4370@10.0.0.1"}
+      assert DnsStrategy.node_name("app", 4370, "fd00::1") == {:ok, :"app-4370@fd00::1"}
+    end
+
+    test "refuses what is not a node name, making no atom" do
+      assert {:error, {:invalid_host, _}} = DnsStrategy.node_name("app", 4370, "bad host")
+      assert {:error, {:invalid_host, _}} = DnsStrategy.node_name("app", 4370, "")
+      assert {:error, {:port_out_of_range, _}} = DnsStrategy.node_name("app", 0, "h")
+      assert {:error, {:invalid_record, _}} = DnsStrategy.node_name("app", "4370", "h")
+    end
+  end
+end

@@ -1,0 +1,119 @@
+defmodule Caravan.DNSTest do
+  # Lookups against a real dnsmasq on 127.0.0.1:8653.
+  use ExUnit.Case, async: false
+  doctest Caravan.DNS
+
+  alias Caravan.Test.Dnsmasq
+
+  setup_all do
+    dns =
+      Dnsmasq.start(
+        port: 8653,
+        srv: [
+          {"_web._tcp.service.consul", "web1.node.dc1.consul", 4370},
+          {"_web._tcp.service.consul", "web2.node.dc1.consul", 4371}
+        ],
+        hosts: [{"web1.node.dc1.consul", "127.0.0.2"}]
+      )
+
+    on_exit(fn -> Dnsmasq.stop(dns) end)
+    %{ns: Dnsmasq.nameserver(dns)}
+  end
+
+  test "SRV records come back with priority, weight, port and target", %{ns: ns} do
+    assert {:ok, records} = Caravan.DNS.lookup_srv("_web._tcp.service.consul", nameservers: [ns])
+
+    assert Enum.sort_by(records, & &1.port) == [
+             %{priority: 1, weight: 1, port: 4370, target: "web1.node.dc1.consul"},
+             %{priority: 1, weight: 1, port: 4371, target: "web2.node.dc1.consul"}
+           ]
+  end
+
+  test "1.x-style {ip, port} nameservers work", %{ns: _} do
+    assert {:ok, [_, _]} =
+             Caravan.DNS.lookup_srv("_web._tcp.service.consul",
+               nameservers: [{"127.0.0.1", "8653"}]
+             )
+  end
+
+  test "NXDOMAIN, NODATA and REFUSED are told apart", %{ns: ns} do
+    assert {:error, {:nxdomain, _}} =
+             Caravan.DNS.lookup_srv("_none._tcp.service.consul", nameservers: [ns])
+
+    assert {:error, {:nodata, _}} =
+             Caravan.DNS.lookup_srv("web1.node.dc1.consul", nameservers: [ns])
+
+    # dnsmasq refuses names it is not local for and has no upstream for.
+    assert {:error, {:server_failure, message}} =
+             Caravan.DNS.lookup_srv("_web._tcp.example.org", nameservers: [ns])
+
+    assert message =~ "Refused"
+  end
+
+  test "a dead nameserver ends in a timeout from the native resolver" do
+    # Nothing listens on this loopback port.
+    assert {:error, {:timeout, "no answer within the lookup timeout"}} =
+             Caravan.DNS.lookup_srv("_web._tcp.service.consul",
+               nameservers: ["127.0.0.1:8654"],
+               timeout: 300
+             )
+  end
+
+  test "lookup_srv_async/2 returns a reference and the answer arrives as a message", %{ns: ns} do
+    assert {:ok, ref} =
+             Caravan.DNS.lookup_srv_async("_web._tcp.service.consul", nameservers: [ns])
+
+    assert is_reference(ref)
+    assert_receive {:caravan_srv, ^ref, {:ok, [_, _]}}, 5_000
+  end
+
+  test "a caller that dies before the answer leaves nothing behind", %{ns: ns} do
+    {pid, mref} =
+      spawn_monitor(fn ->
+        {:ok, _} = Caravan.DNS.lookup_srv_async("_web._tcp.service.consul", nameservers: [ns])
+      end)
+
+    assert_receive {:DOWN, ^mref, :process, ^pid, :normal}
+    # The resolver keeps working for everyone else.
+    assert {:ok, [_, _]} = Caravan.DNS.lookup_srv("_web._tcp.service.consul", nameservers: [ns])
+  end
+
+  test "bad arguments are refused at once, naming the value" do
+    assert {:error, {:invalid_query, _}} = Caravan.DNS.lookup_srv("", nameservers: ["127.0.0.1"])
+    assert {:error, {:invalid_query, _}} = Caravan.DNS.lookup_srv(:atom)
+
+    assert {:error, {:invalid_nameserver, message}} =
+             Caravan.DNS.lookup_srv("a.consul", nameservers: ["consul:8600"])
+
+    assert message =~ "consul:8600"
+
+    assert {:error, {:invalid_nameserver, _}} =
+             Caravan.DNS.lookup_srv("a.consul", nameservers: [{"127.0.0.1", 0}])
+
+    assert {:error, {:invalid_option, message}} = Caravan.DNS.lookup_srv("a.consul", timeout: -1)
+    assert message =~ "-1"
+  end
+
+  describe "Caravan.DnsClient.Native" do
+    test "gives sorted {port, target} pairs", %{ns: ns} do
+      assert Caravan.DnsClient.Native.get_nodes("_web._tcp.service.consul", nameservers: [ns]) ==
+               {:ok, [{4370, "web1.node.dc1.consul"}, {4371, "web2.node.dc1.consul"}]}
+    end
+
+    test "reads NXDOMAIN and NODATA as no peers", %{ns: ns} do
+      assert {:ok, []} =
+               Caravan.DnsClient.Native.get_nodes("_no._tcp.service.consul", nameservers: [ns])
+
+      assert {:ok, []} =
+               Caravan.DnsClient.Native.get_nodes("web1.node.dc1.consul", nameservers: [ns])
+    end
+
+    test "never reads a failure as no peers" do
+      assert {:error, {:timeout, _}} =
+               Caravan.DnsClient.Native.get_nodes("_web._tcp.service.consul",
+                 nameservers: ["127.0.0.1:8654"],
+                 timeout: 200
+               )
+    end
+  end
+end

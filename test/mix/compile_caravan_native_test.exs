@@ -1,0 +1,60 @@
+defmodule Mix.Tasks.Compile.CaravanNativeTest do
+  use ExUnit.Case, async: false
+
+  @moduletag timeout: 600_000
+  @root File.cwd!()
+
+  test "a fresh library is not rebuilt" do
+    assert File.exists?(Path.join(@root, "priv/native/caravan_native.so"))
+    File.cd!(@root, fn -> assert Mix.Tasks.Compile.CaravanNative.run([]) == :noop end)
+  end
+
+  @tag :tmp_dir
+  test "builds and loads when Caravan is a path dependency of another app", %{tmp_dir: tmp} do
+    # A copy of Caravan's sources without any build output, so the compiler
+    # must really run cargo inside the dependency. CARGO_TARGET_DIR points at
+    # a directory of the test's own, sharing nothing with this checkout.
+    caravan = Path.join(tmp, "caravan")
+    File.mkdir_p!(caravan)
+
+    for entry <- ["mix.exs", "Cargo.toml", "Cargo.lock", "lib", "native"],
+        do: File.cp_r!(Path.join(@root, entry), Path.join(caravan, entry))
+
+    refute File.exists?(Path.join(caravan, "priv/native/caravan_native.so"))
+
+    {_, 0} = System.cmd("mix", ["new", "throwaway"], cd: tmp, stderr_to_stdout: true)
+    app = Path.join(tmp, "throwaway")
+    mix_exs = Path.join(app, "mix.exs")
+
+    File.write!(
+      mix_exs,
+      String.replace(
+        File.read!(mix_exs),
+        "[\n      # {:dep_from_hexpm",
+        "[\n      {:caravan, path: #{inspect(caravan)}},\n      # {:dep_from_hexpm"
+      )
+    )
+
+    env = [{"MIX_ENV", "dev"}, {"CARGO_TARGET_DIR", Path.join(tmp, "target")}]
+    {out, status} = System.cmd("mix", ["compile"], cd: app, env: env, stderr_to_stdout: true)
+    assert status == 0, out
+    assert out =~ "Compiling caravan_native (cargo build --release)"
+    assert File.exists?(Path.join(caravan, "priv/native/caravan_native.so"))
+
+    script = ~S"""
+    IO.puts("port=#{Caravan.Epmd.dist_port(:"app-4834@example.net")}")
+    IO.puts("lib=#{Caravan.Native.library_path()}")
+    """
+
+    {out, status} =
+      System.cmd("mix", ["run", "-e", script], cd: app, env: env, stderr_to_stdout: true)
+
+    assert status == 0, out
+    assert out =~ "port=4834"
+    assert out =~ Path.join(app, "_build/dev/lib/caravan/priv/native/caravan_native")
+
+    # A second compile does not run cargo again.
+    {out, 0} = System.cmd("mix", ["compile"], cd: app, env: env, stderr_to_stdout: true)
+    refute out =~ "cargo build"
+  end
+end
