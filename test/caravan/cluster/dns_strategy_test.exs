@@ -63,6 +63,14 @@ defmodule Caravan.Cluster.DnsStrategyTest do
 
   def connected(nodes), do: nodes
 
+  defp app_config(ns),
+    do: [
+      query: "_app._tcp.service.consul",
+      node_sname: "app",
+      nameservers: [ns],
+      poll_interval: 100
+    ]
+
   defp state(config, test_pid, connected \\ []) do
     %State{
       topology: :test,
@@ -74,12 +82,7 @@ defmodule Caravan.Cluster.DnsStrategyTest do
   end
 
   test "started the way libcluster does, it connects to every SRV record's node", %{ns: ns} do
-    config = [
-      query: "_app._tcp.service.consul",
-      node_sname: "app",
-      nameservers: [ns],
-      poll_interval: 100
-    ]
+    config = app_config(ns)
 
     start_supervised!({DnsStrategy, [state(config, self())]})
 
@@ -94,12 +97,7 @@ defmodule Caravan.Cluster.DnsStrategyTest do
   end
 
   test "nodes already in list_nodes are not connected again", %{ns: ns} do
-    config = [
-      query: "_app._tcp.service.consul",
-      node_sname: "app",
-      nameservers: [ns],
-      poll_interval: 100
-    ]
+    config = app_config(ns)
 
     known = [:"app-4370@web1.node.dc1.consul", :"app-4371@web2.node.dc1.consul"]
     start_supervised!({DnsStrategy, [state(config, self(), known)]})
