@@ -49,8 +49,7 @@ defmodule Caravan.DNS do
   """
   @spec lookup_srv(String.t(), keyword()) :: {:ok, [record()]} | {:error, reason()}
   def lookup_srv(query, opts \\ []) do
-    with {:ok, timeout} <- timeout(opts),
-         {:ok, ref} <- lookup_srv_async(query, opts) do
+    with {:ok, ref, timeout} <- start(query, opts) do
       await(ref, timeout + @reply_grace)
     end
   end
@@ -67,14 +66,21 @@ defmodule Caravan.DNS do
   @spec lookup_srv_async(String.t(), keyword()) :: {:ok, reference()} | {:error, reason()}
   def lookup_srv_async(query, opts \\ [])
 
-  def lookup_srv_async(query, opts) when is_binary(query) and is_list(opts) do
+  def lookup_srv_async(query, opts) do
+    with {:ok, ref, _timeout} <- start(query, opts), do: {:ok, ref}
+  end
+
+  # Validates the arguments once and starts the native lookup:
+  # {:ok, ref, timeout_ms} or {:error, reason}.
+  defp start(query, opts) when is_binary(query) and is_list(opts) do
     with {:ok, timeout} <- timeout(opts),
-         {:ok, nameservers} <- nameservers(opts) do
-      Caravan.Native.srv_lookup(query, nameservers, timeout)
+         {:ok, nameservers} <- nameservers(opts),
+         {:ok, ref} <- Caravan.Native.srv_lookup(query, nameservers, timeout) do
+      {:ok, ref, timeout}
     end
   end
 
-  def lookup_srv_async(query, _opts),
+  defp start(query, _opts),
     do: {:error, {:invalid_query, "expected the query as a binary, got: #{inspect(query)}"}}
 
   @doc """

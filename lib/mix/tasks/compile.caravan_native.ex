@@ -21,7 +21,7 @@ defmodule Mix.Tasks.Compile.CaravanNative do
   def run(args) do
     {opts, _, _} = OptionParser.parse(args, switches: [force: :boolean])
     root = File.cwd!()
-    output = Path.join([root, "priv", "native", @crate <> ".so"])
+    output = output_path(root)
 
     if opts[:force] || stale?(root, output) do
       build(root, output)
@@ -32,9 +32,11 @@ defmodule Mix.Tasks.Compile.CaravanNative do
 
   @impl Mix.Task.Compiler
   def clean do
-    File.rm(Path.join([File.cwd!(), "priv", "native", @crate <> ".so"]))
+    File.rm(output_path(File.cwd!()))
     :ok
   end
+
+  defp output_path(root), do: Path.join([root, "priv", "native", @crate <> ".so"])
 
   defp stale?(root, output) do
     case File.stat(output, time: :posix) do

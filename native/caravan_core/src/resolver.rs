@@ -154,13 +154,12 @@ pub fn parse_query(query: &str) -> Result<Name, LookupError> {
     Name::from_utf8(query).map_err(|e| LookupError::InvalidQuery(format!("{query:?}: {e}")))
 }
 
-/// Looks up the SRV records of `query`.
+/// Looks up the SRV records of `name` (parsed by [`parse_query`]).
 ///
 /// The whole lookup, retries and TCP fallback included, ends within
 /// `config.timeout`. Answers are not cached: every call asks the nameserver,
 /// so membership changes are seen at the next poll.
-pub async fn lookup_srv(config: &LookupConfig, query: &str) -> Result<Vec<SrvRecord>, LookupError> {
-    let name = parse_query(query)?;
+pub async fn lookup_srv(config: &LookupConfig, name: Name) -> Result<Vec<SrvRecord>, LookupError> {
     let resolver = resolver_for(config)?;
     let lookup = tokio::time::timeout(config.timeout, resolver.srv_lookup(name))
         .await

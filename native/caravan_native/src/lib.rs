@@ -139,21 +139,24 @@ fn srv_lookup<'a>(
     nameservers: Vec<String>,
     timeout_ms: u64,
 ) -> Term<'a> {
-    let config = nameservers
+    // Bad arguments are answered at once, before anything is spawned.
+    let parsed = nameservers
         .iter()
         .map(|ns| resolver::parse_nameserver(ns))
         .collect::<Result<Vec<_>, _>>()
-        .map(|nameservers| LookupConfig {
-            nameservers,
-            timeout: Duration::from_millis(timeout_ms.max(1)),
-        })
-        .and_then(|config| resolver::parse_query(&query).map(|_| config));
-    let config = match config {
-        Ok(config) => config,
+        .and_then(|nameservers| Ok((nameservers, resolver::parse_query(&query)?)));
+    let (config, name) = match parsed {
+        Ok((nameservers, name)) => (
+            LookupConfig {
+                nameservers,
+                timeout: Duration::from_millis(timeout_ms.max(1)),
+            },
+            name,
+        ),
         Err(err) => return ResultTerm::<()>(Err(err.into())).encode(env),
     };
     let work = async move {
-        let records = resolver::lookup_srv(&config, &query).await?;
+        let records = resolver::lookup_srv(&config, name).await?;
         Ok(records.into_iter().map(SrvTerm::from).collect::<Vec<_>>())
     };
     let spawned = runtime::spawn_reply(
