@@ -67,15 +67,7 @@ for {peer, _} <- nodes do
     )
 end
 
-all = nodes |> Enum.map(&elem(&1, 1)) |> Enum.sort()
-
-mesh? = fn ->
-  Enum.all?(nodes, fn {peer, node} ->
-    Enum.sort(BeamNode.call(peer, Node, :list, [])) == all -- [node]
-  end)
-end
-
-ok = BeamNode.eventually(mesh?, 30_000)
+ok = BeamNode.eventually(fn -> BeamNode.full_mesh?(nodes) end, 30_000)
 Process.sleep(200)
 
 say.("cluster view from each node:")

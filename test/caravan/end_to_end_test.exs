@@ -70,15 +70,9 @@ defmodule Caravan.EndToEndTest do
                )
     end
 
-    all = nodes |> Enum.map(&elem(&1, 1)) |> Enum.sort()
+    peers = for {peer, node, _ip} <- nodes, do: {peer, node}
 
-    mesh? = fn ->
-      Enum.all?(nodes, fn {peer, node, _} ->
-        Enum.sort(BeamNode.call(peer, Node, :list, [])) == all -- [node]
-      end)
-    end
-
-    assert BeamNode.eventually(mesh?),
+    assert BeamNode.eventually(fn -> BeamNode.full_mesh?(peers) end),
            "no full mesh: " <>
              inspect(
                for {peer, node, _} <- nodes, do: {node, BeamNode.call(peer, Node, :list, [])}

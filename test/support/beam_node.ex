@@ -88,6 +88,18 @@ defmodule Caravan.Test.BeamNode do
     end
   end
 
+  @doc """
+  True when every node of `nodes` (`[{peer, node}]`) is connected to exactly
+  all the others.
+  """
+  def full_mesh?(nodes) do
+    all = nodes |> Enum.map(&elem(&1, 1)) |> Enum.sort()
+
+    Enum.all?(nodes, fn {peer, node} ->
+      Enum.sort(call(peer, Node, :list, [])) == all -- [node]
+    end)
+  end
+
   @doc "Waits until `fun` returns a truthy value, polling every 100 ms, up to `ms`."
   def eventually(fun, ms \\ 30_000) do
     deadline = System.monotonic_time(:millisecond) + ms

@@ -8,7 +8,13 @@ defmodule Caravan.Test.Dnsmasq do
   """
 
   @type srv :: {name :: String.t(), target :: String.t(), port :: 1..65_535}
-  @type t :: %{os_pid: non_neg_integer(), port: port(), listen: String.t(), dns_port: 1..65_535}
+  @type t :: %{
+          os_pid: non_neg_integer(),
+          port: port(),
+          listen: String.t(),
+          ip: :inet.ip_address(),
+          dns_port: 1..65_535
+        }
 
   @doc """
   Starts dnsmasq and waits (up to 5 s) until it answers.
@@ -52,7 +58,8 @@ defmodule Caravan.Test.Dnsmasq do
       Port.open({:spawn_executable, exe}, [:binary, :exit_status, :stderr_to_stdout, args: args])
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)
-    server = %{os_pid: os_pid, port: port, listen: listen, dns_port: dns_port}
+    {:ok, ip} = :inet.parse_address(String.to_charlist(listen))
+    server = %{os_pid: os_pid, port: port, listen: listen, ip: ip, dns_port: dns_port}
     wait_until_answering(server, 50)
     server
   end
@@ -75,12 +82,10 @@ defmodule Caravan.Test.Dnsmasq do
 
   @doc "Writes an inetrc that resolves host names through this dnsmasq only."
   def inetrc(server, path) do
-    {:ok, ip} = :inet.parse_address(String.to_charlist(server.listen))
-
     File.write!(path, """
     {resolv_conf, ""}.
     {hosts_file, ""}.
-    {nameserver, #{inspect(ip)}, #{server.dns_port}}.
+    {nameserver, #{inspect(server.ip)}, #{server.dns_port}}.
     {lookup, [dns]}.
     """)
 
@@ -98,8 +103,7 @@ defmodule Caravan.Test.Dnsmasq do
       0 -> :ok
     end
 
-    {:ok, ip} = :inet.parse_address(String.to_charlist(server.listen))
-    ns = [nameservers: [{ip, server.dns_port}], timeout: 100, retry: 1]
+    ns = [nameservers: [{server.ip, server.dns_port}], timeout: 100, retry: 1]
 
     case :inet_res.resolve(~c"caravan-probe.consul", :in, :a, ns) do
       {:error, :nxdomain} ->
