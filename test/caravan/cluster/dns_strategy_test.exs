@@ -214,7 +214,7 @@ defmodule Caravan.Cluster.DnsStrategyTest do
                  nameservers: [{"10.0.0.1", "8600"}]
                )
 
-      assert config.query == "s.consul"
+      assert config.queries == ["s.consul"]
       assert config.nameservers == ["10.0.0.1:8600"]
     end
 
