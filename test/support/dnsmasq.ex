@@ -67,17 +67,40 @@ defmodule Caravan.Test.Dnsmasq do
   @doc "The nameserver string for Caravan options, e.g. \"127.0.0.1:8600\"."
   def nameserver(%{listen: listen, dns_port: dns_port}), do: "#{listen}:#{dns_port}"
 
-  @doc "Stops dnsmasq and waits for it to exit."
+  @doc """
+  Stops dnsmasq and waits (up to 5 s) for it to exit. Works from any
+  process, not only the one that started it (e.g. an `on_exit` callback).
+  """
   def stop(%{os_pid: os_pid, port: port}) do
     System.cmd("kill", ["-TERM", to_string(os_pid)], stderr_to_stdout: true)
 
     receive do
       {^port, {:exit_status, _}} -> :ok
     after
-      5_000 -> System.cmd("kill", ["-KILL", to_string(os_pid)], stderr_to_stdout: true)
+      0 -> wait_gone(os_pid, 50)
     end
+  end
 
+  defp wait_gone(os_pid, 0) do
+    System.cmd("kill", ["-KILL", to_string(os_pid)], stderr_to_stdout: true)
     :ok
+  end
+
+  defp wait_gone(os_pid, tries) do
+    # A zombie (state Z) has exited; the port reaps it.
+    case File.read("/proc/#{os_pid}/stat") do
+      {:ok, stat} ->
+        if stat =~ ~r/\) Z /,
+          do: :ok,
+          else:
+            (
+              Process.sleep(100)
+              wait_gone(os_pid, tries - 1)
+            )
+
+      {:error, _} ->
+        :ok
+    end
   end
 
   @doc "Writes an inetrc that resolves host names through this dnsmasq only."
