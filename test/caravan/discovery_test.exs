@@ -313,9 +313,15 @@ defmodule Caravan.DiscoveryTest do
       assert_receive {:connect, :"app-5022@fast.node.dc1.consul"}, 3_000
       assert_receive {:connecting, :"app-5021@slow.node.dc1.consul"}, 3_000
 
-      # The slow connect hangs for 10 s; meanwhile the timer keeps firing and
-      # the fast node was not made to wait for it.
+      # The slow connect hangs for 10 s; meanwhile the polls go on (before
+      # connects left the poll process, a poll waited for its connects and
+      # the next ones were skipped), the fast node was not made to wait,
+      # and the slow node is not connected twice at once.
+      for _ <- 1..3,
+          do: assert_receive({^ref, [:caravan, :lookup], "_app._tcp.service.consul"}, 2_000)
+
       refute_received {:connect, :"app-5021@slow.node.dc1.consul"}
+      refute_received {:connecting, :"app-5021@slow.node.dc1.consul"}
       assert_receive {^ref, [:caravan, :connect], :"app-5022@fast.node.dc1.consul"}
     end
   end
