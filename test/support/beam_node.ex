@@ -12,7 +12,7 @@ defmodule Caravan.Test.BeamNode do
 
   Options: `:proto_dist` (true adds Caravan 1.x's `-proto_dist` flag),
   `:inetrc` (path to an inetrc for host-name resolution), `:args` (more
-  erl arguments as strings). Nodes boot with Logger level `:warning`.
+  erl arguments as strings), `:env` (more OS environment, `[{"NAME", "value"}]`). Nodes boot with Logger level `:warning`.
   Returns `{peer_pid, node}`.
   """
   def start(name, host, ip, opts \\ []) do
@@ -23,7 +23,11 @@ defmodule Caravan.Test.BeamNode do
         ["-kernel", "logger_level", "warning"] ++
         code_path_args() ++ Keyword.get(opts, :args, [])
 
-    env = if opts[:inetrc], do: [{~c"ERL_INETRC", String.to_charlist(opts[:inetrc])}], else: []
+    env =
+      if(opts[:inetrc], do: [{"ERL_INETRC", opts[:inetrc]}], else: []) ++
+        Keyword.get(opts, :env, [])
+
+    env = for {k, v} <- env, do: {String.to_charlist(k), String.to_charlist(v)}
 
     {:ok, peer, node} =
       :peer.start(%{
@@ -98,6 +102,54 @@ defmodule Caravan.Test.BeamNode do
     Enum.all?(nodes, fn {peer, node} ->
       Enum.sort(call(peer, Node, :list, [])) == all -- [node]
     end)
+  end
+
+  @doc """
+  Starts a process on the node that records every `nodedown` it sees from
+  now on; `nodedowns/1` reads them.
+  """
+  def watch_nodedowns(peer), do: :ok = call(peer, __MODULE__, :remote_watch_nodedowns, [])
+
+  @doc "The nodes that went down on the node since `watch_nodedowns/1`, oldest first."
+  def nodedowns(peer), do: call(peer, __MODULE__, :remote_nodedowns, [])
+
+  @doc false
+  def remote_watch_nodedowns do
+    parent = self()
+
+    spawn(fn ->
+      Process.register(self(), :caravan_test_nodedowns)
+      :ok = :net_kernel.monitor_nodes(true)
+      send(parent, :watching)
+      nodedown_loop([])
+    end)
+
+    receive do
+      :watching -> :ok
+    end
+  end
+
+  @doc false
+  def remote_nodedowns do
+    send(:caravan_test_nodedowns, {:get, self()})
+
+    receive do
+      {:nodedowns, downs} -> downs
+    end
+  end
+
+  defp nodedown_loop(downs) do
+    receive do
+      {:nodedown, node} ->
+        nodedown_loop([node | downs])
+
+      {:nodeup, _node} ->
+        nodedown_loop(downs)
+
+      {:get, from} ->
+        send(from, {:nodedowns, Enum.reverse(downs)})
+        nodedown_loop(downs)
+    end
   end
 
   @doc "Waits until `fun` returns a truthy value, polling every 100 ms, up to `ms`."
