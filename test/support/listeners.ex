@@ -52,11 +52,48 @@ defmodule Caravan.Test.Listeners do
     end
   end
 
+  @doc "The distinct listeners a running watcher has seen so far."
+  @spec seen(pid()) :: [String.t()]
+  def seen(watcher) do
+    ref = make_ref()
+    send(watcher, {:seen, self(), ref})
+
+    receive do
+      {^ref, seen} -> seen
+    after
+      10_000 -> raise "listener watcher did not answer"
+    end
+  end
+
+  @doc """
+  For `setup_all`: watches `port` (default 4369, epmd's) from now until the
+  module's tests are done, then raises, failing the module, if anything
+  listened on it at any sample. Returns the watcher's pid.
+  """
+  @spec guard(:inet.port_number()) :: pid()
+  def guard(port \\ 4369) do
+    watcher = watch(port)
+
+    ExUnit.Callbacks.on_exit(fn ->
+      {samples, seen} = stop(watcher)
+
+      if seen != [],
+        do: raise("something listened on port #{port} (#{samples} samples): #{inspect(seen)}")
+    end)
+
+    watcher
+  end
+
   defp loop(port, interval, seen, samples) do
     seen = Enum.uniq(seen ++ on_port(port))
 
     receive do
-      {:stop, from, ref} -> send(from, {ref, {samples + 1, seen}})
+      {:stop, from, ref} ->
+        send(from, {ref, {samples + 1, seen}})
+
+      {:seen, from, ref} ->
+        send(from, {ref, seen})
+        loop(port, interval, seen, samples + 1)
     after
       interval -> loop(port, interval, seen, samples + 1)
     end
