@@ -142,7 +142,7 @@ defmodule Caravan.Epmd.Client do
         inet6? =
           case :init.get_argument(:proto_dist) do
             {:ok, protos} ->
-              Enum.any?(protos, fn args -> Enum.any?(args, &:lists.prefix(~c"inet6", &1)) end)
+              :lists.any(&:lists.prefix(~c"inet6", &1), :lists.append(protos))
 
             :error ->
               false
