@@ -27,6 +27,8 @@ defmodule Caravan.TransportsTest do
   ]
 
   setup_all do
+    # Fails the module if anything listens on 4369 at any moment of it.
+    Listeners.guard(4369)
     tmp = Path.join(System.tmp_dir!(), "caravan_transports_#{System.unique_integer([:positive])}")
     File.mkdir_p!(tmp)
     on_exit(fn -> File.rm_rf!(tmp) end)
