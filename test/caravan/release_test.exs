@@ -156,6 +156,17 @@ defmodule Caravan.ReleaseTest do
         env: charlist_env(env)
       ])
 
+    # If the test fails half-way, the helper node (script's child) and
+    # script itself are killed, by pid.
+    {:os_pid, script_pid} = Port.info(shell, :os_pid)
+
+    on_exit(fn ->
+      if File.exists?("/proc/#{script_pid}") do
+        System.cmd("pkill", ["-KILL", "-P", to_string(script_pid)])
+        System.cmd("kill", ["-KILL", to_string(script_pid)], stderr_to_stdout: true)
+      end
+    end)
+
     # The prompt names the node the shell evaluates on: the release's node.
     assert read_until(shell, "iex(#{@node})1>") =~ "iex(#{@node})1>"
 
