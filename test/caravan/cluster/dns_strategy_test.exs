@@ -200,6 +200,24 @@ defmodule Caravan.Cluster.DnsStrategyTest do
       assert {:error, "invalid :nameservers" <> _} =
                Config.new(query: "q", node_sname: "a", nameservers: [:x])
 
+      # Strings go through the same parser as the lookups, at init.
+      assert {:error, "invalid :nameservers: invalid nameserver \"consul:8600\"" <> _} =
+               Config.new(query: "q", node_sname: "a", nameservers: ["consul:8600"])
+
+      assert {:error, "invalid :query: []" <> _} = Config.new(query: [], node_sname: "a")
+
+      assert {:error, "invalid :query: [\"a\", 1]" <> _} =
+               Config.new(query: ["a", 1], node_sname: "a")
+
+      assert {:error, "invalid :prune: 1; expected true or false"} =
+               Config.new(query: "q", node_sname: "a", prune: 1)
+
+      assert {:error, "invalid :node_host: :dns; expected :auto, :target or :ip"} =
+               Config.new(query: "q", node_sname: "a", node_host: :dns)
+
+      assert {:error, "invalid :max_nodes: 0" <> _} =
+               Config.new(query: "q", node_sname: "a", max_nodes: 0)
+
       assert {:error, _} = Config.new("not a list")
     end
   end
