@@ -24,7 +24,11 @@ dns =
     hosts: for({host, ip} <- hosts, do: {host, ip |> :inet.ntoa() |> to_string()})
   )
 
-inetrc = Dnsmasq.inetrc(dns, Path.join(System.tmp_dir!(), "caravan_demo_inetrc"))
+# Peers' .consul host names resolve through Caravan's resolver
+# (-caravan_nameservers). This inetrc only turns every OS lookup off, so the
+# demo asks nothing outside this machine and shows no OS setup is needed.
+inetrc = Path.join(System.tmp_dir!(), "caravan_demo_inetrc")
+File.write!(inetrc, ~s({resolv_conf, ""}.\n{hosts_file, ""}.\n{lookup, [file]}.\n))
 
 {:ok, records} =
   Caravan.DNS.lookup_srv("_app._tcp.service.consul", nameservers: [Dnsmasq.nameserver(dns)])
@@ -39,14 +43,18 @@ say.("port 4369 (epmd) on 127.0.0.1: #{epmd} listening")
 nodes =
   for {{host, ip}, i} <- Enum.with_index(hosts) do
     flags =
-      if i == 0,
-        do:
-          "-proto_dist Elixir.Caravan.Epmd.Dist -start_epmd false -epmd_module Elixir.Caravan.Epmd.Client",
-        else: "-start_epmd false -epmd_module Elixir.Caravan.Epmd.Client"
+      if(i == 0, do: "-proto_dist Elixir.Caravan.Epmd.Dist ", else: "") <>
+        "-start_epmd false -epmd_module Elixir.Caravan.Epmd.Client " <>
+        "-caravan_nameservers #{Dnsmasq.nameserver(dns)}"
 
     say.("starting app-4370@#{host} on #{:inet.ntoa(ip)}:4370 with #{flags}")
 
-    {peer, node} = BeamNode.start("app-4370", host, ip, proto_dist: i == 0, inetrc: inetrc)
+    {peer, node} =
+      BeamNode.start("app-4370", host, ip,
+        proto_dist: i == 0,
+        inetrc: inetrc,
+        args: ["-caravan_nameservers", Dnsmasq.nameserver(dns)]
+      )
 
     {peer, node}
   end
