@@ -67,6 +67,15 @@ defmodule Caravan.Native do
   def srv_lookup(query, nameservers, timeout_ms),
     do: retry(:srv_lookup, [query, nameservers, timeout_ms])
 
+  # %{started: boolean, in_flight: lookups spawned and not yet replied}.
+  def runtime_info, do: retry(:runtime_info, [])
+
+  # Internal, for the tests only: panics on purpose in the NIF call (:nif,
+  # raises :nif_panicked) or in a runtime task (:runtime, returns {:ok, ref};
+  # the reply is {:caravan_srv, ref, {:error, {:internal, message}}}), to
+  # check that a panic in Rust always becomes an Elixir error.
+  def __panic__(place), do: retry(:__panic__, [place])
+
   defp retry(fun, args) do
     case load() do
       :ok -> apply(__MODULE__, fun, args)
