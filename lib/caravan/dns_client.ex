@@ -7,16 +7,15 @@ defmodule Caravan.DnsClient do
   of each peer's node name. It may also return `{:ok, [{port, host}]}`, or
   `{:error, reason}` when the answer is unknown (a timeout, a server
   failure): the strategy then keeps the cluster as it is. An empty list
-  means "no peers".
+  means "no peers". An entry `{:invalid, message}` stands for a record the
+  client could not use; the strategy skips it with a warning.
 
   `get_nodes/2` is optional; when a client exports it, the strategy passes
   the topology's config (`:nameservers`, `:timeout`, ...) as `opts`.
   """
 
-  @type result ::
-          [{:inet.port_number(), String.t()}]
-          | {:ok, [{:inet.port_number(), String.t()}]}
-          | {:error, term()}
+  @type peer :: {:inet.port_number(), String.t()} | {:invalid, String.t()}
+  @type result :: [peer()] | {:ok, [peer()]} | {:error, term()}
 
   @doc "Looks up the peers of `query` (Caravan 1.x's callback)."
   @callback get_nodes(query :: String.t()) :: result()

@@ -64,8 +64,17 @@ defmodule Caravan.Native do
   # Does nothing: the cost of the cheapest NIF call, for bench/.
   def floor, do: retry(:floor, [])
 
+  def srv_lookup(query, nameservers, timeout_ms, node_host),
+    do: retry(:srv_lookup, [query, nameservers, timeout_ms, node_host])
+
+  # The SRV lookup with node_host :auto (not a NIF).
   def srv_lookup(query, nameservers, timeout_ms),
-    do: retry(:srv_lookup, [query, nameservers, timeout_ms])
+    do: srv_lookup(query, nameservers, timeout_ms, :auto)
+
+  def host_lookup(host, family, nameservers, timeout_ms),
+    do: retry(:host_lookup, [host, family, nameservers, timeout_ms])
+
+  def nameserver(text), do: retry(:nameserver, [text])
 
   # %{started: boolean, in_flight: lookups spawned and not yet replied}.
   def runtime_info, do: retry(:runtime_info, [])

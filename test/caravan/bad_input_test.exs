@@ -166,13 +166,32 @@ defmodule Caravan.BadInputTest do
         end
       end
 
-      # Host shapes :inet refuses without asking any resolver.
-      for host <- ["127.0.2.1", 42, %{}, [[?a]], [?a | ?b], ~c"", [0x110000]],
+      # Host shapes that are refused before anything is asked (no shape
+      # here may reach the OS resolver: this machine's must not be asked).
+      for host <- [
+            42,
+            1.5,
+            %{},
+            {127, 0, 2, 1},
+            [[?a]],
+            [~c"127.0.2.1"],
+            [?a | ?b],
+            ~c"",
+            [0x110000],
+            <<0xFF, ?a>>
+          ],
           family <- [:inet, :inet6, :bogus] do
-        assert Client.address_please(~c"app-4800", host, family) == {:error, :einval}
+        assert Client.address_please(~c"app-4800", host, family) == {:error, :einval},
+               inspect({host, family})
       end
 
       assert Client.address_please(~c"app-4800", ~c"127.0.2.1", :bogus) == {:error, :einval}
+      # A host as a string or an atom is read like a charlist.
+      assert Client.address_please(~c"app-4800", "127.0.2.1", :inet) ==
+               {:ok, {127, 0, 2, 1}, 4800, 6}
+
+      assert Client.address_please(~c"app-4800", :"127.0.2.1", :inet) ==
+               {:ok, {127, 0, 2, 1}, 4800, 6}
     end
 
     test "register_node/2,3 records valid names and refuses the rest, recording nothing" do

@@ -20,12 +20,29 @@ defmodule Caravan.DNSTest do
     %{ns: Dnsmasq.nameserver(dns)}
   end
 
-  test "SRV records come back with priority, weight, port and target", %{ns: ns} do
+  test "SRV records come back with priority, weight, port, target and the additional section's addresses",
+       %{ns: ns} do
     assert {:ok, records} = Caravan.DNS.lookup_srv("_web._tcp.service.consul", nameservers: [ns])
 
+    # dnsmasq puts the A record of web1 (it knows no address of web2) in
+    # the answer's additional section, as Consul does.
     assert Enum.sort_by(records, & &1.port) == [
-             %{priority: 1, weight: 1, port: 4370, target: "web1.node.dc1.consul"},
-             %{priority: 1, weight: 1, port: 4371, target: "web2.node.dc1.consul"}
+             %{
+               priority: 1,
+               weight: 1,
+               port: 4370,
+               target: "web1.node.dc1.consul",
+               addresses: [{127, 0, 0, 2}],
+               host: "web1.node.dc1.consul"
+             },
+             %{
+               priority: 1,
+               weight: 1,
+               port: 4371,
+               target: "web2.node.dc1.consul",
+               addresses: [],
+               host: "web2.node.dc1.consul"
+             }
            ]
   end
 

@@ -5,25 +5,31 @@ defmodule Caravan.Cluster.Config do
   Built from libcluster's `%Cluster.Strategy.State{}` (its `:config` keyword
   list holds the keys below) or from a keyword list when the strategy is
   started without libcluster. See `Caravan.Cluster.DnsStrategy` for the keys.
+  `:query` is kept as `:queries`, a list, so one topology may follow several
+  services.
   """
 
   @default_poll_interval 5_000
   @default_timeout 2_000
   @default_connect_timeout 10_000
   @default_connect_concurrency 16
+  @default_max_nodes 256
 
   defstruct topology: :caravan,
             connect: {:net_kernel, :connect_node, []},
             disconnect: {:erlang, :disconnect_node, []},
             list_nodes: {:erlang, :nodes, [:connected]},
-            query: nil,
+            queries: [],
             node_sname: nil,
             poll_interval: @default_poll_interval,
             dns_client: Caravan.DnsClient.Native,
             nameservers: [],
             timeout: @default_timeout,
             connect_timeout: @default_connect_timeout,
-            connect_concurrency: @default_connect_concurrency
+            connect_concurrency: @default_connect_concurrency,
+            prune: false,
+            node_host: :auto,
+            max_nodes: @default_max_nodes
 
   @type mfa_tuple :: {module(), atom(), [term()]}
   @type t :: %__MODULE__{
@@ -31,14 +37,17 @@ defmodule Caravan.Cluster.Config do
           connect: mfa_tuple(),
           disconnect: mfa_tuple(),
           list_nodes: mfa_tuple(),
-          query: String.t(),
+          queries: [String.t(), ...],
           node_sname: String.t(),
           poll_interval: pos_integer(),
           dns_client: module(),
           nameservers: [String.t()],
           timeout: pos_integer(),
           connect_timeout: pos_integer(),
-          connect_concurrency: pos_integer()
+          connect_concurrency: pos_integer(),
+          prune: boolean(),
+          node_host: :auto | :target | :ip,
+          max_nodes: pos_integer()
         }
 
   @doc """
@@ -69,7 +78,8 @@ defmodule Caravan.Cluster.Config do
     opts = Keyword.put_new_lazy(opts, :query, fn -> opts[:consul_service] end)
     defaults = %__MODULE__{}
 
-    with {:ok, query} <- fetch(opts, :query, nil, &non_empty_string/1, "a non-empty string"),
+    with {:ok, query} <-
+           fetch(opts, :query, nil, &queries?/1, "a non-empty string or a list of them"),
          {:ok, sname} <-
            fetch(opts, :node_sname, nil, &sname/1, "a string matching ^[0-9A-Za-z_-]+$"),
          {:ok, topology} <- fetch(opts, :topology, defaults.topology, &is_atom/1, "an atom"),
@@ -119,21 +129,35 @@ defmodule Caravan.Cluster.Config do
          {:ok, disconnect} <-
            fetch(opts, :disconnect, defaults.disconnect, &mfa?/1, "an {m, f, args} tuple"),
          {:ok, list_nodes} <-
-           fetch(opts, :list_nodes, defaults.list_nodes, &mfa?/1, "an {m, f, args} tuple") do
+           fetch(opts, :list_nodes, defaults.list_nodes, &mfa?/1, "an {m, f, args} tuple"),
+         {:ok, prune} <- fetch(opts, :prune, defaults.prune, &is_boolean/1, "true or false"),
+         {:ok, node_host} <-
+           fetch(
+             opts,
+             :node_host,
+             defaults.node_host,
+             &(&1 in [:auto, :target, :ip]),
+             ":auto, :target or :ip"
+           ),
+         {:ok, max_nodes} <-
+           fetch(opts, :max_nodes, defaults.max_nodes, &pos_int/1, "a positive integer") do
       {:ok,
        %__MODULE__{
          topology: topology,
          connect: connect,
          disconnect: disconnect,
          list_nodes: list_nodes,
-         query: query,
+         queries: query |> List.wrap() |> Enum.uniq(),
          node_sname: sname,
          poll_interval: poll,
          dns_client: client,
          nameservers: nameservers,
          timeout: timeout,
          connect_timeout: connect_timeout,
-         connect_concurrency: concurrency
+         connect_concurrency: concurrency,
+         prune: prune,
+         node_host: node_host,
+         max_nodes: max_nodes
        }}
     end
   end
@@ -156,6 +180,8 @@ defmodule Caravan.Cluster.Config do
   defp reason_to_message(ok), do: ok
 
   defp non_empty_string(value), do: is_binary(value) and String.trim(value) != ""
+  defp queries?([_ | _] = list), do: Enum.all?(list, &non_empty_string/1)
+  defp queries?(value), do: non_empty_string(value)
   defp sname(value), do: is_binary(value) and value =~ ~r/\A[0-9A-Za-z_-]+\z/
   defp pos_int(value), do: is_integer(value) and value > 0
   defp mfa?({m, f, a}), do: is_atom(m) and is_atom(f) and is_list(a)

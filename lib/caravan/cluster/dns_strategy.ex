@@ -30,15 +30,28 @@ defmodule Caravan.Cluster.DnsStrategy do
   ## Options
 
     * `:query` (required) - the SRV name to look up, e.g.
-      `"_app._tcp.service.consul"` or `"app.service.consul"`. Caravan 1.x's
+      `"_app._tcp.service.consul"`, `"app.service.dc1.consul"` or
+      `"_epmd._tcp.app.default.svc.cluster.local"`; or a list of them, all
+      looked up at each poll (the nodes found are the union). Caravan 1.x's
       `:consul_service` is accepted as an alias.
     * `:node_sname` (required) - the name part before the port, e.g. `"app"`
       for nodes named `app-4370@host`.
+    * `:node_host` - the host part of each node name: `:auto` (default) the
+      SRV target, except Consul `<hex>.addr.<dc>.consul` targets (Nomad
+      jobs), which become their IP address; `:target` the SRV target as
+      given (Caravan 1.x); `:ip` the target's IP address (decoded from
+      `.addr.`, else the answer's additional section, else resolved).
+      See `Caravan.DNS`.
     * `:poll_interval` - ms between lookups. Default 5000.
     * `:nameservers` - e.g. `["127.0.0.1:8600"]` (see `Caravan.DNS`).
       Default `[]`: the system's resolv.conf.
     * `:timeout` - bound on one lookup, ms. Default 2000 (at most
       `:poll_interval`).
+    * `:prune` - disconnect nodes that DNS no longer lists. Default `false`
+      (as Caravan 1.x). See "Pruning" below.
+    * `:max_nodes` - the most nodes one poll takes from DNS. Default 256.
+      Node names become atoms, which are never collected: a poll creates at
+      most `:max_nodes` new atoms, whatever the answer holds.
     * `:connect_timeout` - bound on one connect, ms. Default 10000.
     * `:connect_concurrency` - connects in flight at once. Default 16.
     * `:dns_client` - a `Caravan.DnsClient`. Default
@@ -52,15 +65,35 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   The first lookup runs right after start without blocking the supervisor,
   then one every `:poll_interval` ms. Each poll runs in its own process:
-  new nodes (not this node, not in `list_nodes`) are connected in parallel,
-  each bounded by `:connect_timeout`, and a slow poll never delays the
-  timer. A lookup that fails (timeout, SERVFAIL, ...) changes nothing: the
-  cluster stays as it is, a warning is logged once, and the next poll tries
-  again. An invalid config logs an error and the strategy returns `:ignore`
-  instead of taking the supervisor down.
+  the queries are asked in parallel, and new nodes (not this node, not in
+  `list_nodes`) are connected in parallel, each bounded by
+  `:connect_timeout`; a slow poll never delays the timer (the next poll is
+  skipped while one still runs).
 
-  Logs are prefixed `[caravan]`: info when a node is connected or a failed
-  lookup works again, warning once per failure streak, debug otherwise.
+  A lookup that fails (timeout, SERVFAIL, REFUSED, a malformed answer)
+  changes nothing: the cluster stays as it is, a warning is logged once per
+  failure streak, and the next poll tries again. NXDOMAIN and NODATA mean
+  "no instances". Records that cannot make a valid node name (bad target,
+  port 0) are skipped with one warning. An invalid config logs an error and
+  the strategy returns `:ignore` instead of taking the supervisor down.
+
+  ## Pruning
+
+  With `prune: true`, a node this strategy found in DNS before is
+  disconnected (through the `:disconnect` MFA) once an authoritative answer
+  no longer lists it: every query answered (NXDOMAIN and NODATA count) and
+  no more than `:max_nodes` nodes. A failed lookup never disconnects
+  anything, and nodes DNS never listed (a remote shell, another topology's
+  nodes) are left alone. OTP's `global` connects nodes transitively, so a
+  pruned node that another node still lists may come back; start nodes
+  with `-connect_all false` if DNS is to be the only source of membership.
+
+  ## Logs and telemetry
+
+  Logs are prefixed `[caravan]`: info when a node is connected or pruned
+  or a failed lookup works again, a warning once per failure streak, debug
+  otherwise; a healthy, unchanged cluster logs nothing above debug. See
+  `Caravan.Telemetry` for the events.
   """
   use GenServer
   require Logger
@@ -111,8 +144,13 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   @spec node_name(String.t(), :inet.port_number(), String.t()) ::
           {:ok, node()} | {:error, {atom(), String.t()}}
-  def node_name(sname, port, host)
-      when is_binary(sname) and is_integer(port) and is_binary(host) do
+  def node_name(sname, port, host) do
+    with {:ok, name} <- node_name_string(sname, port, host), do: {:ok, String.to_atom(name)}
+  end
+
+  # The checks of node_name/3, without making the atom.
+  defp node_name_string(sname, port, host)
+       when is_binary(sname) and is_integer(port) and is_binary(host) do
     name = "#{sname}-#{port}@#{host}"
 
     cond do
@@ -125,7 +163,7 @@ defmodule Caravan.Cluster.DnsStrategy do
       true ->
         case Caravan.Epmd.fetch_dist_port(name) do
           {:ok, ^port} ->
-            {:ok, String.to_atom(name)}
+            {:ok, name}
 
           {:ok, other} ->
             {:error, {:port_mismatch, "#{name} would listen on #{other}, not #{port}"}}
@@ -136,7 +174,7 @@ defmodule Caravan.Cluster.DnsStrategy do
     end
   end
 
-  def node_name(sname, port, host),
+  defp node_name_string(sname, port, host),
     do:
       {:error,
        {:invalid_record, "expected a port and a host, got: #{inspect({sname, port, host})}"}}
@@ -158,7 +196,7 @@ defmodule Caravan.Cluster.DnsStrategy do
     case Config.new(arg) do
       {:ok, config} ->
         send(self(), :poll)
-        {:ok, %{config: config, poll: nil, warned: MapSet.new()}}
+        {:ok, %{config: config, poll: nil, warned: MapSet.new(), known: MapSet.new()}}
 
       {:error, message} ->
         Logger.error("[caravan] #{inspect(__MODULE__)} not started: #{message}")
@@ -174,7 +212,8 @@ defmodule Caravan.Cluster.DnsStrategy do
       log(:debug, config, "previous poll still running; skipping this one")
       {:noreply, state}
     else
-      {_pid, ref} = spawn_monitor(fn -> exit({:caravan_poll, poll(config)}) end)
+      known = state.known
+      {_pid, ref} = spawn_monitor(fn -> exit({:caravan_poll, poll(config, known)}) end)
       {:noreply, %{state | poll: ref}}
     end
   end
@@ -198,23 +237,82 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   # -- One poll (runs in its own process) ------------------------------------
 
-  defp poll(config) do
-    case get_nodes(config) do
-      {:ok, peers} ->
-        {nodes, invalid} = node_names(peers, config.node_sname)
-        connected = MapSet.new(list_nodes(config))
-        new = Enum.reject(nodes, &(&1 == node() or MapSet.member?(connected, &1)))
-        {:ok, %{found: nodes, invalid: invalid, connects: connect_all(new, config)}}
+  defp poll(config, known) do
+    answers = lookup_all(config)
+    errors = for {query, {:error, reason}} <- answers, do: {query, reason}
+    peers = for {_query, {:ok, peers}} <- answers, peer <- peers, do: peer
+    {names, invalid} = node_names(peers, config.node_sname)
+    dropped = max(length(names) - config.max_nodes, 0)
+    # The cap comes before String.to_atom/1: a poll makes at most
+    # max_nodes new atoms, whatever the answer holds.
+    nodes = names |> Enum.take(config.max_nodes) |> Enum.map(&String.to_atom/1)
+    authoritative? = errors == [] and dropped == 0
+    connected = MapSet.new(list_nodes(config))
+    new = Enum.reject(nodes, &(&1 == node() or MapSet.member?(connected, &1)))
 
-      {:error, reason} ->
-        {:error, reason}
-    end
+    departed =
+      if config.prune and authoritative?,
+        do: known |> MapSet.difference(MapSet.new(nodes)) |> MapSet.intersection(connected),
+        else: MapSet.new()
+
+    %{
+      found: nodes,
+      answered: for({query, {:ok, _}} <- answers, do: query),
+      errors: errors,
+      invalid: invalid,
+      dropped: dropped,
+      authoritative?: authoritative?,
+      connects: connect_all(new, config),
+      disconnects: disconnect_all(Enum.sort(departed), config)
+    }
   end
 
-  defp get_nodes(%Config{dns_client: client, query: query} = config) do
+  # Asks every query at once; [{query, {:ok, peers} | {:error, reason}}].
+  defp lookup_all(%Config{queries: [query]} = config), do: [{query, lookup(config, query)}]
+
+  defp lookup_all(%Config{queries: queries} = config) do
+    queries
+    |> Task.async_stream(&lookup(config, &1),
+      max_concurrency: length(queries),
+      # The client bounds itself; this only catches one that does not.
+      timeout: config.timeout + 2_000,
+      on_timeout: :kill_task
+    )
+    |> Enum.zip(queries)
+    |> Enum.map(fn
+      {{:ok, answer}, query} -> {query, answer}
+      {{:exit, reason}, query} -> {query, {:error, {:dns_client_exit, inspect(reason)}}}
+    end)
+  end
+
+  defp lookup(config, query) do
+    started = System.monotonic_time()
+    answer = get_nodes(config, query)
+
+    {result, reason, count} =
+      case answer do
+        {:ok, peers} -> {:ok, nil, length(peers)}
+        {:error, reason} -> {:error, reason, 0}
+      end
+
+    Caravan.Telemetry.execute(
+      [:caravan, :lookup],
+      %{duration: System.monotonic_time() - started, records: count},
+      %{topology: config.topology, query: query, result: result, reason: reason}
+    )
+
+    answer
+  end
+
+  defp get_nodes(%Config{dns_client: client} = config, query) do
     result =
       if function_exported?(client, :get_nodes, 2),
-        do: client.get_nodes(query, nameservers: config.nameservers, timeout: config.timeout),
+        do:
+          client.get_nodes(query,
+            nameservers: config.nameservers,
+            timeout: config.timeout,
+            node_host: config.node_host
+          ),
         else: client.get_nodes(query)
 
     case result do
@@ -227,20 +325,30 @@ defmodule Caravan.Cluster.DnsStrategy do
     e -> {:error, {:dns_client_raised, Exception.message(e)}}
   end
 
+  # Valid node names as strings (no atoms yet), unique and sorted, and the
+  # messages for the records that cannot make one.
   defp node_names(peers, sname) do
-    Enum.reduce(peers, {[], []}, fn peer, {nodes, invalid} ->
-      result =
-        case peer do
-          {port, host} -> node_name(sname, port, to_string(host))
-          other -> {:error, {:invalid_record, inspect(other)}}
-        end
+    {names, invalid} =
+      Enum.reduce(peers, {[], []}, fn peer, {names, invalid} ->
+        result =
+          case peer do
+            {port, host} when is_binary(host) or is_list(host) ->
+              node_name_string(sname, port, to_string(host))
 
-      case result do
-        {:ok, node} -> {[node | nodes], invalid}
-        {:error, {_kind, message}} -> {nodes, [message | invalid]}
-      end
-    end)
-    |> then(fn {nodes, invalid} -> {nodes |> Enum.uniq() |> Enum.sort(), invalid} end)
+            {:invalid, message} when is_binary(message) ->
+              {:error, {:invalid_record, message}}
+
+            other ->
+              {:error, {:invalid_record, "expected {port, host}, got: #{inspect(other)}"}}
+          end
+
+        case result do
+          {:ok, name} -> {[name | names], invalid}
+          {:error, {_kind, message}} -> {names, [message | invalid]}
+        end
+      end)
+
+    {names |> Enum.uniq() |> Enum.sort(), Enum.reverse(invalid)}
   end
 
   defp list_nodes(%Config{list_nodes: {m, f, a}}), do: apply(m, f, a)
@@ -251,11 +359,16 @@ defmodule Caravan.Cluster.DnsStrategy do
     nodes
     |> Task.async_stream(
       fn node ->
-        try do
-          apply(m, f, a ++ [node])
-        catch
-          kind, reason -> {:raised, Exception.format_banner(kind, reason)}
-        end
+        started = System.monotonic_time()
+
+        result =
+          try do
+            apply(m, f, a ++ [node])
+          catch
+            kind, reason -> {:raised, Exception.format_banner(kind, reason)}
+          end
+
+        {result, System.monotonic_time() - started}
       end,
       max_concurrency: config.connect_concurrency,
       timeout: config.connect_timeout,
@@ -264,59 +377,105 @@ defmodule Caravan.Cluster.DnsStrategy do
     )
     |> Enum.zip(nodes)
     |> Enum.map(fn
-      {{:ok, result}, node} -> {node, result}
-      {{:exit, :timeout}, node} -> {node, :timeout}
-      {{:exit, reason}, node} -> {node, {:exit, reason}}
+      {{:ok, {result, duration}}, node} -> connected(config, node, result, duration)
+      {{:exit, :timeout}, node} -> connected(config, node, :timeout, config.connect_timeout)
+      {{:exit, reason}, node} -> connected(config, node, {:exit, reason}, 0)
+    end)
+  end
+
+  defp connected(config, node, result, duration) do
+    {outcome, reason} = if result == true, do: {:ok, nil}, else: {:error, result}
+
+    Caravan.Telemetry.execute(
+      [:caravan, :connect],
+      %{duration: duration},
+      %{topology: config.topology, node: node, result: outcome, reason: reason}
+    )
+
+    {node, result}
+  end
+
+  defp disconnect_all(nodes, %Config{disconnect: {m, f, a}} = config) do
+    Enum.map(nodes, fn node ->
+      result =
+        try do
+          apply(m, f, a ++ [node])
+        catch
+          kind, reason -> {:raised, Exception.format_banner(kind, reason)}
+        end
+
+      Caravan.Telemetry.execute(
+        [:caravan, :disconnect],
+        %{system_time: System.system_time()},
+        %{topology: config.topology, node: node, reason: :pruned}
+      )
+
+      {node, result}
     end)
   end
 
   # -- Reporting (in the strategy process, which keeps what it warned of) ----
 
-  defp report({:error, reason}, %{config: config} = state) do
-    warn_once(
-      state,
-      :lookup,
-      "lookup of #{inspect(config.query)} failed (#{format_reason(reason)}); " <>
-        "keeping the cluster as it is, retrying every #{config.poll_interval} ms"
-    )
-  end
+  defp report(result, %{config: config} = state) do
+    state =
+      Enum.reduce(result.answered, state, fn query, state ->
+        recovered(state, {:lookup, query}, "lookup of #{inspect(query)} works again")
+      end)
 
-  defp report(
-         {:ok, %{found: found, invalid: invalid, connects: connects}},
-         %{config: config} = state
-       ) do
-    state = recovered(state, :lookup, "lookup of #{inspect(config.query)} works again")
+    state =
+      Enum.reduce(result.errors, state, fn {query, reason}, state ->
+        warn_once(
+          state,
+          {:lookup, query},
+          "lookup of #{inspect(query)} failed (#{format_reason(reason)}); " <>
+            "keeping the cluster as it is, retrying every #{config.poll_interval} ms"
+        )
+      end)
 
-    log(
-      :debug,
-      config,
-      "#{inspect(config.query)} lists #{length(found)} node(s): #{inspect(found)}"
-    )
+    known =
+      if result.authoritative?,
+        do: MapSet.new(result.found),
+        else: MapSet.union(state.known, MapSet.new(result.found))
+
+    if result.answered != [] do
+      log(:debug, config, "DNS lists #{length(result.found)} node(s): #{inspect(result.found)}")
+    end
 
     # Forget connect warnings about nodes DNS no longer lists, so the set
     # of warnings stays as small as the answer.
     warned =
       MapSet.reject(state.warned, fn
-        {:connect, node} -> node not in found
+        {:connect, node} -> node not in result.found
         _other -> false
       end)
 
-    state = %{state | warned: warned}
+    state =
+      %{state | warned: warned, known: known}
+      |> warn_if(
+        result.invalid != [],
+        :invalid_records,
+        fn -> "skipped SRV records: #{Enum.join(result.invalid, "; ")}" end
+      )
+      |> warn_if(
+        result.dropped > 0,
+        :max_nodes,
+        fn ->
+          "DNS lists #{length(result.found) + result.dropped} nodes, more than max_nodes " <>
+            "(#{config.max_nodes}); ignored #{result.dropped} of them and pruned none"
+        end
+      )
 
     state =
-      case invalid do
-        [] ->
-          %{state | warned: MapSet.delete(state.warned, :invalid_records)}
+      Enum.reduce(result.disconnects, state, fn {node, outcome}, state ->
+        Logger.info(
+          "[caravan] topology #{config.topology}: disconnected #{node}, which DNS no longer " <>
+            "lists (prune: true; disconnect returned #{inspect(outcome)})"
+        )
 
-        _ ->
-          warn_once(
-            state,
-            :invalid_records,
-            "skipped SRV records: #{Enum.join(invalid, "; ")}"
-          )
-      end
+        state
+      end)
 
-    Enum.reduce(connects, state, fn
+    Enum.reduce(result.connects, state, fn
       {node, true}, state ->
         Logger.info("[caravan] topology #{config.topology}: connected to #{node}")
         %{state | warned: MapSet.delete(state.warned, {:connect, node})}
@@ -329,6 +488,12 @@ defmodule Caravan.Cluster.DnsStrategy do
         warn_once(state, {:connect, node}, "cannot connect to #{node}: #{inspect(failure)}")
     end)
   end
+
+  # warn_once/3 while `condition` holds; forgets the warning once it stops.
+  defp warn_if(state, true, key, message), do: warn_once(state, key, message.())
+
+  defp warn_if(state, false, key, _message),
+    do: %{state | warned: MapSet.delete(state.warned, key)}
 
   defp warn_once(%{config: config, warned: warned} = state, key, message) do
     if MapSet.member?(warned, key) do

@@ -27,17 +27,21 @@ defmodule Caravan.Epmd.Client do
 
   @doc """
   Started by `net_sup` before any application. Loads the NIF library
-  (in a release `@on_load` would run too late) and returns `:ignore`.
+  (in a release `@on_load` would run too late), reads the boot-time
+  resolver configuration (`Caravan.Epmd.HostResolver`) and returns
+  `:ignore`.
 
-  Returns `{:error, message}` when the library cannot be loaded, after
-  printing the message (library path and reason): the node does not boot.
+  Returns `{:error, message}` when the library cannot be loaded (the
+  message names the library path and the reason) or the resolver
+  configuration is invalid, after printing the message: the node does not
+  boot.
   """
   @spec start_link() :: :ignore | {:error, String.t()}
   def start_link do
-    case Caravan.Native.load() do
-      :ok ->
-        :ignore
-
+    with :ok <- Caravan.Native.load(),
+         :ok <- Caravan.Epmd.HostResolver.configure() do
+      :ignore
+    else
       {:error, message} = error ->
         :erlang.display_string(~c"[caravan] " ++ String.to_charlist(message) ++ ~c"\n")
         error
@@ -125,9 +129,11 @@ defmodule Caravan.Epmd.Client do
   def port_please(name, ip, _timeout), do: port_please(name, ip)
 
   @doc """
-  Resolves a peer: `{:ok, ip, port, version}`, the host resolved with
-  `:inet.getaddr/2` for `family` (`:inet` or `:inet6`, so the OS resolver,
-  `/etc/hosts` and any `inetrc` apply) and the port from the name part.
+  Resolves a peer: `{:ok, ip, port, version}`, the host resolved for
+  `family` (`:inet` or `:inet6`) by `Caravan.Epmd.HostResolver` (IP
+  literals as they are; the `-caravan_nameservers` when configured; else
+  `:inet.getaddr/2`, so `/etc/hosts`, any inetrc and the OS resolver
+  apply) and the port from the name part.
 
   Returns `{:error, reason}` when the host does not resolve or the name has
   no valid port. Called twice per outgoing connection; it does no I/O
@@ -137,7 +143,7 @@ defmodule Caravan.Epmd.Client do
           {:ok, :inet.ip_address(), :inet.port_number(), pos_integer()} | {:error, term()}
   def address_please(name, host, family) do
     with {:ok, port} <- Caravan.Epmd.fetch_dist_port(name),
-         {:ok, ip} <- :inet.getaddr(host, family) do
+         {:ok, ip} <- Caravan.Epmd.HostResolver.resolve(host, family) do
       {:ok, ip, port, @dist_version}
     end
   end

@@ -3,7 +3,10 @@
 //! (`caravan_native`) is a thin layer over it.
 //!
 //! - [`node_name`]: node-name parsing and the port-from-name rule.
-//! - [`resolver`]: SRV lookups with hickory, and their typed errors.
+//! - [`resolver`]: SRV and host lookups with hickory, and their typed errors.
+//! - [`target`]: SRV targets -> the host part of node names (Consul
+//!   `.addr.` decoding, the `node_host` choice).
 
 pub mod node_name;
 pub mod resolver;
+pub mod target;

@@ -15,10 +15,12 @@ use hickory_resolver::config::{
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::rr::rdata::CNAME;
-use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::TokioResolver;
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
+
+use crate::target::{self, NoAddress, NodeHost};
 
 /// The DNS port (RFC 1035), used for a nameserver given without a port.
 pub const DNS_PORT: u16 = 53;
@@ -62,6 +64,22 @@ pub struct SrvRecord {
     pub weight: u16,
     pub port: u16,
     pub target: String,
+    /// The target's addresses: from the answer's additional section (A and
+    /// AAAA records of the target), or resolved when [`NodeHost::Ip`] asked
+    /// for it and the additional section had none.
+    pub addresses: Vec<IpAddr>,
+    /// The host part of the node name under the lookup's [`NodeHost`]
+    /// (see [`target::node_host`]); `Err` when `NodeHost::Ip` found no address.
+    pub host: Result<String, NoAddress>,
+}
+
+/// The address family of a host lookup (`:inet` / `:inet6` on the BEAM side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// A records.
+    V4,
+    /// AAAA records.
+    V6,
 }
 
 /// Why a lookup gave no records.
@@ -164,36 +182,46 @@ pub fn parse_query(query: &str) -> Result<Name, LookupError> {
     Name::from_utf8(query).map_err(|e| LookupError::InvalidQuery(format!("{query:?}: {e}")))
 }
 
-/// Looks up the SRV records of `name` (parsed by [`parse_query`]).
+/// Looks up the SRV records of `name` (parsed by [`parse_query`]) and
+/// chooses each record's node-name host under `node_host`.
 ///
-/// The whole lookup, retries and TCP fallback included, ends within
-/// `config.timeout`. Answers are not cached: every call asks the nameserver,
-/// so membership changes are seen at the next poll.
+/// The whole lookup, retries, TCP fallback and the address lookups of
+/// [`NodeHost::Ip`] included, ends within `config.timeout`. Answers are not
+/// cached: every call asks the nameserver, so membership changes are seen
+/// at the next poll.
 ///
 /// A "no SRV records" answer is checked for a CNAME loop before it is
 /// believed (hickory follows a looping chain 8 times and then reports
 /// NODATA, which would read as "no peers"): a loop is
 /// [`LookupError::CnameLoop`].
-pub async fn lookup_srv(config: &LookupConfig, name: Name) -> Result<Vec<SrvRecord>, LookupError> {
-    let resolver = resolver_for(config)?;
-    tokio::time::timeout(config.timeout, lookup_srv_with(&resolver, name))
-        .await
-        .map_err(|_| LookupError::Timeout)?
+pub async fn lookup_srv(
+    config: &LookupConfig,
+    name: Name,
+    node_host: NodeHost,
+) -> Result<Vec<SrvRecord>, LookupError> {
+    tokio::time::timeout(
+        config.timeout,
+        lookup_srv_unbounded(config, name, node_host),
+    )
+    .await
+    .map_err(|_| LookupError::Timeout)?
 }
 
-async fn lookup_srv_with(
-    resolver: &TokioResolver,
+async fn lookup_srv_unbounded(
+    config: &LookupConfig,
     name: Name,
+    node_host: NodeHost,
 ) -> Result<Vec<SrvRecord>, LookupError> {
+    let resolver = resolver_for(config)?;
     let lookup = match resolver.srv_lookup(name.clone()).await.map_err(classify) {
         Ok(lookup) => lookup,
         Err(LookupError::NoData) => {
-            check_cname_chain(resolver, &name).await?;
+            check_cname_chain(&resolver, &name).await?;
             return Err(LookupError::NoData);
         }
         Err(err) => return Err(err),
     };
-    let records: Vec<SrvRecord> = lookup
+    let mut records: Vec<SrvRecord> = lookup
         .answers()
         .iter()
         .filter_map(|record| match &record.data {
@@ -202,6 +230,10 @@ async fn lookup_srv_with(
                 weight: srv.weight,
                 port: srv.port,
                 target: target_name(&srv.target),
+                addresses: addresses_of(&srv.target, lookup.additionals()),
+                host: Err(NoAddress {
+                    target: String::new(),
+                }),
             }),
             _ => None,
         })
@@ -209,6 +241,12 @@ async fn lookup_srv_with(
     if records.is_empty() {
         // An answer of only CNAMEs (or other types) holds no SRV records.
         return Err(LookupError::NoData);
+    }
+    if node_host == NodeHost::Ip {
+        resolve_missing(&resolver, &mut records).await;
+    }
+    for record in &mut records {
+        record.host = target::node_host(node_host, &record.target, &record.addresses);
     }
     Ok(records)
 }
@@ -250,6 +288,118 @@ async fn check_cname_chain(resolver: &TokioResolver, name: &Name) -> Result<(), 
             return Err(LookupError::CnameLoop(names.join(" -> ")));
         }
     }
+}
+
+/// The A/AAAA records for `target` in an answer's additional section.
+fn addresses_of(target: &Name, additionals: &[Record]) -> Vec<IpAddr> {
+    additionals
+        .iter()
+        .filter(|record| record.name == *target)
+        .filter_map(|record| match &record.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Resolves the targets that have no address yet, each distinct target
+/// once, all at the same time. A target that does not resolve keeps no
+/// address (its record's host is then a [`NoAddress`] error).
+async fn resolve_missing(resolver: &TokioResolver, records: &mut [SrvRecord]) {
+    let mut pending = tokio::task::JoinSet::new();
+    let mut asked = std::collections::HashSet::new();
+    for record in records.iter() {
+        if target::needs_resolution(&record.target, &record.addresses)
+            && asked.insert(record.target.clone())
+        {
+            let resolver = resolver.clone();
+            let target = record.target.clone();
+            pending.spawn(async move {
+                let found = resolve_any(&resolver, &target).await.unwrap_or_default();
+                (target, found)
+            });
+        }
+    }
+    let mut found = HashMap::new();
+    while let Some(joined) = pending.join_next().await {
+        if let Ok((target, addresses)) = joined {
+            found.insert(target, addresses);
+        }
+    }
+    for record in records.iter_mut() {
+        if let Some(addresses) = found.get(&record.target) {
+            record.addresses.clone_from(addresses);
+        }
+    }
+}
+
+/// A records of `host`, else its AAAA records.
+async fn resolve_any(resolver: &TokioResolver, host: &str) -> Result<Vec<IpAddr>, LookupError> {
+    let name = parse_query(host)?;
+    match resolve_family(resolver, name.clone(), Family::V4).await {
+        Ok(found) => Ok(found),
+        Err(_) => resolve_family(resolver, name, Family::V6).await,
+    }
+}
+
+async fn resolve_family(
+    resolver: &TokioResolver,
+    name: Name,
+    family: Family,
+) -> Result<Vec<IpAddr>, LookupError> {
+    let found: Vec<IpAddr> = match family {
+        Family::V4 => resolver
+            .ipv4_lookup(name)
+            .await
+            .map_err(classify)?
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                _ => None,
+            })
+            .collect(),
+        Family::V6 => resolver
+            .ipv6_lookup(name)
+            .await
+            .map_err(classify)?
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect(),
+    };
+    if found.is_empty() {
+        return Err(LookupError::NoData);
+    }
+    Ok(found)
+}
+
+/// Looks up the addresses of `host` in `family` through the configured
+/// nameservers (the epmd module's `address_please/3` uses it). An IP
+/// literal of that family is returned without a lookup.
+///
+/// Ends within `config.timeout`. Errors as for [`lookup_srv`]; `NoData`
+/// when the name has no records of that family.
+pub async fn lookup_host(
+    config: &LookupConfig,
+    host: &str,
+    family: Family,
+) -> Result<Vec<IpAddr>, LookupError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return match (ip, family) {
+            (IpAddr::V4(_), Family::V4) | (IpAddr::V6(_), Family::V6) => Ok(vec![ip]),
+            _ => Err(LookupError::NoData),
+        };
+    }
+    let name = parse_query(host)?;
+    let resolver = resolver_for(config)?;
+    tokio::time::timeout(config.timeout, resolve_family(&resolver, name, family))
+        .await
+        .map_err(|_| LookupError::Timeout)?
 }
 
 /// A target as a host name: ASCII (punycode for IDNs), no trailing dot.

@@ -7,13 +7,15 @@
 
 mod runtime;
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use rustler::types::list::ListIterator;
 use rustler::{Atom, Encoder, Env, NifMap, Term, TermType};
 
 use caravan_core::node_name::{self, NodeNameError, MAX_NODE_NAME_CHARS};
-use caravan_core::resolver::{self, LookupConfig, LookupError, SrvRecord};
+use caravan_core::resolver::{self, Family, LookupConfig, LookupError, SrvRecord};
+use caravan_core::target::NodeHost;
 
 mod atoms {
     rustler::atoms! {
@@ -24,6 +26,10 @@ mod atoms {
         runtime,
         in_flight,
         started,
+        caravan_host,
+        inet,
+        inet6,
+        nil,
     }
 }
 
@@ -58,12 +64,38 @@ impl From<LookupError> for KindError {
     }
 }
 
+/// An IP address as `:inet` writes it: a 4-tuple or an 8-tuple.
+struct IpTerm(IpAddr);
+
+impl Encoder for IpTerm {
+    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
+        match self.0 {
+            IpAddr::V4(ip) => {
+                let [a, b, c, d] = ip.octets();
+                (a, b, c, d).encode(env)
+            }
+            IpAddr::V6(ip) => {
+                let [a, b, c, d, e, f, g, h] = ip.segments();
+                let tuple: Vec<Term> = [a, b, c, d, e, f, g, h]
+                    .iter()
+                    .map(|s| s.encode(env))
+                    .collect();
+                rustler::types::tuple::make_tuple(env, &tuple)
+            }
+        }
+    }
+}
+
+/// `%{priority, weight, port, target, addresses: [ip], host: binary | nil}`
 #[derive(NifMap)]
+#[rustler(encode)]
 struct SrvTerm {
     priority: u16,
     weight: u16,
     port: u16,
     target: String,
+    addresses: Vec<IpTerm>,
+    host: Option<String>,
 }
 
 impl From<SrvRecord> for SrvTerm {
@@ -73,7 +105,44 @@ impl From<SrvRecord> for SrvTerm {
             weight: r.weight,
             port: r.port,
             target: r.target,
+            addresses: r.addresses.into_iter().map(IpTerm).collect(),
+            host: r.host.ok(),
         }
+    }
+}
+
+/// Parses the nameserver strings and the timeout into a [`LookupConfig`].
+fn lookup_config(nameservers: &[String], timeout_ms: u64) -> Result<LookupConfig, KindError> {
+    let nameservers = nameservers
+        .iter()
+        .map(|ns| resolver::parse_nameserver(ns))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(LookupConfig {
+        nameservers,
+        timeout: Duration::from_millis(timeout_ms.max(1)),
+    })
+}
+
+/// Spawns `work` on the runtime; the caller gets `{:ok, ref}` at once and
+/// later `{tag, ref, result}`.
+fn spawn_lookup<'a, T>(
+    env: Env<'a>,
+    tag: Atom,
+    work: impl std::future::Future<Output = Result<T, LookupError>> + Send + 'static,
+) -> Term<'a>
+where
+    T: Encoder + Send + 'static,
+{
+    let spawned = runtime::spawn_reply(env, tag, async move {
+        ResultTerm(work.await.map_err(KindError::from))
+    });
+    match spawned {
+        Ok(reference) => ResultTerm(Ok(reference)).encode(env),
+        Err(message) => ResultTerm::<()>(Err(KindError {
+            kind: "runtime",
+            message,
+        }))
+        .encode(env),
     }
 }
 
@@ -152,8 +221,9 @@ fn listen_port<'a>(env: Env<'a>, node: Term<'a>) -> Term<'a> {
         .encode(env)
 }
 
-/// `srv_lookup(query, nameservers, timeout_ms) :: {:ok, ref} | {:error, {kind, message}}`
+/// `srv_lookup(query, nameservers, timeout_ms, node_host) :: {:ok, ref} | {:error, {kind, message}}`
 ///
+/// `node_host` is `:auto`, `:target` or `:ip` (see `caravan_core::target`).
 /// Returns at once; the caller later receives
 /// `{:caravan_srv, ref, {:ok, [record]} | {:error, {kind, message}}}`.
 #[rustler::nif]
@@ -162,40 +232,79 @@ fn srv_lookup<'a>(
     query: String,
     nameservers: Vec<String>,
     timeout_ms: u64,
+    node_host: Atom,
 ) -> Term<'a> {
     // Bad arguments are answered at once, before anything is spawned.
-    let parsed = nameservers
-        .iter()
-        .map(|ns| resolver::parse_nameserver(ns))
-        .collect::<Result<Vec<_>, _>>()
-        .and_then(|nameservers| Ok((nameservers, resolver::parse_query(&query)?)));
-    let (config, name) = match parsed {
-        Ok((nameservers, name)) => (
-            LookupConfig {
-                nameservers,
-                timeout: Duration::from_millis(timeout_ms.max(1)),
-            },
-            name,
-        ),
-        Err(err) => return ResultTerm::<()>(Err(err.into())).encode(env),
+    let parsed = lookup_config(&nameservers, timeout_ms).and_then(|config| {
+        let name = resolver::parse_query(&query)?;
+        let mode = node_host
+            .to_term(env)
+            .atom_to_string()
+            .map_err(|_| String::from("an unreadable atom"))
+            .and_then(|text| text.parse::<NodeHost>())
+            .map_err(|message| KindError {
+                kind: "invalid_option",
+                message,
+            })?;
+        Ok((config, name, mode))
+    });
+    let (config, name, mode) = match parsed {
+        Ok(parsed) => parsed,
+        Err(err) => return ResultTerm::<()>(Err(err)).encode(env),
     };
-    let work = async move {
-        let records = resolver::lookup_srv(&config, name).await?;
+    spawn_lookup(env, atoms::caravan_srv(), async move {
+        let records = resolver::lookup_srv(&config, name, mode).await?;
         Ok(records.into_iter().map(SrvTerm::from).collect::<Vec<_>>())
-    };
-    let spawned = runtime::spawn_reply(
-        env,
-        atoms::caravan_srv(),
-        async move { ResultTerm(work.await) },
-    );
-    match spawned {
-        Ok(reference) => ResultTerm(Ok(reference)).encode(env),
-        Err(message) => ResultTerm::<()>(Err(KindError {
-            kind: "runtime",
-            message,
+    })
+}
+
+/// `host_lookup(host, family, nameservers, timeout_ms) :: {:ok, ref} | {:error, {kind, message}}`
+///
+/// `family` is `:inet` (A) or `:inet6` (AAAA). The caller later receives
+/// `{:caravan_host, ref, {:ok, [ip_tuple]} | {:error, {kind, message}}}`.
+#[rustler::nif]
+fn host_lookup<'a>(
+    env: Env<'a>,
+    host: String,
+    family: Atom,
+    nameservers: Vec<String>,
+    timeout_ms: u64,
+) -> Term<'a> {
+    let family = if family == atoms::inet() {
+        Family::V4
+    } else if family == atoms::inet6() {
+        Family::V6
+    } else {
+        return ResultTerm::<()>(Err(KindError {
+            kind: "invalid_option",
+            message: "expected the family :inet or :inet6".into(),
         }))
-        .encode(env),
-    }
+        .encode(env);
+    };
+    let config = match lookup_config(&nameservers, timeout_ms) {
+        Ok(config) => config,
+        Err(err) => return ResultTerm::<()>(Err(err)).encode(env),
+    };
+    spawn_lookup(env, atoms::caravan_host(), async move {
+        let found = resolver::lookup_host(&config, &host, family).await?;
+        Ok(found.into_iter().map(IpTerm).collect::<Vec<_>>())
+    })
+}
+
+/// `nameserver(text) :: {:ok, "IP:PORT"} | {:error, {:invalid_nameserver, message}}`
+///
+/// The one nameserver parser (`caravan_core::resolver::parse_nameserver`),
+/// so config validation and lookups agree.
+#[rustler::nif]
+fn nameserver<'a>(env: Env<'a>, text: Term<'a>) -> Term<'a> {
+    let parsed = text
+        .decode::<String>()
+        .map_err(|_| KindError {
+            kind: "invalid_nameserver",
+            message: "expected the nameserver as a string".into(),
+        })
+        .and_then(|text| Ok(resolver::parse_nameserver(&text)?.to_string()));
+    ResultTerm(parsed).encode(env)
 }
 
 /// `floor() :: :ok`: does nothing. The cheapest NIF call there is, kept as

@@ -11,17 +11,9 @@ defmodule Caravan.Cluster.DnsStrategyTest do
   alias Caravan.Cluster.{Config, DnsStrategy}
   alias Caravan.Test.Dnsmasq
 
-  # libcluster is not installable here (no hex). This is a stand-in for its
-  # %Cluster.Strategy.State{} with the same fields, to call start_link([state])
-  # exactly as Cluster.Supervisor does.
-  defmodule State do
-    defstruct topology: nil,
-              connect: {:net_kernel, :connect_node, []},
-              disconnect: {:erlang, :disconnect_node, []},
-              list_nodes: {:erlang, :nodes, [:connected]},
-              meta: nil,
-              config: []
-  end
+  # libcluster is not installable here (no hex): Caravan.Test.Topology
+  # stands in for its %Cluster.Strategy.State{} and its connect hooks.
+  import Caravan.Test.Topology, only: [state: 2, state: 3]
 
   # A Caravan 1.x style client: get_nodes/1 returning a plain list.
   defmodule ListClient do
@@ -51,18 +43,6 @@ defmodule Caravan.Cluster.DnsStrategyTest do
     %{ns: Dnsmasq.nameserver(dns)}
   end
 
-  def record_connect(test_pid, node) do
-    send(test_pid, {:connect, node})
-    true
-  end
-
-  def record_disconnect(test_pid, node) do
-    send(test_pid, {:disconnect, node})
-    true
-  end
-
-  def connected(nodes), do: nodes
-
   defp app_config(ns),
     do: [
       query: "_app._tcp.service.consul",
@@ -70,16 +50,6 @@ defmodule Caravan.Cluster.DnsStrategyTest do
       nameservers: [ns],
       poll_interval: 100
     ]
-
-  defp state(config, test_pid, connected \\ []) do
-    %State{
-      topology: :test,
-      connect: {__MODULE__, :record_connect, [test_pid]},
-      disconnect: {__MODULE__, :record_disconnect, [test_pid]},
-      list_nodes: {__MODULE__, :connected, [connected]},
-      config: config
-    }
-  end
 
   test "started the way libcluster does, it connects to every SRV record's node", %{ns: ns} do
     config = app_config(ns)
@@ -117,8 +87,8 @@ defmodule Caravan.Cluster.DnsStrategyTest do
        query: "_app._tcp.service.consul",
        node_sname: "app",
        nameservers: [ns],
-       connect: {__MODULE__, :record_connect, [test_pid]},
-       list_nodes: {__MODULE__, :connected, [[]]}}
+       connect: {Caravan.Test.Topology, :record_connect, [test_pid]},
+       list_nodes: {Caravan.Test.Topology, :connected, [[]]}}
     )
 
     assert_receive {:connect, :"app-4370@web1.node.dc1.consul"}, 5_000
@@ -214,7 +184,7 @@ defmodule Caravan.Cluster.DnsStrategyTest do
                  nameservers: [{"10.0.0.1", "8600"}]
                )
 
-      assert config.query == "s.consul"
+      assert config.queries == ["s.consul"]
       assert config.nameservers == ["10.0.0.1:8600"]
     end
 

@@ -1,0 +1,162 @@
+defmodule Caravan.Epmd.HostResolver do
+  @moduledoc """
+  Resolves peer host names for `Caravan.Epmd.Client.address_please/3`
+  through Caravan's own resolver, so nodes named after Consul names
+  (`app-4370@web1.node.dc1.consul`) connect with no `erl_inetrc` and no
+  `/etc/resolv.conf` edits.
+
+  Configured at boot, before any application starts, from a vm.args flag
+  or, when the flag is absent, the OS environment:
+
+      ## vm.args
+      -caravan_nameservers 127.0.0.1:8600
+      -caravan_dns_timeout 1000
+
+      # or the environment
+      CARAVAN_NAMESERVERS=127.0.0.1:8600,10.0.0.2:8600
+      CARAVAN_DNS_TIMEOUT=1000
+
+  Nameservers are `IP` or `IP:PORT` (`[IPv6]:PORT`), comma-separated;
+  the timeout is in ms (default #{1_000}). With no nameservers configured
+  nothing changes: hosts resolve with `:inet.getaddr/2` as in plain OTP.
+
+  Order for a host: an IP literal of the asked family is used as it is;
+  then the configured nameservers are asked for A (`:inet`) or AAAA
+  (`:inet6`) records; when they do not answer with an address (a name
+  outside Consul such as `localhost`, a dead nameserver), `:inet.getaddr/2`
+  tries `/etc/hosts`, any inetrc and the OS resolver.
+  """
+
+  @default_timeout 1_000
+  @key {__MODULE__, :config}
+
+  @doc """
+  Reads the boot configuration (see the module doc) and keeps it for
+  `resolve/2`. Runs at boot, before the file server exists.
+
+  Returns `:ok`, or `{:error, message}` naming the bad value (the epmd
+  module then stops the boot).
+  """
+  @spec configure() :: :ok | {:error, String.t()}
+  def configure do
+    with {:ok, nameservers} <- boot_nameservers(),
+         {:ok, timeout} <- boot_timeout() do
+      :persistent_term.put(@key, {nameservers, timeout})
+    end
+  end
+
+  @doc """
+  The configuration in use: `{nameservers, timeout_ms}`, `{[], timeout_ms}`
+  when none is configured.
+  """
+  @spec config() :: {[String.t()], pos_integer()}
+  def config, do: :persistent_term.get(@key, {[], @default_timeout})
+
+  @doc """
+  Resolves `host` (a charlist or string) for `family` (`:inet` or
+  `:inet6`) in the order of the module doc.
+
+  Returns `{:ok, ip_tuple}` or `{:error, reason}` as `:inet.getaddr/2` does;
+  `{:error, :einval}` for a host that is not a flat charlist, a UTF-8
+  string or an atom (nothing is asked then).
+  """
+  @spec resolve(charlist() | String.t(), :inet | :inet6) ::
+          {:ok, :inet.ip_address()} | {:error, term()}
+  def resolve(host, family) do
+    case host_charlist(host) do
+      {:ok, host} -> resolve_charlist(host, family)
+      :error -> {:error, :einval}
+    end
+  end
+
+  defp host_charlist(host) when is_atom(host), do: {:ok, Atom.to_charlist(host)}
+
+  defp host_charlist(host) when is_binary(host) do
+    case :unicode.characters_to_list(host) do
+      list when is_list(list) -> {:ok, list}
+      _invalid_utf8 -> :error
+    end
+  end
+
+  defp host_charlist(host) when is_list(host),
+    do: if(:io_lib.char_list(host), do: {:ok, host}, else: :error)
+
+  defp host_charlist(_host), do: :error
+
+  defp resolve_charlist(host, family) do
+    case literal(host, family) do
+      {:ok, ip} ->
+        {:ok, ip}
+
+      :error ->
+        with {[_ | _] = nameservers, timeout} <- config(),
+             {:ok, [ip | _]} <-
+               Caravan.DNS.lookup_host(to_string(host), family,
+                 nameservers: nameservers,
+                 timeout: timeout
+               ) do
+          {:ok, ip}
+        else
+          _ -> :inet.getaddr(host, family)
+        end
+    end
+  end
+
+  defp literal(host, :inet), do: ok_or_error(:inet.parse_ipv4strict_address(host))
+  defp literal(host, :inet6), do: ok_or_error(:inet.parse_ipv6strict_address(host))
+  defp literal(_host, _family), do: :error
+
+  defp ok_or_error({:ok, ip}), do: {:ok, ip}
+  defp ok_or_error({:error, _}), do: :error
+
+  defp boot_nameservers do
+    case boot_value(:caravan_nameservers, ~c"CARAVAN_NAMESERVERS") do
+      nil ->
+        {:ok, []}
+
+      text ->
+        list = text |> String.split(",", trim: true) |> Enum.map(&String.trim/1)
+
+        case Caravan.DNS.nameservers(nameservers: list) do
+          {:ok, nameservers} ->
+            {:ok, nameservers}
+
+          {:error, {_kind, message}} ->
+            {:error,
+             "invalid -caravan_nameservers / CARAVAN_NAMESERVERS #{inspect(text)}: #{message}"}
+        end
+    end
+  end
+
+  defp boot_timeout do
+    case boot_value(:caravan_dns_timeout, ~c"CARAVAN_DNS_TIMEOUT") do
+      nil ->
+        {:ok, @default_timeout}
+
+      text ->
+        case Integer.parse(String.trim(text)) do
+          {ms, ""} when ms > 0 ->
+            {:ok, ms}
+
+          _ ->
+            {:error,
+             "invalid -caravan_dns_timeout / CARAVAN_DNS_TIMEOUT #{inspect(text)}: " <>
+               "expected a positive integer (ms)"}
+        end
+    end
+  end
+
+  # The vm.args flag wins over the environment.
+  defp boot_value(flag, env) do
+    case :init.get_argument(flag) do
+      {:ok, [[value | _] | _]} ->
+        List.to_string(value)
+
+      _ ->
+        case :os.getenv(env) do
+          false -> nil
+          value -> List.to_string(value)
+        end
+    end
+  end
+end
