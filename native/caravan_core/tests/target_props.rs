@@ -25,7 +25,7 @@ fn config() -> ProptestConfig {
 /// time into 4 or 16 bytes, the second label `addr` in any case.
 fn reference_decode(target: &str) -> Option<IpAddr> {
     let labels: Vec<&str> = target.split('.').collect();
-    if labels.len() < 2 || labels[1].to_ascii_lowercase() != "addr" {
+    if labels.len() < 2 || !labels[1].eq_ignore_ascii_case("addr") {
         return None;
     }
     let hex = labels[0].as_bytes();
