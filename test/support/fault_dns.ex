@@ -14,7 +14,8 @@ defmodule Caravan.Test.FaultDns do
     * `{:truncate, tcp}` - over UDP the TC bit and no records; over TCP
       `tcp: :full` gives the full answer, `tcp: :dead` closes the connection
       at once.
-    * `{:malformed, kind}` - `:garbage` (the query's id, then random bytes),
+    * `{:malformed, kind}` - `:garbage` (the query's id and response flags,
+      then bytes that are no DNS message),
       `:short` (half a header), `:missing_records` (a header claiming five
       answers, none present), `:label_too_long` (an SRV target with a
       64-byte label, which the wire format cannot hold), `:pointer_loop` (an
@@ -23,13 +24,17 @@ defmodule Caravan.Test.FaultDns do
       or stale answer), which a resolver must ignore.
     * `{:records, n}` - `n` SRV records (thousands); over UDP the TC bit when
       they do not fit the query's EDNS payload size, all of them over TCP.
-    * `:bad_targets` - targets that are not host names (a space, `_`, a `.`
-      inside a label, non-ASCII, the root `.`), plus one good record.
-    * `:edge_ports` - SRV ports 0, 1 and 65535, plus one good record.
+    * `:bad_targets` - the configured records plus targets that are not host
+      names (a space, `_`, a `.` inside a label, non-ASCII, a leading `-`,
+      the root `.`).
+    * `:edge_ports` - the configured records plus SRV ports 0, 1 and 65535.
     * `:cname_self` - a CNAME from the query name to itself.
     * `:cname_loop` - the query name is a CNAME to `loop-b.<query>`, which
       is a CNAME back to the query name (both in the answer; asked for
       either, the same loop).
+    * `:cname_chain` - not a fault, the control for the two above: the query
+      name is a CNAME to `end.<query>`, which exists with no records
+      (NOERROR, empty): an honest NODATA at the end of a chain.
 
   The server is linked to whoever starts it (use `start_supervised!/1` in
   a test) and its sockets close when it stops.
@@ -57,6 +62,9 @@ defmodule Caravan.Test.FaultDns do
 
   @doc "Switches the fault; takes effect for the next query."
   def set_mode(server, mode), do: GenServer.call(server, {:set_mode, mode})
+
+  @doc "Replaces the records of the normal answer (`[{priority, weight, port, target}]`)."
+  def set_records(server, records), do: GenServer.call(server, {:set_records, records})
 
   @doc "How many queries arrived: `%{udp: n, tcp: m}`."
   def queries(server), do: GenServer.call(server, :queries)
@@ -95,6 +103,10 @@ defmodule Caravan.Test.FaultDns do
     do: {:reply, "#{:inet.ntoa(state.ip)}:#{state.port}", state}
 
   def handle_call({:set_mode, mode}, _from, state), do: {:reply, :ok, %{state | mode: mode}}
+
+  def handle_call({:set_records, records}, _from, state),
+    do: {:reply, :ok, %{state | records: records}}
+
   def handle_call(:queries, _from, state), do: {:reply, state.queries, state}
 
   # A TCP connection asks what to do with one query.
@@ -225,7 +237,7 @@ defmodule Caravan.Test.FaultDns do
       else: {:reply, bin}
   end
 
-  defp answer(:bad_targets, transport, query, _records) do
+  defp answer(:bad_targets, transport, query, records) do
     targets = [
       "bad host.consul",
       "we_b.node.consul",
@@ -236,18 +248,17 @@ defmodule Caravan.Test.FaultDns do
     ]
 
     bad = for {target, i} <- Enum.with_index(targets), do: {1, 1, 4810 + i, target}
-    answer(:normal, transport, query, [{1, 1, 4801, "good.node.dc1.consul"} | bad])
+    answer(:normal, transport, query, records ++ bad)
   end
 
-  defp answer(:edge_ports, transport, query, _records) do
-    records = [
+  defp answer(:edge_ports, transport, query, records) do
+    edges = [
       {1, 1, 0, "zero.node.dc1.consul"},
       {1, 1, 1, "one.node.dc1.consul"},
-      {1, 1, 65_535, "max.node.dc1.consul"},
-      {1, 1, 4801, "good.node.dc1.consul"}
+      {1, 1, 65_535, "max.node.dc1.consul"}
     ]
 
-    answer(:normal, transport, query, records)
+    answer(:normal, transport, query, records ++ edges)
   end
 
   defp answer(:cname_self, _transport, query, _records) do
@@ -267,13 +278,21 @@ defmodule Caravan.Test.FaultDns do
     {:reply, encode(query, [rr(a, :cname, b), rr(b, :cname, a)])}
   end
 
+  defp answer(:cname_chain, _transport, query, _records) do
+    case query_name(query) do
+      ~c"end." ++ _ -> {:reply, encode(query, [])}
+      name -> {:reply, encode(query, [rr(name, :cname, ~c"end." ++ name)])}
+    end
+  end
+
   defp answer({:malformed, kind}, _transport, query, _records) do
     <<id::16, _::binary>> = :inet_dns.encode(query)
     {:reply, malformed(kind, id, query)}
   end
 
-  # Random bytes after the right id, so the resolver tries to parse them.
-  defp malformed(:garbage, id, _query), do: <<id::16, :rand.bytes(40)::binary>>
+  # The right id and response flags, so the resolver tries to parse the rest.
+  defp malformed(:garbage, id, _query),
+    do: <<id::16, 0x81, 0x80, :binary.copy(<<0xDE, 0xAD, 0xBE, 0xEF>>, 10)::binary>>
 
   defp malformed(:short, id, _query), do: <<id::16, 0x81, 0x80>>
 
