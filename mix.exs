@@ -20,8 +20,12 @@ defmodule Caravan.MixProject do
   end
 
   def application do
-    [extra_applications: [:logger]]
+    [extra_applications: [:logger | test_applications(Mix.env())]]
   end
+
+  # test/support makes TLS certificates with :public_key.
+  defp test_applications(:test), do: [:public_key]
+  defp test_applications(_), do: []
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]
   defp elixirc_paths(_), do: ["lib"]

@@ -1,6 +1,8 @@
 defmodule Mix.Tasks.Compile.CaravanNativeTest do
   use ExUnit.Case, async: false
 
+  alias Caravan.Test.ThrowawayApp
+
   @moduletag timeout: 600_000
   @root File.cwd!()
 
@@ -14,26 +16,9 @@ defmodule Mix.Tasks.Compile.CaravanNativeTest do
     # A copy of Caravan's sources without any build output, so the compiler
     # must really run cargo inside the dependency. CARGO_TARGET_DIR points at
     # a directory of the test's own, sharing nothing with this checkout.
-    caravan = Path.join(tmp, "caravan")
-    File.mkdir_p!(caravan)
-
-    for entry <- ["mix.exs", "Cargo.toml", "Cargo.lock", "lib", "native"],
-        do: File.cp_r!(Path.join(@root, entry), Path.join(caravan, entry))
-
+    caravan = ThrowawayApp.copy_caravan(tmp)
     refute File.exists?(Path.join(caravan, "priv/native/caravan_native.so"))
-
-    {_, 0} = System.cmd("mix", ["new", "throwaway"], cd: tmp, stderr_to_stdout: true)
-    app = Path.join(tmp, "throwaway")
-    mix_exs = Path.join(app, "mix.exs")
-
-    File.write!(
-      mix_exs,
-      String.replace(
-        File.read!(mix_exs),
-        "[\n      # {:dep_from_hexpm",
-        "[\n      {:caravan, path: #{inspect(caravan)}},\n      # {:dep_from_hexpm"
-      )
-    )
+    app = ThrowawayApp.new(tmp, "throwaway", caravan)
 
     env = [{"MIX_ENV", "dev"}, {"CARGO_TARGET_DIR", Path.join(tmp, "target")}]
     {out, status} = System.cmd("mix", ["compile"], cd: app, env: env, stderr_to_stdout: true)

@@ -11,32 +11,53 @@ defmodule Caravan.Test.BeamNode do
   Starts `erl -name <name>@<host>` listening on `ip` (a "host" on loopback).
 
   Options: `:proto_dist` (true adds Caravan 1.x's `-proto_dist` flag),
-  `:inetrc` (path to an inetrc for host-name resolution), `:args` (more
-  erl arguments as strings). Nodes boot with Logger level `:warning`.
-  Returns `{peer_pid, node}`.
+  `:inetrc` (path to an inetrc for host-name resolution), `:cookie` (a
+  string; the tests' shared cookie by default), `:args` (more erl arguments
+  as strings), `:env` (more OS environment, `[{"NAME", "value"}]`). `ip` is an IPv4 or IPv6 tuple. Nodes boot with Logger level
+  `:warning`. Returns `{peer_pid, node}`; see `start_result/4` for a boot
+  that may fail.
   """
   def start(name, host, ip, opts \\ []) do
-    args =
-      ["-start_epmd", "false", "-epmd_module", "Elixir.Caravan.Epmd.Client"] ++
-        if(opts[:proto_dist], do: ["-proto_dist", "Elixir.Caravan.Epmd.Dist"], else: []) ++
-        ["-kernel", "inet_dist_use_interface", ip_term(ip), "-setcookie", @cookie] ++
-        ["-kernel", "logger_level", "warning"] ++
-        code_path_args() ++ Keyword.get(opts, :args, [])
-
-    env = if opts[:inetrc], do: [{~c"ERL_INETRC", String.to_charlist(opts[:inetrc])}], else: []
-
-    {:ok, peer, node} =
-      :peer.start(%{
-        name: String.to_charlist(name),
-        host: String.to_charlist(host),
-        longnames: true,
-        connection: :standard_io,
-        args: Enum.map(args, &String.to_charlist/1),
-        env: env,
-        wait_boot: 30_000
-      })
-
+    {:ok, peer, node} = start_result(name, host, ip, opts)
     {peer, node}
+  end
+
+  @doc """
+  Like `start/4` but returns `:peer.start/1`'s result: `{:ok, peer, node}`
+  or `{:error, reason}` when the node does not boot.
+  """
+  def start_result(name, host, ip, opts \\ []) do
+    env =
+      for {k, v} <-
+            if(opts[:inetrc], do: [{"ERL_INETRC", opts[:inetrc]}], else: []) ++
+              Keyword.get(opts, :env, []),
+          do: {String.to_charlist(k), String.to_charlist(v)}
+
+    args = erl_args(ip, opts)
+
+    :peer.start(%{
+      name: String.to_charlist(name),
+      host: String.to_charlist(host),
+      longnames: true,
+      connection: :standard_io,
+      args: Enum.map(args, &String.to_charlist/1),
+      env: env,
+      wait_boot: 30_000
+    })
+  end
+
+  @doc """
+  The erl arguments (strings) `start/4` gives a node listening on `ip`,
+  without `-name`: Caravan's flags, the interface, the cookie, the code
+  path, then `opts[:args]`. Options as for `start/4`.
+  """
+  def erl_args(ip, opts \\ []) do
+    ["-start_epmd", "false", "-epmd_module", "Elixir.Caravan.Epmd.Client"] ++
+      if(opts[:proto_dist], do: ["-proto_dist", "Elixir.Caravan.Epmd.Dist"], else: []) ++
+      ["-kernel", "inet_dist_use_interface", ip_term(ip)] ++
+      ["-setcookie", Keyword.get(opts, :cookie, @cookie)] ++
+      ["-kernel", "logger_level", "warning"] ++
+      code_path_args() ++ Keyword.get(opts, :args, [])
   end
 
   @doc "Calls `m.f(a)` on the node (30 s bound)."
@@ -100,6 +121,54 @@ defmodule Caravan.Test.BeamNode do
     end)
   end
 
+  @doc """
+  Starts a process on the node that records every `nodedown` it sees from
+  now on; `nodedowns/1` reads them.
+  """
+  def watch_nodedowns(peer), do: :ok = call(peer, __MODULE__, :remote_watch_nodedowns, [])
+
+  @doc "The nodes that went down on the node since `watch_nodedowns/1`, oldest first."
+  def nodedowns(peer), do: call(peer, __MODULE__, :remote_nodedowns, [])
+
+  @doc false
+  def remote_watch_nodedowns do
+    parent = self()
+
+    spawn(fn ->
+      Process.register(self(), :caravan_test_nodedowns)
+      :ok = :net_kernel.monitor_nodes(true)
+      send(parent, :watching)
+      nodedown_loop([])
+    end)
+
+    receive do
+      :watching -> :ok
+    end
+  end
+
+  @doc false
+  def remote_nodedowns do
+    send(:caravan_test_nodedowns, {:get, self()})
+
+    receive do
+      {:nodedowns, downs} -> downs
+    end
+  end
+
+  defp nodedown_loop(downs) do
+    receive do
+      {:nodedown, node} ->
+        nodedown_loop([node | downs])
+
+      {:nodeup, _node} ->
+        nodedown_loop(downs)
+
+      {:get, from} ->
+        send(from, {:nodedowns, Enum.reverse(downs)})
+        nodedown_loop(downs)
+    end
+  end
+
   @doc "Waits until `fun` returns a truthy value, polling every 100 ms, up to `ms`."
   def eventually(fun, ms \\ 30_000) do
     deadline = System.monotonic_time(:millisecond) + ms
@@ -133,7 +202,7 @@ defmodule Caravan.Test.BeamNode do
     end
   end
 
-  defp ip_term({a, b, c, d}), do: "{#{a},#{b},#{c},#{d}}"
+  defp ip_term(ip), do: "{" <> (ip |> Tuple.to_list() |> Enum.join(",")) <> "}"
 
   defp code_path_args do
     Enum.flat_map([:caravan, :elixir, :logger], fn app ->

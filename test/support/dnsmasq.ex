@@ -67,17 +67,30 @@ defmodule Caravan.Test.Dnsmasq do
   @doc "The nameserver string for Caravan options, e.g. \"127.0.0.1:8600\"."
   def nameserver(%{listen: listen, dns_port: dns_port}), do: "#{listen}:#{dns_port}"
 
-  @doc "Stops dnsmasq and waits for it to exit."
-  def stop(%{os_pid: os_pid, port: port}) do
-    System.cmd("kill", ["-TERM", to_string(os_pid)], stderr_to_stdout: true)
+  @doc """
+  Stops dnsmasq and waits (up to 5 s) for it to exit; works from any
+  process (an `on_exit` callback is not the port's owner) and on a server
+  already stopped.
+  """
+  def stop(%{os_pid: os_pid}) do
+    proc = "/proc/#{os_pid}"
 
-    receive do
-      {^port, {:exit_status, _}} -> :ok
-    after
-      5_000 -> System.cmd("kill", ["-KILL", to_string(os_pid)], stderr_to_stdout: true)
+    if File.exists?(proc) do
+      System.cmd("kill", ["-TERM", to_string(os_pid)], stderr_to_stdout: true)
+
+      unless gone?(proc, 50),
+        do: System.cmd("kill", ["-KILL", to_string(os_pid)], stderr_to_stdout: true)
     end
 
     :ok
+  end
+
+  defp gone?(proc, tries) do
+    cond do
+      not File.exists?(proc) -> true
+      tries == 0 -> false
+      true -> Process.sleep(100) == :ok and gone?(proc, tries - 1)
+    end
   end
 
   @doc "Writes an inetrc that resolves host names through this dnsmasq only."

@@ -13,7 +13,7 @@ defmodule Caravan.Cluster.Config do
   @default_timeout 2_000
   @default_connect_timeout 10_000
   @default_connect_concurrency 16
-  @default_max_nodes 256
+  @default_max_nodes 1024
 
   defstruct topology: :caravan,
             connect: {:net_kernel, :connect_node, []},

@@ -49,7 +49,7 @@ defmodule Caravan.Cluster.DnsStrategy do
       `:poll_interval`).
     * `:prune` - disconnect nodes that DNS no longer lists. Default `false`
       (as Caravan 1.x). See "Pruning" below.
-    * `:max_nodes` - the most nodes one poll takes from DNS. Default 256.
+    * `:max_nodes` - the most nodes one poll takes from DNS. Default 1024.
       Node names become atoms, which are never collected: a poll creates at
       most `:max_nodes` new atoms, whatever the answer holds.
     * `:connect_timeout` - bound on one connect, ms. Default 10000.
@@ -196,7 +196,18 @@ defmodule Caravan.Cluster.DnsStrategy do
     case Config.new(arg) do
       {:ok, config} ->
         send(self(), :poll)
-        {:ok, %{config: config, poll: nil, warned: MapSet.new(), known: MapSet.new()}}
+
+        {:ok,
+         %{
+           config: config,
+           poll: nil,
+           warned: MapSet.new(),
+           known: MapSet.new(),
+           # monitor ref => node, for connects in flight; queue: nodes waiting
+           # for a free slot (connect_concurrency).
+           connecting: %{},
+           queue: []
+         }}
 
       {:error, message} ->
         Logger.error("[caravan] #{inspect(__MODULE__)} not started: #{message}")
@@ -230,6 +241,20 @@ defmodule Caravan.Cluster.DnsStrategy do
     end
   end
 
+  def handle_info({:DOWN, ref, :process, _pid, reason}, %{connecting: connecting} = state)
+      when is_map_key(connecting, ref) do
+    {node, connecting} = Map.pop(connecting, ref)
+
+    result =
+      case reason do
+        {:caravan_connect, result} -> result
+        other -> {:exit, other}
+      end
+
+    state = connect_done(%{state | connecting: connecting}, node, result)
+    {:noreply, start_connects(state)}
+  end
+
   # A late reply of a lookup that timed out on the Elixir side.
   def handle_info({:caravan_srv, _ref, _answer}, state), do: {:noreply, state}
 
@@ -248,7 +273,6 @@ defmodule Caravan.Cluster.DnsStrategy do
     nodes = names |> Enum.take(config.max_nodes) |> Enum.map(&String.to_atom/1)
     authoritative? = errors == [] and dropped == 0
     connected = MapSet.new(list_nodes(config))
-    new = Enum.reject(nodes, &(&1 == node() or MapSet.member?(connected, &1)))
 
     departed =
       if config.prune and authoritative?,
@@ -262,7 +286,7 @@ defmodule Caravan.Cluster.DnsStrategy do
       invalid: invalid,
       dropped: dropped,
       authoritative?: authoritative?,
-      connects: connect_all(new, config),
+      new: Enum.reject(nodes, &(&1 == node() or MapSet.member?(connected, &1))),
       disconnects: disconnect_all(Enum.sort(departed), config)
     }
   end
@@ -332,11 +356,11 @@ defmodule Caravan.Cluster.DnsStrategy do
       Enum.reduce(peers, {[], []}, fn peer, {names, invalid} ->
         result =
           case peer do
-            {port, host} when is_binary(host) or is_list(host) ->
-              node_name_string(sname, port, to_string(host))
-
             {:invalid, message} when is_binary(message) ->
               {:error, {:invalid_record, message}}
+
+            {port, host} when is_binary(host) or is_list(host) ->
+              node_name_string(sname, port, to_string(host))
 
             other ->
               {:error, {:invalid_record, "expected {port, host}, got: #{inspect(other)}"}}
@@ -353,47 +377,67 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   defp list_nodes(%Config{list_nodes: {m, f, a}}), do: apply(m, f, a)
 
-  defp connect_all([], _config), do: []
+  # -- Connects (each in its own process, at most connect_concurrency) ------
 
-  defp connect_all(nodes, %Config{connect: {m, f, a}} = config) do
-    nodes
-    |> Task.async_stream(
-      fn node ->
-        started = System.monotonic_time()
-
-        result =
-          try do
-            apply(m, f, a ++ [node])
-          catch
-            kind, reason -> {:raised, Exception.format_banner(kind, reason)}
-          end
-
-        {result, System.monotonic_time() - started}
-      end,
-      max_concurrency: config.connect_concurrency,
-      timeout: config.connect_timeout,
-      on_timeout: :kill_task,
-      ordered: true
-    )
-    |> Enum.zip(nodes)
-    |> Enum.map(fn
-      {{:ok, {result, duration}}, node} -> connected(config, node, result, duration)
-      {{:exit, :timeout}, node} -> connected(config, node, :timeout, config.connect_timeout)
-      {{:exit, reason}, node} -> connected(config, node, {:exit, reason}, 0)
-    end)
+  # Queues the nodes that are neither connecting nor queued, then starts
+  # as many connects as there are free slots.
+  defp enqueue(state, nodes) do
+    busy = MapSet.new(Map.values(state.connecting) ++ state.queue)
+    start_connects(%{state | queue: state.queue ++ Enum.reject(nodes, &MapSet.member?(busy, &1))})
   end
 
-  defp connected(config, node, result, duration) do
+  defp start_connects(%{queue: [node | queue], config: config} = state)
+       when map_size(state.connecting) < config.connect_concurrency do
+    {_pid, ref} = spawn_monitor(fn -> exit({:caravan_connect, connect(config, node)}) end)
+    start_connects(%{state | queue: queue, connecting: Map.put(state.connecting, ref, node)})
+  end
+
+  defp start_connects(state), do: state
+
+  # Runs in the connect process: the connect MFA, bounded by
+  # connect_timeout (the MFA runs in a task that is killed at the bound).
+  defp connect(%Config{connect: {m, f, a}} = config, node) do
+    started = System.monotonic_time()
+
+    task =
+      Task.async(fn ->
+        try do
+          apply(m, f, a ++ [node])
+        catch
+          kind, reason -> {:raised, Exception.format_banner(kind, reason)}
+        end
+      end)
+
+    result =
+      case Task.yield(task, config.connect_timeout) || Task.shutdown(task, :brutal_kill) do
+        {:ok, result} -> result
+        {:exit, reason} -> {:exit, reason}
+        nil -> :timeout
+      end
+
     {outcome, reason} = if result == true, do: {:ok, nil}, else: {:error, result}
 
     Caravan.Telemetry.execute(
       [:caravan, :connect],
-      %{duration: duration},
+      %{duration: System.monotonic_time() - started},
       %{topology: config.topology, node: node, result: outcome, reason: reason}
     )
 
-    {node, result}
+    result
   end
+
+  defp connect_done(%{config: config} = state, node, true) do
+    Logger.info("[caravan] topology #{config.topology}: connected to #{node}")
+    %{state | warned: MapSet.delete(state.warned, {:connect, node})}
+  end
+
+  defp connect_done(%{config: config} = state, node, :ignored) do
+    log(:debug, config, "connect to #{node} ignored (this node is not distributed)")
+    state
+  end
+
+  defp connect_done(state, node, failure),
+    do: warn_once(state, {:connect, node}, "cannot connect to #{node}: #{inspect(failure)}")
 
   defp disconnect_all(nodes, %Config{disconnect: {m, f, a}} = config) do
     Enum.map(nodes, fn node ->
@@ -465,28 +509,14 @@ defmodule Caravan.Cluster.DnsStrategy do
         end
       )
 
-    state =
-      Enum.reduce(result.disconnects, state, fn {node, outcome}, state ->
-        Logger.info(
-          "[caravan] topology #{config.topology}: disconnected #{node}, which DNS no longer " <>
-            "lists (prune: true; disconnect returned #{inspect(outcome)})"
-        )
+    for {node, outcome} <- result.disconnects do
+      Logger.info(
+        "[caravan] topology #{config.topology}: disconnected #{node}, which DNS no longer " <>
+          "lists (prune: true; disconnect returned #{inspect(outcome)})"
+      )
+    end
 
-        state
-      end)
-
-    Enum.reduce(result.connects, state, fn
-      {node, true}, state ->
-        Logger.info("[caravan] topology #{config.topology}: connected to #{node}")
-        %{state | warned: MapSet.delete(state.warned, {:connect, node})}
-
-      {node, :ignored}, state ->
-        log(:debug, config, "connect to #{node} ignored (this node is not distributed)")
-        state
-
-      {node, failure}, state ->
-        warn_once(state, {:connect, node}, "cannot connect to #{node}: #{inspect(failure)}")
-    end)
+    enqueue(state, result.new)
   end
 
   # warn_once/3 while `condition` holds; forgets the warning once it stops.

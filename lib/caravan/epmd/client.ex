@@ -93,12 +93,23 @@ defmodule Caravan.Epmd.Client do
   or `{:ok, 0}` (any port) for the `rem-*`/`rpc-*` helper nodes of release
   scripts. An invalid name prints the reason and returns
   `{:error, {kind, message}}`, which stops the node from booting.
+
+  When the port is already taken on the address distribution will listen
+  on (`inet_dist_use_interface`, else any address), it prints a message
+  naming the port, the node name and the address before returning
+  `{:ok, port}`: the listen that follows then fails and the node does not
+  boot, and OTP's own report says no more than
+  `register/listen error: eaddrinuse`.
   """
   @spec listen_port_please(atom() | charlist(), charlist()) ::
           {:ok, :inet.port_number()} | {:error, Caravan.Epmd.error()}
-  def listen_port_please(name, _host) do
+  def listen_port_please(name, host) do
     case Caravan.Epmd.listen_port(name) do
+      {:ok, 0} ->
+        {:ok, 0}
+
       {:ok, port} ->
+        report_port_in_use(name, host, port)
         {:ok, port}
 
       {:error, {_kind, message}} = error ->
@@ -107,6 +118,55 @@ defmodule Caravan.Epmd.Client do
         )
 
         error
+    end
+  end
+
+  # A probe listen on the address distribution uses, only to explain the
+  # boot failure that follows when the port is taken (another process, or
+  # a node with the same name still running). It changes nothing: the
+  # distribution's own listen decides.
+  defp report_port_in_use(name, host, port) do
+    {family, ip} = listen_address()
+
+    case :gen_tcp.listen(port, [family, ip: ip, reuseaddr: true]) do
+      {:ok, socket} ->
+        :gen_tcp.close(socket)
+
+      {:error, :eaddrinuse} ->
+        :erlang.display_string(
+          ~c"[caravan] cannot listen: port #{port} on #{:inet.ntoa(ip)}, the port of node " ++
+            ~c"name #{name}@#{host}, is already in use (eaddrinuse): another process, or a " ++
+            ~c"node with the same name, holds it. Stop it or choose another port in the " ++
+            ~c"node name.\n"
+        )
+
+      {:error, _other} ->
+        :ok
+    end
+  end
+
+  # The address and family of the distribution listen socket: the kernel's
+  # inet_dist_use_interface, else any address, IPv6 when -proto_dist names
+  # an inet6_* module (inet6_tcp, inet6_tls).
+  defp listen_address do
+    case :application.get_env(:kernel, :inet_dist_use_interface) do
+      {:ok, {_, _, _, _} = ip} ->
+        {:inet, ip}
+
+      {:ok, {_, _, _, _, _, _, _, _} = ip} ->
+        {:inet6, ip}
+
+      _ ->
+        inet6? =
+          case :init.get_argument(:proto_dist) do
+            {:ok, protos} ->
+              :lists.any(&:lists.prefix(~c"inet6", &1), :lists.append(protos))
+
+            :error ->
+              false
+          end
+
+        if inet6?, do: {:inet6, {0, 0, 0, 0, 0, 0, 0, 0}}, else: {:inet, {0, 0, 0, 0}}
     end
   end
 

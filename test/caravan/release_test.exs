@@ -1,0 +1,240 @@
+defmodule Caravan.ReleaseTest do
+  # An Elixir release (`mix release` of a throwaway app that uses Caravan as
+  # a path dependency) runs as an epmd-less node with Caravan's vm.args
+  # lines, and its own `bin/throwaway rpc` and `bin/throwaway remote` reach
+  # it: their helper nodes (`rpc-XXXX-<node>`, `rem-XXXX-<node>`) listen on
+  # a random port instead of the node's own, and no epmd is involved.
+  use ExUnit.Case, async: false
+
+  alias Caravan.Test.{BeamNode, Listeners, ThrowawayApp}
+
+  @moduletag :slow
+  @moduletag timeout: 300_000
+
+  @ip {127, 0, 3, 1}
+  @node "app-4901@127.0.3.1"
+  @port 4901
+  # Caravan's lines, in both rel/vm.args.eex and rel/remote.vm.args.eex
+  # (the README's advice): the helper nodes of `remote` and `rpc` boot with
+  # remote.vm.args.
+  @vm_args """
+  -start_epmd false
+  -epmd_module Elixir.Caravan.Epmd.Client
+  """
+
+  setup_all do
+    # Fails the module if anything listens on 4369 at any time.
+    Listeners.guard(4369)
+
+    tmp =
+      Path.join(System.tmp_dir!(), "caravan_release_test_#{System.unique_integer([:positive])}")
+
+    File.rm_rf!(tmp)
+    File.mkdir_p!(tmp)
+    on_exit(fn -> File.rm_rf!(tmp) end)
+
+    # The library built for this checkout is copied in, so the release
+    # build does not run cargo (the compiler test covers that).
+    caravan = ThrowawayApp.copy_caravan(tmp, prebuilt_native: true)
+    app = ThrowawayApp.new(tmp, "throwaway", caravan)
+    File.mkdir_p!(Path.join(app, "rel"))
+    File.write!(Path.join(app, "rel/vm.args.eex"), @vm_args)
+    File.write!(Path.join(app, "rel/remote.vm.args.eex"), @vm_args)
+
+    {out, status} =
+      System.cmd("mix", ["release", "--quiet"],
+        cd: app,
+        env: [{"MIX_ENV", "prod"}],
+        stderr_to_stdout: true
+      )
+
+    if status != 0, do: raise("mix release failed (#{status}):\n#{out}")
+    bin = Path.join(app, "_build/prod/rel/throwaway/bin/throwaway")
+
+    env = [
+      {"RELEASE_DISTRIBUTION", "name"},
+      {"RELEASE_NODE", @node},
+      {"RELEASE_COOKIE", "caravan_release_cookie"},
+      # Loopback "host" of this test; the helper nodes listen there too.
+      {"ELIXIR_ERL_OPTIONS", "-kernel inet_dist_use_interface {127,0,3,1}"}
+    ]
+
+    refute BeamNode.listening?(@ip, @port), "something already listens on #{@node}'s port"
+
+    node_port =
+      Port.open({:spawn_executable, bin}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        args: ["start"],
+        env: charlist_env(env)
+      ])
+
+    {:os_pid, os_pid} = Port.info(node_port, :os_pid)
+
+    on_exit(fn ->
+      System.cmd(bin, ["stop"], env: env, stderr_to_stdout: true)
+      gone? = fn -> not File.exists?("/proc/#{os_pid}") end
+
+      unless BeamNode.eventually(gone?, 10_000),
+        do: System.cmd("kill", ["-KILL", to_string(os_pid)], stderr_to_stdout: true)
+    end)
+
+    unless BeamNode.eventually(fn -> BeamNode.listening?(@ip, @port) end) do
+      raise "the release did not listen on #{@port}: #{drain(node_port)}"
+    end
+
+    %{bin: bin, env: env, os_pid: os_pid}
+  end
+
+  test "the release runs epmd-less on the port from its node name", %{bin: bin, env: env} = ctx do
+    {out, 0} = System.cmd(bin, ["pid"], env: env, stderr_to_stdout: true)
+    # `bin/throwaway pid` asks the node itself (through an rpc helper node).
+    assert String.trim(out) == to_string(ctx.os_pid)
+
+    {out, 0} =
+      System.cmd(
+        bin,
+        [
+          "rpc",
+          ~S"""
+          IO.puts("node=#{node()}")
+          IO.puts("epmd_module=#{:net_kernel.epmd_module()}")
+          {:ok, names} = :net_adm.names()
+          IO.puts("names=#{inspect(names)}")
+          """
+        ],
+        env: env,
+        stderr_to_stdout: true
+      )
+
+    assert out =~ "node=#{@node}"
+    assert out =~ "epmd_module=Elixir.Caravan.Epmd.Client"
+    # net_adm:names/0 answers with the node itself (there is no daemon).
+    assert out =~ ~s(names=[{'app-4901', 4901}])
+    assert Listeners.on_port(4369) == []
+  end
+
+  test "bin/throwaway rpc runs code on the node; its helper listens on a random port",
+       %{bin: bin, env: env} do
+    expr = ~S"""
+    IO.puts("hello=#{Throwaway.hello()}")
+    [helper] = Node.list(:hidden)
+    {:ok, [{name, port}]} = :erpc.call(helper, :net_adm, :names, [])
+    IO.puts("helper=#{helper} name=#{name} port=#{port}")
+    """
+
+    {out, status} = System.cmd(bin, ["rpc", expr], env: env, stderr_to_stdout: true)
+    assert status == 0, out
+    assert out =~ "hello=world"
+    refute out =~ "eaddrinuse"
+
+    assert [_, helper, name, port] = Regex.run(~r/helper=(\S+) name=(\S+) port=(\d+)/, out)
+
+    # The helper is rpc-<hex>-<node>, on the node's host, listening on a port
+    # the OS picked, not on the node's own port 4901.
+    assert helper =~ ~r/\Arpc-[0-9a-f]+-app-4901@127\.0\.3\.1\z/
+    assert name <> "@127.0.3.1" == helper
+    assert String.to_integer(port) not in [0, @port]
+
+    # The helper has gone; the node still listens; still no epmd.
+    assert BeamNode.listening?(@ip, @port)
+    assert Listeners.on_port(4369) == []
+  end
+
+  test "bin/throwaway remote opens a shell on the node", %{bin: bin, env: env} do
+    # IEx ignores --remsh without a terminal, so the shell runs under
+    # script(1) (util-linux), which gives it a pseudo-terminal.
+    script = System.find_executable("script") || flunk("script(1) is missing (bsdutils)")
+
+    shell =
+      Port.open({:spawn_executable, script}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        args: ["-qec", "#{bin} remote", "/dev/null"],
+        env: charlist_env(env)
+      ])
+
+    # If the test fails half-way, the helper node (script's child) and
+    # script itself are killed, by pid.
+    {:os_pid, script_pid} = Port.info(shell, :os_pid)
+
+    on_exit(fn ->
+      if File.exists?("/proc/#{script_pid}") do
+        System.cmd("pkill", ["-KILL", "-P", to_string(script_pid)])
+        System.cmd("kill", ["-KILL", to_string(script_pid)], stderr_to_stdout: true)
+      end
+    end)
+
+    # The prompt names the node the shell evaluates on: the release's node.
+    assert read_until(shell, "iex(#{@node})1>") =~ "iex(#{@node})1>"
+
+    # Printed with Enum.join so that the terminal's echo of the command
+    # does not match the patterns.
+    Port.command(
+      shell,
+      ~s{IO.puts(Enum.join(["on", node(), "from", node(Process.group_leader())], " "))\n}
+    )
+
+    out = read_until(shell, ~r/on \S+ from \S+/)
+    [_, on, helper] = Regex.run(~r/on (\S+) from (\S+)/, out)
+    assert on == @node
+    assert helper =~ ~r/\Arem-[0-9a-f]+-app-4901@127\.0\.3\.1\z/
+
+    Port.command(
+      shell,
+      ~s{IO.puts(Enum.join(["names", inspect(:erpc.call(:"#{helper}", :net_adm, :names, []))], " "))\n}
+    )
+
+    out = read_until(shell, ~r/names \{:ok, .*\}/)
+    [_, port] = Regex.run(~r/names \{:ok, \[\{'rem-[0-9a-f]+-app-4901', (\d+)\}\]\}/, out)
+    assert String.to_integer(port) not in [0, @port]
+    refute out =~ "eaddrinuse"
+    assert Listeners.on_port(4369) == []
+
+    # Leave the shell: halt the helper node (not the node it is attached to).
+    Port.command(shell, ~s{:erpc.cast(:"#{helper}", :erlang, :halt, [])\n})
+    assert_receive {^shell, {:exit_status, _}}, 30_000
+    assert BeamNode.listening?(@ip, @port)
+
+    {out, 0} = System.cmd(bin, ["rpc", "IO.puts(Throwaway.hello())"], env: env)
+    assert out =~ "world"
+  end
+
+  defp charlist_env(env),
+    do: for({k, v} <- env, do: {String.to_charlist(k), String.to_charlist(v)})
+
+  # Output of a port until it matches `pattern` (a string or regex), bounded
+  # at 30 s; raises with what was read otherwise.
+  defp read_until(port, pattern, acc \\ "", deadline \\ nil) do
+    deadline = deadline || System.monotonic_time(:millisecond) + 30_000
+
+    if matches?(acc, pattern) do
+      acc
+    else
+      left = max(deadline - System.monotonic_time(:millisecond), 0)
+
+      receive do
+        {^port, {:data, data}} ->
+          read_until(port, pattern, acc <> data, deadline)
+
+        {^port, {:exit_status, status}} ->
+          flunk("exited (#{status}) before #{inspect(pattern)}:\n#{acc}")
+      after
+        left -> flunk("no #{inspect(pattern)} within 30 s:\n#{acc}")
+      end
+    end
+  end
+
+  defp matches?(text, %Regex{} = re), do: Regex.match?(re, text)
+  defp matches?(text, string), do: String.contains?(text, string)
+
+  defp drain(port) do
+    receive do
+      {^port, {:data, data}} -> data <> drain(port)
+    after
+      0 -> ""
+    end
+  end
+end
