@@ -31,8 +31,11 @@ defmodule Caravan.DNS do
 
   `{:error, {kind, message}}`, `message` a readable sentence. `:nxdomain`
   (the name does not exist) and `:nodata` (no SRV records) are authoritative
-  "no records"; `:timeout`, `:server_failure` (SERVFAIL, REFUSED, ...) and
-  `:transport` mean the answer is unknown. `:invalid_query`,
+  "no records"; `:timeout`, `:server_failure` (SERVFAIL, REFUSED, ...),
+  `:cname_loop` (the name leads into a CNAME loop) and `:transport`
+  (malformed answers, closed connections, ...) mean the answer is unknown.
+  `:internal` means Caravan's native code failed (a bug; the message says
+  where). `:invalid_query`,
   `:invalid_nameserver` and `:invalid_option` name the bad argument.
   """
 

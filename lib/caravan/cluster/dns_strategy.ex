@@ -131,12 +131,17 @@ defmodule Caravan.Cluster.DnsStrategy do
   The node name for an SRV record: `{:ok, :"<node_sname>-<port>@<target>"}`,
   or `{:error, {kind, message}}` when the result would not be a valid node
   name whose distribution port is `port` (so no atom is made from junk).
+  `host` must be an IP literal or a host name (RFC 1123: dot-separated
+  labels of letters, digits and inner `-`); anything else, such as `"."`
+  (RFC 2782's "no service here"), `_` or escaped bytes, is `:invalid_host`.
 
       iex> Caravan.Cluster.DnsStrategy.node_name("app", 4370, "web1.node.dc1.consul")
       {:ok, :"app-4370@web1.node.dc1.consul"}
       iex> Caravan.Cluster.DnsStrategy.node_name("app", 0, "web1")
       {:error, {:port_out_of_range, ~s(node name "app-0@web1" ends its name part in 0, which is not a port in 1..65535)}}
   """
+  @host_label ~r/\A[0-9A-Za-z](?:[0-9A-Za-z-]{0,61}[0-9A-Za-z])?\z/
+
   @spec node_name(String.t(), :inet.port_number(), String.t()) ::
           {:ok, node()} | {:error, {atom(), String.t()}}
   def node_name(sname, port, host) do
@@ -149,10 +154,11 @@ defmodule Caravan.Cluster.DnsStrategy do
     name = "#{sname}-#{port}@#{host}"
 
     cond do
-      not (host =~ ~r/\A[0-9A-Za-z._:-]+\z/) ->
+      not valid_host?(host) ->
         {:error,
          {:invalid_host,
-          "SRV target #{inspect(host)} is not a host name or IP address (expected [0-9A-Za-z._:-]+)"}}
+          "SRV target #{inspect(host)} is not a host name or IP address (expected " <>
+            "dot-separated labels of letters, digits and inner '-' (RFC 1123), or an IP literal)"}}
 
       true ->
         case Caravan.Epmd.fetch_dist_port(name) do
@@ -172,6 +178,16 @@ defmodule Caravan.Cluster.DnsStrategy do
     do:
       {:error,
        {:invalid_record, "expected a port and a host, got: #{inspect({sname, port, host})}"}}
+
+  # An IP literal, or a host name (RFC 1123): labels of 1..63 letters,
+  # digits and '-' (not at either end), at most 253 characters. Rules out
+  # what DNS can carry but no host is called: spaces, '_', escaped bytes,
+  # non-ASCII, empty labels and the root "." (RFC 2782's "no service here").
+  defp valid_host?(host) do
+    match?({:ok, _}, :inet.parse_strict_address(:binary.bin_to_list(host))) or
+      (byte_size(host) <= 253 and
+         host |> String.split(".") |> Enum.all?(&(&1 =~ @host_label)))
+  end
 
   # -- GenServer ------------------------------------------------------------
 

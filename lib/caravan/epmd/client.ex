@@ -59,15 +59,33 @@ defmodule Caravan.Epmd.Client do
   1.x returned 1..3, which a restart often repeated.)
 
   `driver` is `inet_tcp`/`inet6_tcp` (OTP 25) or `inet`/`inet6` (OTP 26+).
+
+  Returns `{:error, {kind, message}}`, recording nothing, when `name` is not
+  a node name `listen_port_please/2` accepts (see `Caravan.Epmd`) or `port`
+  is not an integer in 1..65535; the node then does not start distribution.
   """
-  @spec register_node(atom() | charlist(), :inet.port_number(), atom()) :: {:ok, -1}
-  def register_node(name, port, _driver) do
-    :persistent_term.put(@registered, {to_charlist(name), port})
-    {:ok, -1}
+  @spec register_node(atom() | charlist(), :inet.port_number(), atom()) ::
+          {:ok, -1} | {:error, Caravan.Epmd.error()}
+  def register_node(name, port, _driver) when is_integer(port) and port in 1..65_535 do
+    case Caravan.Epmd.listen_port(name) do
+      {:ok, _} ->
+        :persistent_term.put(@registered, {to_charlist(name), port})
+        {:ok, -1}
+
+      {:error, _} = error ->
+        error
+    end
   end
 
+  def register_node(_name, port, _driver),
+    do:
+      {:error,
+       {:invalid_port,
+        "expected the listening port as an integer in 1..65535, got: #{inspect(port)}"}}
+
   @doc "The /2 form of `register_node/3`, for older callers."
-  @spec register_node(atom() | charlist(), :inet.port_number()) :: {:ok, -1}
+  @spec register_node(atom() | charlist(), :inet.port_number()) ::
+          {:ok, -1} | {:error, Caravan.Epmd.error()}
   def register_node(name, port), do: register_node(name, port, :inet_tcp)
 
   @doc """

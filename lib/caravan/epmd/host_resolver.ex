@@ -56,13 +56,34 @@ defmodule Caravan.Epmd.HostResolver do
   Resolves `host` (a charlist or string) for `family` (`:inet` or
   `:inet6`) in the order of the module doc.
 
-  Returns `{:ok, ip_tuple}` or `{:error, reason}` as `:inet.getaddr/2` does.
+  Returns `{:ok, ip_tuple}` or `{:error, reason}` as `:inet.getaddr/2` does;
+  `{:error, :einval}` for a host that is not a flat charlist, a UTF-8
+  string or an atom (nothing is asked then).
   """
   @spec resolve(charlist() | String.t(), :inet | :inet6) ::
           {:ok, :inet.ip_address()} | {:error, term()}
   def resolve(host, family) do
-    host = to_charlist(host)
+    case host_charlist(host) do
+      {:ok, host} -> resolve_charlist(host, family)
+      :error -> {:error, :einval}
+    end
+  end
 
+  defp host_charlist(host) when is_atom(host), do: {:ok, Atom.to_charlist(host)}
+
+  defp host_charlist(host) when is_binary(host) do
+    case :unicode.characters_to_list(host) do
+      list when is_list(list) -> {:ok, list}
+      _invalid_utf8 -> :error
+    end
+  end
+
+  defp host_charlist(host) when is_list(host),
+    do: if(:io_lib.char_list(host), do: {:ok, host}, else: :error)
+
+  defp host_charlist(_host), do: :error
+
+  defp resolve_charlist(host, family) do
     case literal(host, family) do
       {:ok, ip} ->
         {:ok, ip}

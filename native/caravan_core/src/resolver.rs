@@ -14,7 +14,8 @@ use hickory_resolver::config::{
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
-use hickory_resolver::proto::rr::{Name, RData, Record};
+use hickory_resolver::proto::rr::rdata::CNAME;
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::TokioResolver;
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
@@ -32,6 +33,10 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 2_000;
 /// records, small enough to avoid IP fragmentation. Larger answers come back
 /// truncated and are retried over TCP.
 pub const EDNS_PAYLOAD_LEN: u16 = 1232;
+
+/// Longest CNAME chain [`lookup_srv`] walks when an answer has no SRV
+/// records; longer counts as a loop. hickory itself follows 8.
+pub const MAX_CNAME_HOPS: usize = 8;
 
 /// Where and how long to ask.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -92,6 +97,9 @@ pub enum LookupError {
     Timeout,
     /// The server answered with an error code (SERVFAIL, REFUSED, ...).
     ServerFailure(String),
+    /// The name leads into a CNAME loop (or a chain longer than
+    /// [`MAX_CNAME_HOPS`]): a broken zone, not an answer.
+    CnameLoop(String),
     /// The query is not a valid domain name.
     InvalidQuery(String),
     /// A nameserver string is not `IP` or `IP:PORT`.
@@ -110,6 +118,7 @@ impl LookupError {
             Self::NoData => "nodata",
             Self::Timeout => "timeout",
             Self::ServerFailure(_) => "server_failure",
+            Self::CnameLoop(_) => "cname_loop",
             Self::InvalidQuery(_) => "invalid_query",
             Self::InvalidNameserver(_) => "invalid_nameserver",
             Self::Config(_) => "config",
@@ -130,6 +139,7 @@ impl fmt::Display for LookupError {
             Self::NoData => write!(f, "the name has no SRV records (NODATA)"),
             Self::Timeout => write!(f, "no answer within the lookup timeout"),
             Self::ServerFailure(code) => write!(f, "the nameserver answered {code}"),
+            Self::CnameLoop(chain) => write!(f, "the name leads into a CNAME loop: {chain}"),
             Self::InvalidQuery(msg) => write!(f, "invalid query: {msg}"),
             Self::InvalidNameserver(ns) => write!(
                 f,
@@ -179,6 +189,11 @@ pub fn parse_query(query: &str) -> Result<Name, LookupError> {
 /// [`NodeHost::Ip`] included, ends within `config.timeout`. Answers are not
 /// cached: every call asks the nameserver, so membership changes are seen
 /// at the next poll.
+///
+/// A "no SRV records" answer is checked for a CNAME loop before it is
+/// believed (hickory follows a looping chain 8 times and then reports
+/// NODATA, which would read as "no peers"): a loop is
+/// [`LookupError::CnameLoop`].
 pub async fn lookup_srv(
     config: &LookupConfig,
     name: Name,
@@ -198,7 +213,14 @@ async fn lookup_srv_unbounded(
     node_host: NodeHost,
 ) -> Result<Vec<SrvRecord>, LookupError> {
     let resolver = resolver_for(config)?;
-    let lookup = resolver.srv_lookup(name).await.map_err(classify)?;
+    let lookup = match resolver.srv_lookup(name.clone()).await.map_err(classify) {
+        Ok(lookup) => lookup,
+        Err(LookupError::NoData) => {
+            check_cname_chain(&resolver, &name).await?;
+            return Err(LookupError::NoData);
+        }
+        Err(err) => return Err(err),
+    };
     let mut records: Vec<SrvRecord> = lookup
         .answers()
         .iter()
@@ -227,6 +249,45 @@ async fn lookup_srv_unbounded(
         record.host = target::node_host(node_host, &record.target, &record.addresses);
     }
     Ok(records)
+}
+
+/// Walks the CNAME chain from `name` with CNAME queries (which hickory does
+/// not follow), up to [`MAX_CNAME_HOPS`]. `Ok(())` when the chain ends (a
+/// name without a CNAME); [`LookupError::CnameLoop`] when a name comes back
+/// or the chain is too long; a failed query's error otherwise (an unknown
+/// answer must not turn into "no records").
+async fn check_cname_chain(resolver: &TokioResolver, name: &Name) -> Result<(), LookupError> {
+    let mut chain = vec![name.clone()];
+    loop {
+        let current = chain
+            .last()
+            .expect("the chain starts with the name")
+            .clone();
+        let next = match resolver.lookup(current.clone(), RecordType::CNAME).await {
+            Ok(lookup) => lookup
+                .answers()
+                .iter()
+                .find_map(|record| match &record.data {
+                    RData::CNAME(CNAME(target)) if record.name.eq_ignore_root(&current) => {
+                        Some(target.clone())
+                    }
+                    _ => None,
+                }),
+            Err(err) => match classify(err) {
+                err if err.is_no_records() => None,
+                err => return Err(err),
+            },
+        };
+        let Some(next) = next else {
+            return Ok(());
+        };
+        let looped = chain.iter().any(|seen| seen.eq_ignore_root(&next));
+        chain.push(next);
+        if looped || chain.len() > MAX_CNAME_HOPS + 1 {
+            let names: Vec<String> = chain.iter().map(target_name).collect();
+            return Err(LookupError::CnameLoop(names.join(" -> ")));
+        }
+    }
 }
 
 /// The A/AAAA records for `target` in an answer's additional section.
@@ -500,6 +561,7 @@ mod tests {
         assert!(!LookupError::Timeout.is_no_records());
         assert!(!LookupError::ServerFailure("SERVFAIL".into()).is_no_records());
         assert!(!LookupError::Transport("x".into()).is_no_records());
+        assert!(!LookupError::CnameLoop("a -> a".into()).is_no_records());
     }
 
     #[test]

@@ -22,6 +22,10 @@ mod atoms {
         ok,
         error,
         caravan_srv,
+        nif,
+        runtime,
+        in_flight,
+        started,
         caravan_host,
         inet,
         inet6,
@@ -152,9 +156,7 @@ fn decode_node_name(term: Term) -> Result<String, KindError> {
     };
     let too_long = |chars: usize| KindError::from(NodeNameError::TooLong { chars });
     match term.get_type() {
-        TermType::Atom => term
-            .atom_to_string()
-            .map_err(|_| not_a_name("an unreadable atom")),
+        TermType::Atom => atom_text(term).ok_or_else(|| not_a_name("an unreadable atom")),
         TermType::Binary => {
             let binary = term
                 .decode_as_binary()
@@ -181,6 +183,28 @@ fn decode_node_name(term: Term) -> Result<String, KindError> {
         }
         _ => Err(not_a_name("a term of another type")),
     }
+}
+
+/// The text of an atom. With NIF 2.16 (OTP 25) rustler reads atoms as
+/// Latin-1, which fails for atoms with other characters
+/// (`:"app-1@ホスト"`); those are read from the atom's external term format
+/// instead, which is `131, SMALL_ATOM_UTF8_EXT (119), len:8, utf8` or
+/// `131, ATOM_UTF8_EXT (118), len:16, utf8` (OTP's external term format docs).
+fn atom_text(term: Term) -> Option<String> {
+    if let Ok(text) = term.atom_to_string() {
+        return Some(text);
+    }
+    let etf = term.to_binary();
+    let utf8 = match etf.as_slice() {
+        [131, 119, len, rest @ ..] if rest.len() == usize::from(*len) => rest,
+        [131, 118, hi, lo, rest @ ..]
+            if rest.len() == usize::from(u16::from_be_bytes([*hi, *lo])) =>
+        {
+            rest
+        }
+        _ => return None,
+    };
+    std::str::from_utf8(utf8).ok().map(str::to_owned)
 }
 
 /// `dist_port(node) :: {:ok, port} | {:error, {kind, message}}`
@@ -288,6 +312,54 @@ fn nameserver<'a>(env: Env<'a>, text: Term<'a>) -> Term<'a> {
 #[rustler::nif]
 fn floor() -> Atom {
     atoms::ok()
+}
+
+/// `runtime_info() :: %{started: boolean, in_flight: non_neg_integer}`:
+/// whether the tokio runtime runs, and how many spawned lookups have not
+/// replied yet. For tests and diagnostics.
+#[rustler::nif]
+fn runtime_info(env: Env) -> rustler::NifResult<Term> {
+    Term::map_from_pairs(
+        env,
+        &[
+            (atoms::started().encode(env), runtime::started().encode(env)),
+            (
+                atoms::in_flight().encode(env),
+                runtime::in_flight().encode(env),
+            ),
+        ],
+    )
+    .map_err(|_| rustler::Error::BadArg)
+}
+
+/// `__panic__(:nif | :runtime)`: panics on purpose, for the tests that
+/// check a panic in Rust becomes an Elixir error. `:nif` panics in the NIF
+/// call itself (rustler raises `:nif_panicked`); `:runtime` returns
+/// `{:ok, ref}` and panics in the spawned task, whose reply is then
+/// `{:caravan_srv, ref, {:error, {:internal, message}}}`. Not part of the API.
+#[doc(hidden)]
+#[rustler::nif(name = "__panic__")]
+fn deliberate_panic<'a>(env: Env<'a>, place: Atom) -> rustler::NifResult<Term<'a>> {
+    if place == atoms::nif() {
+        panic!("deliberate panic in a NIF call (Caravan.Native.__panic__(:nif))");
+    }
+    if place != atoms::runtime() {
+        return Err(rustler::Error::BadArg);
+    }
+    let work = async {
+        if std::hint::black_box(true) {
+            panic!("deliberate panic in a runtime task (Caravan.Native.__panic__(:runtime))");
+        }
+        ResultTerm::<()>(Ok(()))
+    };
+    match runtime::spawn_reply(env, atoms::caravan_srv(), work) {
+        Ok(reference) => Ok(ResultTerm(Ok(reference)).encode(env)),
+        Err(message) => Ok(ResultTerm::<()>(Err(KindError {
+            kind: "runtime",
+            message,
+        }))
+        .encode(env)),
+    }
 }
 
 /// `{:ok, value} | {:error, {kind, message}}` built on the runtime thread.

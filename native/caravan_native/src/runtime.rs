@@ -3,12 +3,87 @@
 //! once. The task replies `{tag, reference, result}` to the caller with
 //! `OwnedEnv::send_and_clear` from a runtime thread, never from a scheduler
 //! thread, and nothing ever calls `block_on` inside a NIF.
+//!
+//! A panic inside the work is caught: the caller still gets its one reply,
+//! `{tag, reference, {:error, {:internal, message}}}`, instead of waiting
+//! for a reply that never comes.
 
+use std::any::Any;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use futures_util::FutureExt;
 use once_cell::sync::Lazy;
 use rustler::{Encoder, Env, OwnedEnv, Term};
 use tokio::runtime::{Builder, Runtime};
+
+mod atoms {
+    rustler::atoms! {
+        error,
+        internal,
+    }
+}
+
+/// Tasks spawned by [`spawn_reply`] that have not finished yet.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// The number of spawned tasks that have not replied yet (lookups in
+/// flight). Exposed to tests to show that nothing is left behind.
+pub fn in_flight() -> usize {
+    IN_FLIGHT.load(Ordering::Relaxed)
+}
+
+/// True once the runtime has been started (by the first lookup).
+pub fn started() -> bool {
+    Lazy::get(&RUNTIME).is_some()
+}
+
+/// Decrements [`IN_FLIGHT`] when the task ends, however it ends.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The work's result, or the message of the panic that ended it.
+enum Reply<T> {
+    Done(T),
+    Panicked(String),
+}
+
+impl<T: Encoder> Encoder for Reply<T> {
+    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
+        match self {
+            Self::Done(result) => result.encode(env),
+            Self::Panicked(message) => (
+                atoms::error(),
+                (
+                    atoms::internal(),
+                    format!("Caravan's native code panicked: {message}"),
+                ),
+            )
+                .encode(env),
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
 
 /// Built on first use, so nodes that never look anything up (the epmd path
 /// only) start no threads. One worker thread is enough: the work is waiting
@@ -26,8 +101,9 @@ static RUNTIME: Lazy<Result<Runtime, String>> = Lazy::new(|| {
 
 /// Spawns `work` on the runtime and returns a fresh reference to the caller.
 /// When `work` finishes, the calling process receives
-/// `{tag, reference, encode(result)}`. If the caller has died by then, the
-/// message is dropped with the environment that held it.
+/// `{tag, reference, encode(result)}`, or `{tag, reference, {:error,
+/// {:internal, message}}}` if `work` panicked. If the caller has died by
+/// then, the message is dropped with the environment that held it.
 ///
 /// Errors: the runtime could not be started (the message says why).
 pub fn spawn_reply<'a, W, T, Tag>(env: Env<'a>, tag: Tag, work: W) -> Result<Term<'a>, String>
@@ -41,8 +117,13 @@ where
     let reference = env.make_ref();
     let mut owned = OwnedEnv::new();
     let saved = owned.save(reference);
+    let in_flight = InFlight::enter();
     runtime.spawn(async move {
-        let result = work.await;
+        let _in_flight = in_flight;
+        let result = match AssertUnwindSafe(work).catch_unwind().await {
+            Ok(result) => Reply::Done(result),
+            Err(payload) => Reply::Panicked(panic_message(payload)),
+        };
         // An Err here means the caller is gone; nothing is waiting for it.
         let _ = owned.send_and_clear(&pid, |msg_env| (tag, saved.load(msg_env), result));
     });

@@ -1,0 +1,298 @@
+defmodule Caravan.NifSafetyTest do
+  # The NIF's safety: panics become Elixir errors, a caller that dies before
+  # its reply leaves nothing behind, 100 000 lookups with 1000 in flight
+  # leave memory flat, loading twice is harmless, and a missing or corrupt
+  # library stops the boot with a message naming the path.
+  #
+  # DNS here is real: Caravan.Test.FaultDns (on :inet_dns) on 127.0.2.3:8724
+  # and dnsmasq on 127.0.2.2:8723 for the load.
+  use ExUnit.Case, async: false
+
+  alias Caravan.Test.{Dnsmasq, FaultDns}
+
+  @query "_app._tcp.service.consul"
+
+  describe "a panic in Rust becomes an Elixir error" do
+    test "in the NIF call itself: an ErlangError, and the VM and the NIF carry on" do
+      error = assert_raise ErlangError, fn -> Caravan.Native.__panic__(:nif) end
+      assert error.original == :nif_panicked
+      assert Caravan.Epmd.dist_port(:"app-4800@h") == 4800
+    end
+
+    test "in a runtime task: the caller still gets its one reply, {:error, {:internal, _}}" do
+      for _ <- 1..3 do
+        assert {:ok, ref} = Caravan.Native.__panic__(:runtime)
+        assert {:error, {:internal, message}} = Caravan.DNS.await(ref, 5_000)
+        assert message =~ "panicked"
+        assert message =~ "deliberate panic in a runtime task"
+      end
+
+      # The runtime's worker survived: lookups still work, nothing is left.
+      server = start_supervised!({FaultDns, ip: {127, 0, 2, 3}, port: 8724})
+      assert {:ok, [_, _]} = lookup(server)
+      assert eventually(fn -> Caravan.Native.runtime_info().in_flight == 0 end)
+    end
+
+    test "an unknown place is a badarg, not a panic" do
+      assert_raise ArgumentError, fn -> Caravan.Native.__panic__(:elsewhere) end
+    end
+  end
+
+  test "1000 callers that die before their reply leave nothing behind" do
+    server = start_supervised!({FaultDns, ip: {127, 0, 2, 3}, port: 8724, mode: {:delay, 1_500}})
+    ns = FaultDns.nameserver(server)
+    # Warm up: the runtime, the resolver for this nameserver, the modules.
+    assert {:ok, _} = Caravan.DNS.lookup_srv(@query, nameservers: [ns], timeout: 4_000)
+    before = snapshot()
+
+    callers =
+      for _ <- 1..1_000 do
+        spawn(fn ->
+          {:ok, _ref} = Caravan.DNS.lookup_srv_async(@query, nameservers: [ns], timeout: 4_000)
+        end)
+      end
+
+    # All started and are gone before any answer (1.5 s late) exists.
+    assert eventually(fn -> Enum.all?(callers, &(not Process.alive?(&1))) end)
+    assert Caravan.Native.runtime_info().in_flight > 0
+
+    # Every lookup finishes (its reply is dropped with the dead caller's
+    # message) and the runtime holds nothing.
+    assert eventually(fn -> Caravan.Native.runtime_info().in_flight == 0 end)
+    after_ = snapshot()
+
+    assert after_.processes <= before.processes + 5
+    # 1000 lookups' worth of leaked replies or tasks would be megabytes;
+    # 2 MB covers the allocators' own noise.
+    assert after_.erlang_total - before.erlang_total < 2_000_000,
+           "BEAM memory grew by #{after_.erlang_total - before.erlang_total} bytes"
+
+    refute_received {:caravan_srv, _, _}
+    assert {:ok, [_, _]} = Caravan.DNS.lookup_srv(@query, nameservers: [ns], timeout: 4_000)
+  end
+
+  @tag timeout: 300_000
+  @tag :load
+  test "100 000 lookups with 1000 in flight leave memory flat" do
+    dns =
+      Dnsmasq.start(
+        listen: "127.0.2.2",
+        port: 8723,
+        srv: [
+          {@query, "web1.node.dc1.consul", 4801},
+          {@query, "web2.node.dc1.consul", 4802}
+        ]
+      )
+
+    on_exit(fn -> Dnsmasq.stop(dns) end)
+    ns = Dnsmasq.nameserver(dns)
+
+    # Warm-up: the runtime's threads, the resolver, sockets, allocator pools.
+    warm = run_load(ns, 10_000, 1_000)
+    assert warm.replies == 10_000
+    before = snapshot()
+
+    {micros, load} = :timer.tc(fn -> run_load(ns, 100_000, 1_000) end)
+    after_ = snapshot()
+
+    # Every lookup got exactly one reply; failures, if the machine drops
+    # datagrams under load, are typed (never a lost reply).
+    assert load.replies == 100_000
+    assert load.max_in_flight == 1_000
+    assert Enum.all?(Map.keys(load.errors), &(&1 in [:nxdomain, :timeout, :transport]))
+    answered = load.ok + Map.get(load.errors, :nxdomain, 0)
+    assert answered >= 99_000, "only #{answered} of 100 000 answered: #{inspect(load.errors)}"
+    assert load.ok >= 49_000
+
+    assert eventually(fn -> Caravan.Native.runtime_info().in_flight == 0 end)
+
+    # Flat: a leak of a few hundred bytes per lookup would be tens of MB
+    # here. The tolerances leave room for allocator and ETS noise.
+    beam_growth = after_.erlang_total - before.erlang_total
+    rss_growth = after_.rss - before.rss
+
+    IO.puts(
+      "\n[load] 100000 lookups (half with names of their own), 1000 in flight, " <>
+        "#{div(micros, 1000)} ms; " <>
+        "ok #{load.ok}, errors #{inspect(load.errors)}; " <>
+        "BEAM memory #{before.erlang_total} -> #{after_.erlang_total} B, " <>
+        "RSS #{before.rss} -> #{after_.rss} B"
+    )
+
+    assert beam_growth < 8_000_000, "BEAM memory grew by #{beam_growth} bytes"
+    assert rss_growth < 24_000_000, "RSS grew by #{rss_growth} bytes"
+  end
+
+  describe "loading" do
+    test "loading twice is harmless: the library stays loaded once, the NIFs keep working" do
+      server = start_supervised!({FaultDns, ip: {127, 0, 2, 3}, port: 8724, mode: {:delay, 200}})
+
+      {:ok, ref} =
+        Caravan.DNS.lookup_srv_async(@query, nameservers: [FaultDns.nameserver(server)])
+
+      results =
+        1..50
+        |> Task.async_stream(fn _ -> Caravan.Native.load() end, max_concurrency: 50)
+        |> Enum.map(fn {:ok, result} -> result end)
+
+      assert Enum.uniq(results) == [:ok]
+      # The library is mapped into the VM once (one file in the process's
+      # memory maps), however often load/0 ran.
+      maps = File.read!("/proc/self/maps")
+
+      assert maps
+             |> String.split("\n")
+             |> Enum.filter(&(&1 =~ "caravan_native.so"))
+             |> Enum.map(&(&1 |> String.split() |> List.last()))
+             |> Enum.uniq()
+             |> length() == 1
+
+      assert Caravan.Epmd.dist_port(:"app-4800@h") == 4800
+      # A lookup in flight across the loads still gets its answer.
+      assert {:ok, [_, _]} = Caravan.DNS.await(ref, 5_000)
+    end
+
+    @tag timeout: 120_000
+    test "a missing or corrupt library stops the boot with a message naming the path" do
+      tmp = Path.join(System.tmp_dir!(), "caravan-nif-#{System.unique_integer([:positive])}")
+      on_exit(fn -> File.rm_rf!(tmp) end)
+      good = Path.join(to_string(:code.priv_dir(:caravan)), "native/caravan_native.so")
+
+      cases = [
+        {:missing, nil},
+        {:truncated, binary_part(File.read!(good), 0, 4_096)},
+        {:corrupt, :binary.copy("not an ELF file", 1_000)},
+        {:good, File.read!(good)}
+      ]
+
+      for {label, library} <- cases do
+        app = Path.join([tmp, to_string(label), "caravan"])
+        File.mkdir_p!(Path.join(app, "priv/native"))
+        File.cp_r!(to_string(:code.lib_dir(:caravan, :ebin)), Path.join(app, "ebin"))
+        so = Path.join(app, "priv/native/caravan_native.so")
+        if library, do: File.write!(so, library)
+
+        {output, status} = boot(Path.join(app, "ebin"), tmp)
+
+        if label == :good do
+          # The control: the same boot with a good library works.
+          assert status == 0, "#{label}: #{output}"
+          assert output =~ "booted app-4800@127.0.2.4"
+        else
+          assert status != 0, "#{label}: booted anyway: #{output}"
+
+          assert output =~ "[caravan] Caravan could not load its native library #{so}",
+                 "#{label}: #{output}"
+        end
+      end
+    end
+  end
+
+  # -- helpers ---------------------------------------------------------------
+
+  defp lookup(server),
+    do: Caravan.DNS.lookup_srv(@query, nameservers: [FaultDns.nameserver(server)], timeout: 2_000)
+
+  # Starts `total` lookups, never more than `in_flight` at once, and counts
+  # the replies. Every other lookup asks a name of its own (NXDOMAIN), so
+  # the resolver cannot coalesce them: those are real queries on the wire;
+  # the others ask the service's name and decode its records.
+  defp run_load(ns, total, in_flight) do
+    counter = :counters.new(1, [])
+
+    start = fn ->
+      :counters.add(counter, 1, 1)
+      i = :counters.get(counter, 1)
+      query = if rem(i, 2) == 0, do: @query, else: "_n#{i}._tcp.service.consul"
+      {:ok, ref} = Caravan.DNS.lookup_srv_async(query, nameservers: [ns], timeout: 2_000)
+      ref
+    end
+
+    refs = for _ <- 1..in_flight, into: MapSet.new(), do: start.()
+
+    load_loop(refs, total - in_flight, start, %{
+      replies: 0,
+      ok: 0,
+      errors: %{},
+      max_in_flight: MapSet.size(refs)
+    })
+  end
+
+  defp load_loop(refs, left, start, acc) do
+    if MapSet.size(refs) == 0 do
+      acc
+    else
+      receive do
+        {:caravan_srv, ref, answer} ->
+          true = MapSet.member?(refs, ref)
+          refs = MapSet.delete(refs, ref)
+
+          acc =
+            case answer do
+              {:ok, _} -> %{acc | ok: acc.ok + 1}
+              {:error, {kind, _}} -> %{acc | errors: Map.update(acc.errors, kind, 1, &(&1 + 1))}
+            end
+
+          acc = %{acc | replies: acc.replies + 1}
+
+          {refs, left} =
+            if left > 0, do: {MapSet.put(refs, start.()), left - 1}, else: {refs, left}
+
+          acc = %{acc | max_in_flight: max(acc.max_in_flight, MapSet.size(refs))}
+          load_loop(refs, left, start, acc)
+      after
+        30_000 -> flunk("no reply for 30 s with #{MapSet.size(refs)} lookups in flight")
+      end
+    end
+  end
+
+  defp snapshot do
+    for pid <- Process.list(), do: :erlang.garbage_collect(pid)
+
+    %{
+      processes: length(Process.list()),
+      erlang_total: :erlang.memory(:total),
+      rss: rss()
+    }
+  end
+
+  # The OS's resident set size of this VM, in bytes (Linux).
+  defp rss do
+    "/proc/self/status"
+    |> File.read!()
+    |> then(&Regex.run(~r/VmRSS:\s+(\d+) kB/, &1))
+    |> then(fn [_, kb] -> String.to_integer(kb) * 1024 end)
+  end
+
+  defp eventually(fun, ms \\ 15_000) do
+    deadline = System.monotonic_time(:millisecond) + ms
+    do_eventually(fun, deadline)
+  end
+
+  defp do_eventually(fun, deadline) do
+    cond do
+      fun.() -> true
+      System.monotonic_time(:millisecond) > deadline -> false
+      true -> Process.sleep(50) && do_eventually(fun, deadline)
+    end
+  end
+
+  # Boots a real node with the epmd module and only `ebin` (plus Elixir) on
+  # its code path, no epmd, and halts it. Bounded by `timeout 60`.
+  defp boot(ebin, cwd) do
+    elixir_ebin = to_string(:code.lib_dir(:elixir, :ebin))
+
+    args =
+      ~w(60 erl -noshell -name app-4800@127.0.2.4 -start_epmd false) ++
+        ~w(-epmd_module Elixir.Caravan.Epmd.Client) ++
+        ["-kernel", "inet_dist_use_interface", "{127,0,2,4}"] ++
+        ["-pa", elixir_ebin, "-pa", ebin] ++
+        ["-eval", ~s<io:format("booted ~s~n", [node()]), erlang:halt(0)>]
+
+    System.cmd("timeout", args,
+      cd: cwd,
+      stderr_to_stdout: true,
+      env: [{"ERL_CRASH_DUMP_SECONDS", "0"}, {"ERL_INETRC", nil}]
+    )
+  end
+end
