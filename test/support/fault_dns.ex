@@ -79,8 +79,13 @@ defmodule Caravan.Test.FaultDns do
     {:ok, udp} =
       :gen_udp.open(port, [:binary, ip: ip, active: true, reuseaddr: true, recbuf: 1 <<< 20])
 
+    # A server stopped just before on the same port may still have its
+    # TCP connection processes exiting (exit signals travel asynchronously):
+    # retry for a while rather than fail on eaddrinuse.
     {:ok, listen} =
-      :gen_tcp.listen(port, [:binary, ip: ip, active: false, reuseaddr: true, packet: 2])
+      retry_eaddrinuse(40, fn ->
+        :gen_tcp.listen(port, [:binary, ip: ip, active: false, reuseaddr: true, packet: 2])
+      end)
 
     server = self()
     acceptor = spawn_link(fn -> accept_loop(listen, server) end)
@@ -146,6 +151,17 @@ defmodule Caravan.Test.FaultDns do
 
   defp count(state, transport),
     do: %{state | queries: Map.update!(state.queries, transport, &(&1 + 1))}
+
+  defp retry_eaddrinuse(tries, fun) do
+    case fun.() do
+      {:error, :eaddrinuse} when tries > 0 ->
+        Process.sleep(50)
+        retry_eaddrinuse(tries - 1, fun)
+
+      result ->
+        result
+    end
+  end
 
   # Runs linked to the server, so it stops with it.
   defp accept_loop(listen, server) do
