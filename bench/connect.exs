@@ -27,7 +27,7 @@ defmodule Caravan.Bench.Connect do
   @batch 9
 
   def run(%{quick: quick}) do
-    fresh = if quick, do: 3, else: 16
+    fresh = if quick, do: 3, else: 26
     batch = @batch
     reconnects = if quick, do: 20, else: 100
 

@@ -6,10 +6,12 @@ defmodule Caravan.Bench.Footprint do
 
     * Caravan node: /proc figures of the bare VM, after
       `Caravan.Native.load/0`, after the first lookup (which starts the
-      tokio runtime); then N SRV lookups (3 records, 100 in flight) and M
-      `dist_port/1` calls (one process per scheduler) with
-      `:erlang.system_monitor/2` `long_schedule` at 1 ms; RSS sampled after
-      every tenth of the lookups; threads again at rest.
+      tokio runtime); then N SRV lookups (3 records, 100 in flight, after
+      N/5 unsampled warm-up lookups) and M `dist_port/1` calls (one process
+      per scheduler) with `:erlang.system_monitor/2` `long_schedule` at
+      1 ms; RSS sampled after every tenth of the lookups (drift: mean of the
+      last three samples minus mean of the first three); threads again at
+      rest.
     * Alternative node: the same lookups with `:inet_res` (EDNS0, 1232).
     * Floor: the bare VM (nothing added) for the footprint; for the
       long_schedule rows, controls that cost nothing under the same load:
@@ -24,8 +26,8 @@ defmodule Caravan.Bench.Footprint do
   """
   alias Caravan.Bench.{Log, Peers, PeerSide, Row, SrvLookup}
 
-  # RSS may move this much (MB) from the first tenth of the lookups to the
-  # last and still count as flat.
+  # RSS may move this much (MB) from the first three tenths of the lookups
+  # to the last three and still count as flat.
   @flat_mb 2.0
 
   def run(%{quick: quick, ns: ns}) do
@@ -49,7 +51,11 @@ defmodule Caravan.Bench.Footprint do
 
     added = fn before, later -> later.threads - before.threads end
     mb = fn kb -> kb / 1024 end
-    drift = fn samples -> mb.(List.last(samples) - hd(samples)) end
+    # The mean of the last three samples against the mean of the first
+    # three: RSS moves by a few MB either way between samples (allocator
+    # carriers and glibc arenas), a leak moves it one way.
+    mean3 = fn samples -> Enum.sum(samples) / 3 end
+    drift = fn samples -> mb.(mean3.(Enum.take(samples, -3)) - mean3.(Enum.take(samples, 3))) end
 
     new_threads =
       Map.merge(c.rest.thread_names, c.bare.thread_names, fn _k, later, before ->
@@ -85,7 +91,8 @@ defmodule Caravan.Bench.Footprint do
         better: :lower,
         target: {:caravan_at_most, 0},
         note:
-          "floor: the same loop calling Caravan.Native.floor/0; calls took #{c.call_ms} ms (floor #{c.floor_ms} ms); " <>
+          "floor: the same loop calling Caravan.Native.floor/0; calls took #{c.call_ms} ms (floor #{c.floor_ms} ms), " <>
+            "events per second of loop: #{per_s(length(c.call_events), c.call_ms)} (floor #{per_s(length(c.floor_events), c.floor_ms)}); " <>
             "the OS preempted the scheduler threads #{c.call_preempted} times during the dist_port/1 loop, " <>
             "#{c.floor_preempted} during the floor loop" <> describe(d_events)
       },
@@ -123,14 +130,14 @@ defmodule Caravan.Bench.Footprint do
       },
       %Row{
         group: 6,
-        metric: "RSS drift, first to last tenth of #{lookups} lookups",
+        metric: "RSS drift over #{lookups} lookups (last 3 tenths - first 3)",
         caravan: drift.(c.lookups.rss_kb),
         alt: drift.(a.lookups.rss_kb),
         unit: "MB",
         better: :lower,
         target: {:caravan_at_most, @flat_mb},
         note:
-          "after a warm-up tenth, RSS after each tenth (MB): Caravan #{inspect(Enum.map(c.lookups.rss_kb, &Float.round(mb.(&1), 1)))}, " <>
+          "after #{div(lookups, 5)} warm-up lookups, RSS after each tenth (MB): Caravan #{inspect(Enum.map(c.lookups.rss_kb, &Float.round(mb.(&1), 1)))}, " <>
             ":inet_res #{inspect(Enum.map(a.lookups.rss_kb, &Float.round(mb.(&1), 1)))}; flat means within #{@flat_mb} MB"
       }
     ]
@@ -202,6 +209,9 @@ defmodule Caravan.Bench.Footprint do
       Peers.stop(peer)
     end
   end
+
+  defp per_s(_events, ms) when ms in [nil, 0], do: "-"
+  defp per_s(events, ms), do: Float.round(events * 1000 / ms, 1)
 
   defp describe([]), do: ""
 

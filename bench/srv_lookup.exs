@@ -33,8 +33,11 @@ defmodule Caravan.Bench.SrvLookup do
   end
 
   def run(%{quick: quick, ns: ns}) do
+    Process.put(:bench_quick, quick)
     samples = if quick, do: 40, else: 400
-    window = if quick, do: 200, else: 1_500
+    # Full: 3 rounds of 500 ms per implementation, the order rotating, so a
+    # change in the machine's load hits all three alike.
+    window = if quick, do: 200, else: 500
     in_flight = [1, 100, 1000]
     # --quick measures throughput at 3 records only.
     throughput_sizes = if quick, do: [3], else: @sizes
@@ -89,12 +92,11 @@ defmodule Caravan.Bench.SrvLookup do
 
     throughput_rows =
       for n <- throughput_sizes, k <- in_flight do
-        Log.say("row 2: SRV #{n} records, #{k} in flight, #{window} ms per implementation")
+        Log.say(
+          "row 2: SRV #{n} records, #{k} in flight, #{window} ms x rounds per implementation"
+        )
 
-        results =
-          for impl <- [:caravan, :inet_res, :floor],
-              into: %{},
-              do: {impl, throughput(impl, n, k, ns, window)}
+        results = rounds(@rounds, fn impl -> throughput(impl, n, k, ns, window) end)
 
         errors =
           for {impl, %{errors: e}} <- results,
@@ -150,13 +152,11 @@ defmodule Caravan.Bench.SrvLookup do
 
       for k <- in_flight do
         Log.say(
-          "row 2: SRV 3 records, #{k} distinct names in flight, #{window} ms per implementation"
+          "row 2: SRV 3 records, #{k} distinct names in flight, #{window} ms x rounds per implementation"
         )
 
         results =
-          for impl <- [:caravan, :inet_res, :floor],
-              into: %{},
-              do: {impl, throughput(impl, 3, k, ns, window, &distinct_name/2)}
+          rounds(@rounds, fn impl -> throughput(impl, 3, k, ns, window, &distinct_name/2) end)
 
         errors =
           for {impl, %{errors: e}} <- results,
@@ -250,6 +250,28 @@ defmodule Caravan.Bench.SrvLookup do
   end
 
   defp same_name(n, _worker), do: query(n)
+
+  @rounds 3
+
+  # Runs `measure.(impl)` for the three implementations in `count` rounds,
+  # rotating the order; per implementation the round with the median rate,
+  # errors summed over the rounds.
+  defp rounds(count, measure) do
+    impls = [:caravan, :inet_res, :floor]
+
+    count = if Process.get(:bench_quick), do: 1, else: count
+
+    runs =
+      for r <- 0..(count - 1),
+          impl <- Enum.drop(impls, r) ++ Enum.take(impls, r),
+          do: {impl, measure.(impl)}
+
+    for impl <- impls, into: %{} do
+      mine = for {^impl, run} <- runs, do: run
+      median = Stats.median(Enum.map(mine, & &1.rate))
+      {impl, %{rate: median, errors: mine |> Enum.map(& &1.errors) |> Enum.sum()}}
+    end
+  end
 
   @distinct 1_000
 

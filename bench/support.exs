@@ -29,8 +29,9 @@ defmodule Caravan.Bench.Row do
   def vs_alt(%{caravan: c, alt: a, better: :higher}) when is_number(c) and is_number(a) and a > 0,
     do: c / a
 
-  def vs_alt(%{caravan: c, alt: a, better: :lower}) when is_number(c) and is_number(a) and c > 0,
-    do: a / c
+  def vs_alt(%{caravan: c, alt: a, better: :lower})
+      when is_number(c) and is_number(a) and c > 0 and a >= 0,
+      do: a / c
 
   def vs_alt(_), do: nil
 
