@@ -19,6 +19,8 @@ defmodule Caravan.Bench.SrvLookup do
   alias Caravan.Bench.{Log, PeerSide, Row, Stats}
 
   @sizes [3, 50, 500]
+  # Throughput rounds per implementation (--quick: 1).
+  @rounds 3
 
   # Lookups in the throughput runs give up after this many ms (a UDP packet
   # dropped under load costs this much), so a run ends soon after its window.
@@ -250,8 +252,6 @@ defmodule Caravan.Bench.SrvLookup do
   end
 
   defp same_name(n, _worker), do: query(n)
-
-  @rounds 3
 
   # Runs `measure.(impl)` for the three implementations in `count` rounds,
   # rotating the order; per implementation the round with the median rate,
