@@ -62,6 +62,23 @@ defmodule Caravan.EpmdTest do
       assert message =~ "letters, digits"
     end
 
+    # ASCII atoms are read into a stack buffer; every other atom takes the
+    # general path. Both must read the same text.
+    test "atoms at the buffer's edge and beyond ASCII read as their text" do
+      longest = String.to_atom("app-1@" <> String.duplicate("h", 249))
+      assert longest |> Atom.to_string() |> String.length() == 255
+      assert Epmd.fetch_dist_port(longest) == {:ok, 1}
+
+      # A Latin-1 host part is fine; only the name part is checked.
+      assert Epmd.fetch_dist_port(String.to_atom("app-2@höst")) == {:ok, 2}
+
+      # "Ã©" is Latin-1 0xC3 0xA9, which as UTF-8 would read "é": the
+      # message must show the atom's own text.
+      assert {:error, {:invalid_name, message}} = Epmd.fetch_dist_port(String.to_atom("Ã©-1@h"))
+      assert message =~ ~s("Ã©-1")
+      assert {:error, {:invalid_name, _}} = Epmd.fetch_dist_port(String.to_atom("äpp-1@host"))
+    end
+
     test "a huge binary is refused without being walked" do
       huge = String.duplicate("a", 10_000_000) <> "-4370@host"
       assert {:error, {:too_long, _}} = Epmd.fetch_dist_port(huge)

@@ -106,9 +106,13 @@ pub fn parse(node: &str) -> Result<NodeName<'_>, NodeNameError> {
     if node.is_empty() {
         return Err(NodeNameError::Empty);
     }
-    let chars = node.chars().count();
-    if chars > MAX_NODE_NAME_CHARS {
-        return Err(NodeNameError::TooLong { chars });
+    // A string is never longer in chars than in bytes: count only when the
+    // bytes alone do not settle it.
+    if node.len() > MAX_NODE_NAME_CHARS {
+        let chars = node.chars().count();
+        if chars > MAX_NODE_NAME_CHARS {
+            return Err(NodeNameError::TooLong { chars });
+        }
     }
     let (name, host) = match node.split_once('@') {
         Some((name, host)) => (name, Some(host)),

@@ -146,6 +146,45 @@ where
     }
 }
 
+/// Runs `f` on the text of an atom whose name is all ASCII, read into a
+/// stack buffer (no allocation: the common case of a node name); None for
+/// any other term or atom, which then takes the general path.
+fn with_ascii_atom<R>(term: Term, f: impl FnOnce(&str) -> R) -> Option<R> {
+    let mut buf = [0u8; MAX_NODE_NAME_CHARS + 1];
+    // SAFETY: `term` belongs to the calling environment and `buf` is
+    // writable for its whole length, which is passed as the size.
+    // enif_get_atom writes at most that many bytes (text plus NUL) and
+    // returns 0, writing nothing, when `term` is not an atom, does not fit
+    // or is not Latin-1 (erl_nif docs).
+    let written = unsafe {
+        rustler::sys::enif_get_atom(
+            term.get_env().as_c_arg(),
+            term.as_c_arg(),
+            buf.as_mut_ptr() as *mut std::os::raw::c_char,
+            buf.len() as std::os::raw::c_uint,
+            rustler::sys::ErlNifCharEncoding::ERL_NIF_LATIN1,
+        )
+    };
+    let text = &buf[..usize::try_from(written).ok()?.checked_sub(1)?];
+    if !text.is_ascii() {
+        return None;
+    }
+    std::str::from_utf8(text).ok().map(f)
+}
+
+/// Calls `rule` with the node name `term` (an atom, a charlist or a UTF-8
+/// binary) as text. ASCII atoms, what node names are, are read without
+/// allocating.
+fn with_node_name<T>(
+    term: Term,
+    rule: impl Fn(&str) -> Result<T, NodeNameError>,
+) -> Result<T, KindError> {
+    if let Some(result) = with_ascii_atom(term, &rule) {
+        return Ok(result?);
+    }
+    Ok(rule(&decode_node_name(term)?)?)
+}
+
 /// Decodes a node name given as an atom, a charlist or a UTF-8 binary.
 /// Inputs longer than any atom can be are refused before they are walked,
 /// so a huge input cannot make the call slow.
@@ -210,15 +249,14 @@ fn atom_text(term: Term) -> Option<String> {
 /// `dist_port(node) :: {:ok, port} | {:error, {kind, message}}`
 #[rustler::nif]
 fn dist_port<'a>(env: Env<'a>, node: Term<'a>) -> Term<'a> {
-    ResultTerm(decode_node_name(node).and_then(|name| Ok(node_name::dist_port(&name)?))).encode(env)
+    ResultTerm(with_node_name(node, node_name::dist_port)).encode(env)
 }
 
 /// `listen_port(node) :: {:ok, port} | {:error, {kind, message}}`, port 0 for
 /// release helper nodes.
 #[rustler::nif]
 fn listen_port<'a>(env: Env<'a>, node: Term<'a>) -> Term<'a> {
-    ResultTerm(decode_node_name(node).and_then(|name| Ok(node_name::listen_port(&name)?)))
-        .encode(env)
+    ResultTerm(with_node_name(node, node_name::listen_port)).encode(env)
 }
 
 /// `srv_lookup(query, nameservers, timeout_ms, node_host) :: {:ok, ref} | {:error, {kind, message}}`
