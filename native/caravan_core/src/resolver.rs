@@ -295,12 +295,17 @@ fn addresses_of(target: &Name, additionals: &[Record]) -> Vec<IpAddr> {
     additionals
         .iter()
         .filter(|record| record.name == *target)
-        .filter_map(|record| match &record.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
-            _ => None,
-        })
+        .filter_map(|record| ip_of(&record.data))
         .collect()
+}
+
+/// The address of an A or AAAA record.
+fn ip_of(data: &RData) -> Option<IpAddr> {
+    match data {
+        RData::A(a) => Some(IpAddr::V4(a.0)),
+        RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+        _ => None,
+    }
 }
 
 /// Resolves the targets that have no address yet, each distinct target
@@ -348,30 +353,17 @@ async fn resolve_family(
     name: Name,
     family: Family,
 ) -> Result<Vec<IpAddr>, LookupError> {
-    let found: Vec<IpAddr> = match family {
-        Family::V4 => resolver
-            .ipv4_lookup(name)
-            .await
-            .map_err(classify)?
-            .answers()
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::A(a) => Some(IpAddr::V4(a.0)),
-                _ => None,
-            })
-            .collect(),
-        Family::V6 => resolver
-            .ipv6_lookup(name)
-            .await
-            .map_err(classify)?
-            .answers()
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-                _ => None,
-            })
-            .collect(),
+    let record_type = match family {
+        Family::V4 => RecordType::A,
+        Family::V6 => RecordType::AAAA,
     };
+    let lookup = resolver.lookup(name, record_type).await.map_err(classify)?;
+    // The answer may also hold the CNAMEs that led to the address.
+    let found: Vec<IpAddr> = lookup
+        .answers()
+        .iter()
+        .filter_map(|r| ip_of(&r.data))
+        .collect();
     if found.is_empty() {
         return Err(LookupError::NoData);
     }
