@@ -221,33 +221,44 @@ async fn lookup_srv_unbounded(
         }
         Err(err) => return Err(err),
     };
-    let mut records: Vec<SrvRecord> = lookup
+    // (target, addresses) per SRV record, then the records themselves once
+    // every address :ip needs is known.
+    let srvs: Vec<_> = lookup
         .answers()
         .iter()
         .filter_map(|record| match &record.data {
-            RData::SRV(srv) => Some(SrvRecord {
-                priority: srv.priority,
-                weight: srv.weight,
-                port: srv.port,
-                target: target_name(&srv.target),
-                addresses: addresses_of(&srv.target, lookup.additionals()),
-                host: Err(NoAddress {
-                    target: String::new(),
-                }),
-            }),
+            RData::SRV(srv) => Some(srv),
             _ => None,
         })
         .collect();
-    if records.is_empty() {
+    if srvs.is_empty() {
         // An answer of only CNAMEs (or other types) holds no SRV records.
         return Err(LookupError::NoData);
     }
+    let mut targets: Vec<(String, Vec<IpAddr>)> = srvs
+        .iter()
+        .map(|srv| {
+            (
+                target_name(&srv.target),
+                addresses_of(&srv.target, lookup.additionals()),
+            )
+        })
+        .collect();
     if node_host == NodeHost::Ip {
-        resolve_missing(&resolver, &mut records).await;
+        resolve_missing(&resolver, &mut targets).await;
     }
-    for record in &mut records {
-        record.host = target::node_host(node_host, &record.target, &record.addresses);
-    }
+    let records = srvs
+        .into_iter()
+        .zip(targets)
+        .map(|(srv, (target, addresses))| SrvRecord {
+            priority: srv.priority,
+            weight: srv.weight,
+            port: srv.port,
+            host: target::node_host(node_host, &target, &addresses),
+            target,
+            addresses,
+        })
+        .collect();
     Ok(records)
 }
 
@@ -308,18 +319,17 @@ fn ip_of(data: &RData) -> Option<IpAddr> {
     }
 }
 
-/// Resolves the targets that have no address yet, each distinct target
-/// once, all at the same time. A target that does not resolve keeps no
-/// address (its record's host is then a [`NoAddress`] error).
-async fn resolve_missing(resolver: &TokioResolver, records: &mut [SrvRecord]) {
+/// Resolves the targets (`(target, addresses)`) that have no address yet,
+/// each distinct target once, all at the same time. A target that does not
+/// resolve keeps no address (its record's host is then a [`NoAddress`]
+/// error).
+async fn resolve_missing(resolver: &TokioResolver, targets: &mut [(String, Vec<IpAddr>)]) {
     let mut pending = tokio::task::JoinSet::new();
     let mut asked = std::collections::HashSet::new();
-    for record in records.iter() {
-        if target::needs_resolution(&record.target, &record.addresses)
-            && asked.insert(record.target.clone())
-        {
+    for (target, addresses) in targets.iter() {
+        if target::needs_resolution(target, addresses) && asked.insert(target.clone()) {
             let resolver = resolver.clone();
-            let target = record.target.clone();
+            let target = target.clone();
             pending.spawn(async move {
                 let found = resolve_any(&resolver, &target).await.unwrap_or_default();
                 (target, found)
@@ -332,9 +342,9 @@ async fn resolve_missing(resolver: &TokioResolver, records: &mut [SrvRecord]) {
             found.insert(target, addresses);
         }
     }
-    for record in records.iter_mut() {
-        if let Some(addresses) = found.get(&record.target) {
-            record.addresses.clone_from(addresses);
+    for (target, addresses) in targets.iter_mut() {
+        if let Some(resolved) = found.get(target) {
+            addresses.clone_from(resolved);
         }
     }
 }

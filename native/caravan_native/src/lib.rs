@@ -29,7 +29,6 @@ mod atoms {
         caravan_host,
         inet,
         inet6,
-        nil,
     }
 }
 
@@ -384,20 +383,12 @@ fn deliberate_panic<'a>(env: Env<'a>, place: Atom) -> rustler::NifResult<Term<'a
     if place != atoms::runtime() {
         return Err(rustler::Error::BadArg);
     }
-    let work = async {
+    Ok(spawn_lookup(env, atoms::caravan_srv(), async {
         if std::hint::black_box(true) {
             panic!("deliberate panic in a runtime task (Caravan.Native.__panic__(:runtime))");
         }
-        ResultTerm::<()>(Ok(()))
-    };
-    match runtime::spawn_reply(env, atoms::caravan_srv(), work) {
-        Ok(reference) => Ok(ResultTerm(Ok(reference)).encode(env)),
-        Err(message) => Ok(ResultTerm::<()>(Err(KindError {
-            kind: "runtime",
-            message,
-        }))
-        .encode(env)),
-    }
+        Ok::<(), LookupError>(())
+    }))
 }
 
 /// `{:ok, value} | {:error, {kind, message}}` built on the runtime thread.
