@@ -104,25 +104,10 @@ defmodule Caravan.Bench.PeerSide do
     base = div(count, workers)
     extra = rem(count, workers)
 
-    refs =
-      for w <- 1..workers do
-        n = base + if(w <= extra, do: 1, else: 0)
-
-        {_pid, ref} =
-          spawn_monitor(fn ->
-            Process.put(:bench_role, {impl, :lookup})
-            lookup_loop(impl, n, query, ns, expect, counters)
-          end)
-
-        ref
-      end
-
-    for ref <- refs do
-      receive do
-        {:DOWN, ^ref, :process, _, :normal} -> :ok
-        {:DOWN, ^ref, :process, _, reason} -> raise "lookup worker died: #{inspect(reason)}"
-      end
-    end
+    run_workers(workers, {impl, :lookup}, fn w ->
+      n = base + if(w <= extra, do: 1, else: 0)
+      lookup_loop(impl, n, query, ns, expect, counters)
+    end)
 
     {:counters.get(counters, 1), :counters.get(counters, 2)}
   end
@@ -226,6 +211,34 @@ defmodule Caravan.Bench.PeerSide do
 
   # -- dist_port/1 calls on every scheduler ---------------------------------
 
+  # Runs fun.(w) for w in 1..count, each in its own monitored process whose
+  # :bench_role is `role` (how long_schedule events are attributed), and
+  # waits for all; a worker that dies raises.
+  defp run_workers(count, role, fun) do
+    refs =
+      for w <- 1..count do
+        {_pid, ref} =
+          spawn_monitor(fn ->
+            Process.put(:bench_role, role)
+            fun.(w)
+          end)
+
+        ref
+      end
+
+    for ref <- refs do
+      receive do
+        {:DOWN, ^ref, :process, _, :normal} ->
+          :ok
+
+        {:DOWN, ^ref, :process, _, reason} ->
+          raise "#{inspect(role)} worker died: #{inspect(reason)}"
+      end
+    end
+
+    :ok
+  end
+
   @doc """
   Calls `Caravan.Epmd.dist_port/1` (`impl` `:caravan`) or
   `Caravan.Native.floor/0` (`:floor`, the control) `total` times, spread
@@ -235,23 +248,7 @@ defmodule Caravan.Bench.PeerSide do
     s = System.schedulers_online()
     t0 = System.monotonic_time(:millisecond)
 
-    refs =
-      for _ <- 1..s do
-        {_pid, ref} =
-          spawn_monitor(fn ->
-            Process.put(:bench_role, {impl, :dist_port})
-            dist_port_loop(impl, div(total, s))
-          end)
-
-        ref
-      end
-
-    for ref <- refs do
-      receive do
-        {:DOWN, ^ref, :process, _, :normal} -> :ok
-        {:DOWN, ^ref, :process, _, reason} -> raise "dist_port worker died: #{inspect(reason)}"
-      end
-    end
+    run_workers(s, {impl, :dist_port}, fn _w -> dist_port_loop(impl, div(total, s)) end)
 
     System.monotonic_time(:millisecond) - t0
   end

@@ -100,35 +100,42 @@ defmodule Caravan.Bench.SrvLookup do
 
         results = rounds(@rounds, fn impl -> throughput(impl, n, k, ns, window) end)
 
-        errors =
-          for {impl, %{errors: e}} <- results,
-              e > 0,
-              do: "#{impl} #{e} failed lookups (not counted)"
-
-        %Row{
-          group: 2,
-          metric: "SRV throughput, #{n} records, #{k} in flight",
-          caravan: results.caravan.rate,
-          alt: results.inet_res.rate,
-          floor: results.floor.rate,
-          unit: "lookups/s",
-          better: :higher,
-          target: if(k == 1000, do: {:vs_alt_at_least, 3.0}),
-          note:
-            Enum.join(
-              if(k > 1,
-                do: [
-                  "one name in flight: Caravan's resolver (hickory) shares one query among identical questions in flight"
-                ],
-                else: []
-              ) ++ errors,
-              "; "
-            )
-        }
+        throughput_row(
+          "SRV throughput, #{n} records, #{k} in flight",
+          k,
+          results,
+          if(k > 1,
+            do: [
+              "one name in flight: Caravan's resolver (hickory) shares one query among identical questions in flight"
+            ],
+            else: []
+          )
+        )
       end
 
     latency_rows ++
       throughput_rows ++ distinct_rows(ns, window, if(quick, do: [1000], else: [100, 1000]))
+  end
+
+  # A throughput row from the rounds' results: the target applies at 1000
+  # in flight; failed lookups (not counted in the rates) join the notes.
+  defp throughput_row(metric, in_flight, results, notes) do
+    errors =
+      for {impl, %{errors: e}} <- results,
+          e > 0,
+          do: "#{impl} #{e} failed lookups (not counted)"
+
+    %Row{
+      group: 2,
+      metric: metric,
+      caravan: results.caravan.rate,
+      alt: results.inet_res.rate,
+      floor: results.floor.rate,
+      unit: "lookups/s",
+      better: :higher,
+      target: if(in_flight == 1000, do: {:vs_alt_at_least, 3.0}),
+      note: Enum.join(notes ++ errors, "; ")
+    }
   end
 
   # hickory (Caravan's resolver) shares one query among identical questions
@@ -160,22 +167,7 @@ defmodule Caravan.Bench.SrvLookup do
         results =
           rounds(@rounds, fn impl -> throughput(impl, 3, k, ns, window, &distinct_name/2) end)
 
-        errors =
-          for {impl, %{errors: e}} <- results,
-              e > 0,
-              do: "#{impl} #{e} failed lookups (not counted)"
-
-        %Row{
-          group: 2,
-          metric: "SRV throughput, 3 records, #{k} distinct names in flight",
-          caravan: results.caravan.rate,
-          alt: results.inet_res.rate,
-          floor: results.floor.rate,
-          unit: "lookups/s",
-          better: :higher,
-          target: if(k == 1000, do: {:vs_alt_at_least, 3.0}),
-          note: Enum.join(errors, "; ")
-        }
+        throughput_row("SRV throughput, 3 records, #{k} distinct names in flight", k, results, [])
       end
     after
       Caravan.Test.Dnsmasq.stop(dns)

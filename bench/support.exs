@@ -230,7 +230,7 @@ defmodule Caravan.Bench.Peers do
           "logger_level",
           to_string(Keyword.get(opts, :log_level, :warning))
         ] ++
-        code_path_args() ++ Keyword.get(opts, :args, [])
+        Caravan.Test.BeamNode.code_path_args() ++ Keyword.get(opts, :args, [])
 
     env =
       if(opts[:inetrc], do: [{~c"ERL_INETRC", String.to_charlist(opts[:inetrc])}], else: []) ++
@@ -299,12 +299,6 @@ defmodule Caravan.Bench.Peers do
   end
 
   defp ip_term({a, b, c, d}), do: "{#{a},#{b},#{c},#{d}}"
-
-  defp code_path_args do
-    Enum.flat_map([:caravan, :elixir, :logger], fn app ->
-      ["-pa", to_string(:code.lib_dir(app, :ebin))]
-    end)
-  end
 end
 
 defmodule Caravan.Bench.OsProcs do

@@ -204,7 +204,8 @@ defmodule Caravan.Test.BeamNode do
 
   defp ip_term(ip), do: "{" <> (ip |> Tuple.to_list() |> Enum.join(",")) <> "}"
 
-  defp code_path_args do
+  @doc "The `-pa` arguments that put caravan, elixir and logger on a node's code path."
+  def code_path_args do
     Enum.flat_map([:caravan, :elixir, :logger], fn app ->
       ["-pa", to_string(:code.lib_dir(app, :ebin))]
     end)

@@ -7,18 +7,8 @@
 use caravan_core::node_name::{self, NodeNameError, DEFAULT_PORT};
 use proptest::prelude::*;
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(10_000);
-    ProptestConfig {
-        cases,
-        // Failures are shrunk and printed; no regression files in the tree.
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+mod common;
+use common::config;
 
 /// The rule, written the obvious way: characters, not bytes; the digits'
 /// value computed with saturating arithmetic so any length is fine.

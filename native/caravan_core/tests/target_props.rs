@@ -9,17 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use caravan_core::target::{self, NodeHost};
 use proptest::prelude::*;
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(10_000);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+mod common;
+use common::config;
 
 /// The decoder, the obvious way: the first label read two hex digits at a
 /// time into 4 or 16 bytes, the second label `addr` in any case.
