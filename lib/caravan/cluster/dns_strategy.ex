@@ -292,8 +292,6 @@ defmodule Caravan.Cluster.DnsStrategy do
   end
 
   # Asks every query at once; [{query, {:ok, peers} | {:error, reason}}].
-  defp lookup_all(%Config{queries: [query]} = config), do: [{query, lookup(config, query)}]
-
   defp lookup_all(%Config{queries: queries} = config) do
     queries
     |> Task.async_stream(&lookup(config, &1),
