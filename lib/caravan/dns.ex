@@ -7,15 +7,23 @@ defmodule Caravan.DNS do
       # records: [%{priority: 1, weight: 1, port: 4370, target: "web1.node.dc1.consul",
       #             addresses: [{10, 0, 0, 1}], host: "web1.node.dc1.consul"}, ...]
 
-  Queries use EDNS0 (1232-byte payload) and retry over TCP when an answer is
-  truncated. Answers are not cached, so a changed service is seen at once.
+  An SRV query goes out over UDP with EDNS0 (1232-byte payload). It is
+  asked again over TCP, on a connection opened for that query and closed
+  after the answer, only when the UDP answer may be incomplete: TC set, or
+  no room left for one more record group (a server such as Consul trims
+  UDP answers without setting TC), or, from a server that ignored EDNS0, 3
+  or more records (Consul's `udp_answer_limit`). Each record's
+  `:transport` says which transport gave it. Answers are not cached, so a
+  changed service is seen at once.
 
   ## Options
 
     * `:nameservers` - nameservers to ask, in order: `"IP"` (port 53),
       `"IP:PORT"` (`"127.0.0.1:8600"` for a Consul agent), `"[IPv6]:PORT"`,
       or Caravan 1.x's `{"IP", port}` tuples (port an integer or a string).
-      Default `[]`: the system's `/etc/resolv.conf`.
+      Default: the nameservers the VM was given (`vm_nameservers/0`: an
+      erl_inetrc's `{nameserver, IP, Port}`, as Caravan 1.x used them),
+      and when it has none, the system's `/etc/resolv.conf`.
     * `:timeout` - bound on the whole lookup, retries and TCP included, in
       ms. Default #{2_000}.
     * `:node_host` - how each record's `:host` (the host part of the node
@@ -35,7 +43,7 @@ defmodule Caravan.DNS do
   `:cname_loop` (the name leads into a CNAME loop) and `:transport`
   (malformed answers, closed connections, ...) mean the answer is unknown.
   `:internal` means Caravan's native code failed (a bug; the message says
-  where). `:invalid_query`,
+  where). The message of a failed lookup names the nameservers asked. `:invalid_query`,
   `:invalid_nameserver` and `:invalid_option` name the bad argument.
   """
 
@@ -47,7 +55,8 @@ defmodule Caravan.DNS do
   One SRV record. `target` has no trailing dot; `addresses` are the
   target's addresses from the answer's additional section (or resolved,
   with `node_host: :ip`); `host` is the host part of the node name under
-  `:node_host`, `nil` when `node_host: :ip` found no address.
+  `:node_host`, `nil` when `node_host: :ip` found no address; `transport`
+  is `"udp"` or `"tcp"`, the transport that gave the answer.
   """
   @type record :: %{
           priority: 0..65_535,
@@ -55,7 +64,8 @@ defmodule Caravan.DNS do
           port: 0..65_535,
           target: String.t(),
           addresses: [:inet.ip_address()],
-          host: String.t() | nil
+          host: String.t() | nil,
+          transport: String.t()
         }
 
   @type reason :: {atom(), String.t()}
@@ -68,8 +78,8 @@ defmodule Caravan.DNS do
   """
   @spec lookup_srv(String.t(), keyword()) :: {:ok, [record()]} | {:error, reason()}
   def lookup_srv(query, opts \\ []) do
-    with {:ok, ref, timeout} <- start(query, opts) do
-      await(ref, timeout + @reply_grace)
+    with {:ok, ref, timeout, nameservers} <- start(query, opts) do
+      ref |> await(timeout + @reply_grace) |> name_the_asked(nameservers)
     end
   end
 
@@ -86,17 +96,17 @@ defmodule Caravan.DNS do
   def lookup_srv_async(query, opts \\ [])
 
   def lookup_srv_async(query, opts) do
-    with {:ok, ref, _timeout} <- start(query, opts), do: {:ok, ref}
+    with {:ok, ref, _timeout, _nameservers} <- start(query, opts), do: {:ok, ref}
   end
 
   # Validates the arguments once and starts the native lookup:
-  # {:ok, ref, timeout_ms} or {:error, reason}.
+  # {:ok, ref, timeout_ms, nameservers} or {:error, reason}.
   defp start(query, opts) when is_binary(query) and is_list(opts) do
     with {:ok, timeout} <- timeout(opts),
-         {:ok, nameservers} <- nameservers(opts),
+         {:ok, nameservers} <- lookup_nameservers(opts),
          {:ok, node_host} <- node_host(opts),
          {:ok, ref} <- Caravan.Native.srv_lookup(query, nameservers, timeout, node_host) do
-      {:ok, ref, timeout}
+      {:ok, ref, timeout, nameservers}
     end
   end
 
@@ -138,9 +148,9 @@ defmodule Caravan.DNS do
 
   def lookup_host(host, family, opts) when is_binary(host) and family in [:inet, :inet6] do
     with {:ok, timeout} <- timeout(opts),
-         {:ok, nameservers} <- nameservers(opts),
+         {:ok, nameservers} <- lookup_nameservers(opts),
          {:ok, ref} <- Caravan.Native.host_lookup(host, family, nameservers, timeout) do
-      await(:caravan_host, ref, timeout + @reply_grace)
+      :caravan_host |> await(ref, timeout + @reply_grace) |> name_the_asked(nameservers)
     end
   end
 
@@ -181,6 +191,60 @@ defmodule Caravan.DNS do
       error -> error
     end
   end
+
+  @doc """
+  The nameservers the VM's resolver was given, as `"IP:PORT"` strings:
+  `:inet_db.res_option(:nameservers)` then `:alt_nameservers` (OTP's
+  `inet` configuration: an erl_inetrc file given with `-kernel inetrc
+  '"path"'` or `ERL_INETRC`, or `:inet_db` calls; see OTP's "Inet
+  Configuration" guide). `[]` when it has none; a lookup then asks the
+  system's `/etc/resolv.conf`.
+
+  This is what Caravan 1.x asked (through `:inet_res`), so a 1.x config
+  with an erl_inetrc and no `:nameservers` key works unchanged.
+  """
+  @spec vm_nameservers() :: [String.t()]
+  def vm_nameservers do
+    for option <- [:nameservers, :alt_nameservers],
+        entry <- List.wrap(safe_res_option(option)),
+        {:ok, text} <- [nameserver(entry)],
+        uniq: true,
+        do: text
+  end
+
+  defp safe_res_option(option) do
+    :inet_db.res_option(option)
+  catch
+    # inet_db not running (a bare VM at boot): no VM configuration.
+    _, _ -> []
+  end
+
+  # The :nameservers option, or the VM's when it gives none.
+  defp lookup_nameservers(opts) do
+    case nameservers(opts) do
+      {:ok, []} -> {:ok, vm_nameservers()}
+      other -> other
+    end
+  end
+
+  # A failed lookup's message names the nameservers asked (those the
+  # native message does not name already).
+  defp name_the_asked({:error, {kind, message}}, nameservers)
+       when kind not in [:nxdomain, :nodata, :invalid_query, :invalid_nameserver, :invalid_option] do
+    if nameservers != [] and Enum.all?(nameservers, &String.contains?(message, &1)) do
+      {:error, {kind, message}}
+    else
+      asked =
+        case nameservers do
+          [] -> "the nameservers in /etc/resolv.conf"
+          list -> Enum.join(list, ", ")
+        end
+
+      {:error, {kind, "#{message} (asked #{asked})"}}
+    end
+  end
+
+  defp name_the_asked(answer, _nameservers), do: answer
 
   defp nameserver(text) when is_binary(text) do
     case Caravan.Native.nameserver(text) do

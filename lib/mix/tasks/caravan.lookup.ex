@@ -2,17 +2,23 @@ defmodule Mix.Tasks.Caravan.Lookup do
   @shortdoc "Prints the SRV records of a query and the node names they give"
   @moduledoc """
   The `dig` to reach for when a cluster does not form: looks up the SRV
-  records of `QUERY` with Caravan's resolver (EDNS0, TCP fallback, no
-  cache) and prints each record with the node name
+  records of `QUERY` with Caravan's resolver (EDNS0, TCP when the UDP
+  answer may be incomplete, no cache) and prints each record with the node name
   `Caravan.Cluster.DnsStrategy` would connect to, or why it would skip it.
 
       $ mix caravan.lookup _app._tcp.service.consul --nameserver 127.0.0.1:8600 --node-sname app
       PRIO  WEIGHT  PORT  TARGET                    ADDRESSES  NODE
       1     1       4370  web1.node.dc1.consul      10.0.0.1   app-4370@web1.node.dc1.consul
+      1 records, answered over udp
+
+  Every record of the answer is listed. The last line says which transport
+  gave the answer: `udp`, or `tcp` when the UDP answer was truncated or may
+  have been trimmed silently (Consul) and was asked again over TCP.
 
   Options:
 
-    * `--nameserver IP[:PORT]` - repeatable; default the system's resolv.conf.
+    * `--nameserver IP[:PORT]` - repeatable; default the VM's nameservers
+      (an erl_inetrc), else the system's resolv.conf.
     * `--node-sname NAME` - the name part of the node names. Default: the
       first label of the query without its leading `_` (`app` above).
     * `--node-host auto|target|ip` - as the strategy's `:node_host`.
@@ -50,11 +56,15 @@ defmodule Mix.Tasks.Caravan.Lookup do
           records |> Enum.sort_by(&{&1.priority, &1.target, &1.port}) |> Enum.map(&row(&1, sname))
 
         print([["PRIO", "WEIGHT", "PORT", "TARGET", "ADDRESSES", "NODE"] | rows])
+        Mix.shell().info("#{length(records)} records, answered over #{transport(records)}")
 
       {:error, {kind, message}} ->
         Mix.raise("lookup of #{inspect(query)} failed: #{kind}: #{message}")
     end
   end
+
+  defp transport([%{transport: transport} | _]), do: transport
+  defp transport(_records), do: "unknown transport"
 
   defp row(record, sname) do
     node =

@@ -3,10 +3,14 @@
 //! (`caravan_native`) is a thin layer over it.
 //!
 //! - [`node_name`]: node-name parsing and the port-from-name rule.
-//! - [`resolver`]: SRV and host lookups with hickory, and their typed errors.
+//! - [`resolver`]: SRV and host lookups, and their typed errors.
+//! - [`discovery`]: the SRV query's transport (UDP, confirmed over a fresh
+//!   TCP connection when [`trim`] doubts the answer).
 //! - [`target`]: SRV targets -> the host part of node names (Consul
 //!   `.addr.` decoding, the `node_host` choice).
 
+pub mod discovery;
 pub mod node_name;
 pub mod resolver;
 pub mod target;
+pub mod trim;

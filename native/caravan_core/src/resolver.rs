@@ -15,11 +15,13 @@ use hickory_resolver::config::{
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::rr::rdata::CNAME;
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::TokioResolver;
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 
+use crate::discovery::{self, Transport};
 use crate::target::{self, NoAddress, NodeHost};
 
 /// The DNS port (RFC 1035), used for a nameserver given without a port.
@@ -71,6 +73,8 @@ pub struct SrvRecord {
     /// The host part of the node name under the lookup's [`NodeHost`]
     /// (see [`target::node_host`]); `Err` when `NodeHost::Ip` found no address.
     pub host: Result<String, NoAddress>,
+    /// The transport that gave the answer this record came in.
+    pub transport: Transport,
 }
 
 /// The address family of a host lookup (`:inet` / `:inet6` on the BEAM side).
@@ -146,7 +150,9 @@ impl fmt::Display for LookupError {
                 "invalid nameserver {ns:?}; expected \"IP\" or \"IP:PORT\", e.g. \"127.0.0.1:8600\" or \"[::1]:53\""
             ),
             Self::Config(msg) => write!(f, "resolver configuration: {msg}"),
-            Self::Transport(msg) => write!(f, "transport: {msg}"),
+            // The kind is shown beside the message (`transport: ...`), so
+            // the message does not repeat it.
+            Self::Transport(msg) => write!(f, "{msg}"),
         }
     }
 }
@@ -190,10 +196,12 @@ pub fn parse_query(query: &str) -> Result<Name, LookupError> {
 /// cached: every call asks the nameserver, so membership changes are seen
 /// at the next poll.
 ///
-/// A "no SRV records" answer is checked for a CNAME loop before it is
-/// believed (hickory follows a looping chain 8 times and then reports
-/// NODATA, which would read as "no peers"): a loop is
-/// [`LookupError::CnameLoop`].
+/// The query goes out over UDP with EDNS0 and is confirmed over a fresh
+/// TCP connection only when the answer may have been trimmed
+/// ([`crate::trim`], [`crate::discovery`]); each record says which
+/// transport gave it. CNAMEs are followed up to [`MAX_CNAME_HOPS`]; a loop
+/// is [`LookupError::CnameLoop`], never NODATA. With no configured
+/// nameservers, the ones in `/etc/resolv.conf` are asked.
 pub async fn lookup_srv(
     config: &LookupConfig,
     name: Name,
@@ -212,19 +220,14 @@ async fn lookup_srv_unbounded(
     name: Name,
     node_host: NodeHost,
 ) -> Result<Vec<SrvRecord>, LookupError> {
-    let resolver = resolver_for(config)?;
-    let lookup = match resolver.srv_lookup(name.clone()).await.map_err(classify) {
-        Ok(lookup) => lookup,
-        Err(LookupError::NoData) => {
-            check_cname_chain(&resolver, &name).await?;
-            return Err(LookupError::NoData);
-        }
-        Err(err) => return Err(err),
-    };
+    let servers = discovery_servers(config)?;
+    let answer = srv_answer(config, &servers, name).await?;
+    let transport = answer.transport;
+    let message = answer.message;
     // (target, addresses) per SRV record, then the records themselves once
     // every address :ip needs is known.
-    let srvs: Vec<_> = lookup
-        .answers()
+    let srvs: Vec<_> = message
+        .answers
         .iter()
         .filter_map(|record| match &record.data {
             RData::SRV(srv) => Some(srv),
@@ -232,7 +235,6 @@ async fn lookup_srv_unbounded(
         })
         .collect();
     if srvs.is_empty() {
-        // An answer of only CNAMEs (or other types) holds no SRV records.
         return Err(LookupError::NoData);
     }
     let mut targets: Vec<(String, Vec<IpAddr>)> = srvs
@@ -240,11 +242,12 @@ async fn lookup_srv_unbounded(
         .map(|srv| {
             (
                 target_name(&srv.target),
-                addresses_of(&srv.target, lookup.additionals()),
+                addresses_of(&srv.target, &message.additionals),
             )
         })
         .collect();
     if node_host == NodeHost::Ip {
+        let resolver = resolver_for(config)?;
         resolve_missing(&resolver, &mut targets).await;
     }
     let records = srvs
@@ -257,48 +260,106 @@ async fn lookup_srv_unbounded(
             host: target::node_host(node_host, &target, &addresses),
             target,
             addresses,
+            transport,
         })
         .collect();
     Ok(records)
 }
 
-/// Walks the CNAME chain from `name` with CNAME queries (which hickory does
-/// not follow), up to [`MAX_CNAME_HOPS`]. `Ok(())` when the chain ends (a
-/// name without a CNAME); [`LookupError::CnameLoop`] when a name comes back
-/// or the chain is too long; a failed query's error otherwise (an unknown
-/// answer must not turn into "no records").
-async fn check_cname_chain(resolver: &TokioResolver, name: &Name) -> Result<(), LookupError> {
-    let mut chain = vec![name.clone()];
-    loop {
-        let current = chain
-            .last()
-            .expect("the chain starts with the name")
-            .clone();
-        let next = match resolver.lookup(current.clone(), RecordType::CNAME).await {
-            Ok(lookup) => lookup
-                .answers()
-                .iter()
-                .find_map(|record| match &record.data {
-                    RData::CNAME(CNAME(target)) if record.name.eq_ignore_root(&current) => {
-                        Some(target.clone())
-                    }
-                    _ => None,
-                }),
-            Err(err) => match classify(err) {
-                err if err.is_no_records() => None,
-                err => return Err(err),
-            },
-        };
-        let Some(next) = next else {
-            return Ok(());
-        };
-        let looped = chain.iter().any(|seen| seen.eq_ignore_root(&next));
-        chain.push(next);
-        if looped || chain.len() > MAX_CNAME_HOPS + 1 {
-            let names: Vec<String> = chain.iter().map(target_name).collect();
-            return Err(LookupError::CnameLoop(names.join(" -> ")));
+/// The nameservers SRV discovery asks: the configured ones, else the
+/// system's (`/etc/resolv.conf`).
+fn discovery_servers(config: &LookupConfig) -> Result<Vec<SocketAddr>, LookupError> {
+    if !config.nameservers.is_empty() {
+        return Ok(config.nameservers.clone());
+    }
+    let (system, _opts) = hickory_resolver::system_conf::read_system_conf().map_err(|e| {
+        LookupError::Config(format!("cannot read the system's resolv.conf: {e}"))
+    })?;
+    let mut servers: Vec<SocketAddr> = Vec::new();
+    for ns in system.name_servers() {
+        let port = ns.connections.first().map_or(DNS_PORT, |c| c.port);
+        let addr = SocketAddr::new(ns.ip, port);
+        if !servers.contains(&addr) {
+            servers.push(addr);
         }
     }
+    if servers.is_empty() {
+        return Err(LookupError::Config(
+            "no nameservers: none configured and none in /etc/resolv.conf".into(),
+        ));
+    }
+    Ok(servers)
+}
+
+/// The SRV answer for `name`, following CNAMEs (up to [`MAX_CNAME_HOPS`],
+/// loops are [`LookupError::CnameLoop`]). Each nameserver is asked in turn
+/// until one answers; NXDOMAIN and NODATA are answers, so they end the
+/// search.
+async fn srv_answer(
+    config: &LookupConfig,
+    servers: &[SocketAddr],
+    name: Name,
+) -> Result<discovery::Answer, LookupError> {
+    let per_try = (config.timeout / 2).max(Duration::from_millis(50));
+    let mut chain = vec![name];
+    loop {
+        let current = chain.last().expect("the chain starts with the name").clone();
+        let answer = ask_each(servers, &current, per_try).await?;
+        if answer.message.metadata.response_code == ResponseCode::NXDomain {
+            return Err(LookupError::NxDomain);
+        }
+        let has_srv = answer
+            .message
+            .answers
+            .iter()
+            .any(|r| r.record_type() == RecordType::SRV);
+        if has_srv {
+            return Ok(answer);
+        }
+        // Walk the CNAMEs this answer holds, then ask for where they end.
+        let mut followed = false;
+        while let Some(next) = cname_of(&answer.message.answers, chain.last().expect("non-empty")) {
+            let looped = chain.iter().any(|seen| seen.eq_ignore_root(&next));
+            chain.push(next);
+            followed = true;
+            if looped || chain.len() > MAX_CNAME_HOPS + 1 {
+                let names: Vec<String> = chain.iter().map(target_name).collect();
+                return Err(LookupError::CnameLoop(names.join(" -> ")));
+            }
+        }
+        if !followed {
+            return Err(LookupError::NoData);
+        }
+    }
+}
+
+/// The CNAME target of `owner` among `answers`.
+fn cname_of(answers: &[Record], owner: &Name) -> Option<Name> {
+    answers.iter().find_map(|record| match &record.data {
+        RData::CNAME(CNAME(target)) if record.name.eq_ignore_root(owner) => Some(target.clone()),
+        _ => None,
+    })
+}
+
+/// Asks each nameserver in turn; the first answer wins. When none
+/// answers, the last failure is returned (transport and server-failure
+/// messages name the nameserver; the BEAM side adds the list asked).
+async fn ask_each(
+    servers: &[SocketAddr],
+    name: &Name,
+    per_try: Duration,
+) -> Result<discovery::Answer, LookupError> {
+    let mut last = LookupError::Config("no nameservers to ask".into());
+    for server in servers {
+        match discovery::query(*server, name, RecordType::SRV, per_try).await {
+            Ok(answer) => return Ok(answer),
+            Err(err) => {
+                tracing::debug!(%server, %name, error = %err, "nameserver failed");
+                last = err;
+            }
+        }
+    }
+    Err(last)
 }
 
 /// The A/AAAA records for `target` in an answer's additional section.

@@ -85,7 +85,8 @@ impl Encoder for IpTerm {
     }
 }
 
-/// `%{priority, weight, port, target, addresses: [ip], host: binary | nil}`
+/// `%{priority, weight, port, target, addresses: [ip], host: binary | nil,
+/// transport: "udp" | "tcp"}`
 #[derive(NifMap)]
 #[rustler(encode)]
 struct SrvTerm {
@@ -95,6 +96,7 @@ struct SrvTerm {
     target: String,
     addresses: Vec<IpTerm>,
     host: Option<String>,
+    transport: &'static str,
 }
 
 impl From<SrvRecord> for SrvTerm {
@@ -106,6 +108,7 @@ impl From<SrvRecord> for SrvTerm {
             target: r.target,
             addresses: r.addresses.into_iter().map(IpTerm).collect(),
             host: r.host.ok(),
+            transport: r.transport.as_str(),
         }
     }
 }

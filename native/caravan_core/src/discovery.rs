@@ -1,0 +1,367 @@
+//! The SRV query of discovery: one UDP query with EDNS0, confirmed over TCP
+//! only when the answer may be incomplete ([`crate::trim`]).
+//!
+//! Messages are built and parsed with hickory-proto; the transport is ours,
+//! because discovery needs what hickory-resolver does not expose (the raw
+//! reply size, the OPT record, TC) and must not do what its connection
+//! pool does (keep TCP connections open between polls: a server that closed
+//! one stalls the next lookup, and dnsmasq's 20 TCP connections run out
+//! when every node keeps one). So:
+//!
+//! - UDP on a *connected* socket: an ICMP port-unreachable from a closed
+//!   nameserver port comes back as `ECONNREFUSED` at once, not a timeout;
+//!   replies with another message id are ignored (RFC 5452 9.1);
+//! - TCP (RFC 7766) on a fresh connection per query, closed as soon as the
+//!   answer is read.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use hickory_resolver::proto::serialize::binary::BinEncodable;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::resolver::{LookupError, EDNS_PAYLOAD_LEN};
+use crate::trim::{self, Doubt, ReplyShape};
+
+/// The largest DNS message (RFC 1035 4.2.2: two-byte length over TCP).
+const MAX_MESSAGE: usize = 65_535;
+
+/// Which transport gave an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// One UDP datagram.
+    Udp,
+    /// A TCP connection opened for this query.
+    Tcp,
+}
+
+impl Transport {
+    /// `"udp"` or `"tcp"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+/// A reply and how it came.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The parsed reply.
+    pub message: Message,
+    /// The transport that gave it.
+    pub transport: Transport,
+    /// Why UDP was not trusted, when the answer came over TCP.
+    pub doubt: Option<Doubt>,
+}
+
+/// Asks `server` for the `record_type` records of `name`: over UDP first,
+/// over TCP when [`trim::may_be_trimmed`] doubts the UDP answer. `per_try`
+/// bounds each exchange.
+///
+/// Errors: [`LookupError::Timeout`], [`LookupError::Transport`] (refused
+/// port, reset, malformed reply; the message names `server`),
+/// [`LookupError::ServerFailure`] (an RCODE other than NOERROR/NXDOMAIN).
+/// NXDOMAIN comes back as an `Ok` answer for the caller to read.
+pub async fn query(
+    server: SocketAddr,
+    name: &Name,
+    record_type: RecordType,
+    per_try: Duration,
+) -> Result<Answer, LookupError> {
+    let request = request(name, record_type);
+    let udp = bounded(per_try, server, "UDP", udp_exchange(server, &request)).await?;
+    let (message, size) = parse(server, &request, &udp)?;
+    let doubt = if record_type == RecordType::SRV {
+        trim::may_be_trimmed(&shape(&message, size), EDNS_PAYLOAD_LEN)
+    } else if message.metadata.truncation {
+        Some(Doubt::Truncated)
+    } else {
+        None
+    };
+    let Some(doubt) = doubt else {
+        return checked(
+            server,
+            Answer {
+                message,
+                transport: Transport::Udp,
+                doubt: None,
+            },
+        );
+    };
+    tracing::debug!(%server, %name, doubt = doubt.as_str(), "confirming the UDP answer over TCP");
+    let tcp = bounded(per_try, server, "TCP", tcp_exchange(server, &request)).await?;
+    let (message, _) = parse(server, &request, &tcp)?;
+    checked(
+        server,
+        Answer {
+            message,
+            transport: Transport::Tcp,
+            doubt: Some(doubt),
+        },
+    )
+}
+
+/// A query for `name` with EDNS0 ([`EDNS_PAYLOAD_LEN`]) and RD set.
+fn request(name: &Name, record_type: RecordType) -> Message {
+    let mut message = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    message.metadata.recursion_desired = true;
+    let mut fqdn = name.clone();
+    fqdn.set_fqdn(true);
+    message.add_query(Query::query(fqdn, record_type));
+    let mut edns = Edns::new();
+    edns.set_max_payload(EDNS_PAYLOAD_LEN);
+    message.set_edns(edns);
+    message
+}
+
+/// A message id that is hard to guess (RFC 5452 4.3), from the std hasher's
+/// per-process random keys and the clock (no extra crate).
+fn rand_id() -> u16 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    hasher.finish() as u16
+}
+
+async fn bounded<F>(
+    per_try: Duration,
+    server: SocketAddr,
+    what: &str,
+    work: F,
+) -> Result<Vec<u8>, LookupError>
+where
+    F: std::future::Future<Output = std::io::Result<Vec<u8>>>,
+{
+    match tokio::time::timeout(per_try, work).await {
+        Err(_) => Err(LookupError::Timeout),
+        Ok(Err(err)) => Err(LookupError::Transport(format!(
+            "{what} to {server}: {}",
+            io_reason(&err)
+        ))),
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
+}
+
+fn io_reason(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::ConnectionRefused => {
+            "connection refused (nothing listens on that port)".into()
+        }
+        std::io::ErrorKind::ConnectionReset => "connection reset by the server".into(),
+        std::io::ErrorKind::UnexpectedEof => "the server closed the connection".into(),
+        _ => err.to_string(),
+    }
+}
+
+/// One query, one reply, on a connected UDP socket. Datagrams with another
+/// id are dropped and the wait goes on (a stale or spoofed reply).
+async fn udp_exchange(server: SocketAddr, request: &Message) -> std::io::Result<Vec<u8>> {
+    let bytes = encode(request)?;
+    let local: SocketAddr = match server.ip() {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(local).await?;
+    socket.connect(server).await?;
+    socket.send(&bytes).await?;
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        let len = socket.recv(&mut buf).await?;
+        if len >= 2 && buf[..2] == request.metadata.id.to_be_bytes() {
+            buf.truncate(len);
+            return Ok(buf);
+        }
+    }
+}
+
+/// One query, one reply, on a TCP connection opened for it and closed when
+/// this returns (RFC 7766 6.2.1 lets a client close after its answer).
+async fn tcp_exchange(server: SocketAddr, request: &Message) -> std::io::Result<Vec<u8>> {
+    let bytes = encode(request)?;
+    let mut stream = TcpStream::connect(server).await?;
+    stream.set_nodelay(true)?;
+    let mut framed = Vec::with_capacity(bytes.len() + 2);
+    framed.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    framed.extend_from_slice(&bytes);
+    stream.write_all(&framed).await?;
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).await?;
+    let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut reply).await?;
+    Ok(reply)
+}
+
+fn encode(request: &Message) -> std::io::Result<Vec<u8>> {
+    request
+        .to_vec()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))
+}
+
+/// Parses a reply and checks it answers `request` (id, QR, question).
+fn parse(
+    server: SocketAddr,
+    request: &Message,
+    bytes: &[u8],
+) -> Result<(Message, usize), LookupError> {
+    let malformed = |why: String| LookupError::Transport(format!("malformed answer from {server}: {why}"));
+    let message = Message::from_vec(bytes).map_err(|e| malformed(e.to_string()))?;
+    if message.metadata.id != request.metadata.id
+        || message.metadata.message_type != MessageType::Response
+    {
+        return Err(malformed("not a response to the query".into()));
+    }
+    let same_question = |a: &Query, b: &Query| {
+        a.query_type() == b.query_type() && a.name().eq_ignore_root(b.name())
+    };
+    let asked = request.queries.first();
+    if !message.queries.is_empty()
+        && !message
+            .queries
+            .first()
+            .zip(asked)
+            .is_some_and(|(got, asked)| same_question(got, asked))
+    {
+        return Err(malformed("the answer is for another question".into()));
+    }
+    Ok((message, bytes.len()))
+}
+
+/// NOERROR and NXDOMAIN are answers; other codes are failures.
+fn checked(server: SocketAddr, answer: Answer) -> Result<Answer, LookupError> {
+    match answer.message.metadata.response_code {
+        ResponseCode::NoError | ResponseCode::NXDomain => Ok(answer),
+        code => Err(LookupError::ServerFailure(format!("{code} ({server})"))),
+    }
+}
+
+/// The [`ReplyShape`] of a parsed reply of `size` bytes.
+pub fn shape(message: &Message, size: usize) -> ReplyShape {
+    let srvs: Vec<&Record> = message
+        .answers
+        .iter()
+        .filter(|r| r.record_type() == RecordType::SRV)
+        .collect();
+    let largest_group = srvs
+        .iter()
+        .map(|srv| group_size(srv, &message.additionals))
+        .max()
+        .unwrap_or(0);
+    ReplyShape {
+        truncated: message.metadata.truncation,
+        has_opt: message.edns.is_some(),
+        size,
+        srv_answers: srvs.len(),
+        largest_group,
+    }
+}
+
+/// An SRV record and its target's additional records, each encoded on its
+/// own (so without name compression): an upper bound on the group's share
+/// of a message.
+fn group_size(srv: &Record, additionals: &[Record]) -> usize {
+    let encoded = |r: &Record| r.to_bytes().map(|b| b.len()).unwrap_or(0);
+    let RData::SRV(data) = &srv.data else {
+        return encoded(srv);
+    };
+    encoded(srv)
+        + additionals
+            .iter()
+            .filter(|r| r.name == data.target)
+            .map(encoded)
+            .sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_resolver::proto::rr::rdata::{A, SRV, TXT};
+
+    fn reply(records: usize, opt: bool) -> (Message, usize) {
+        let name = Name::from_ascii("web.service.consul.").unwrap();
+        let mut message = Message::new(7, MessageType::Response, OpCode::Query);
+        for i in 0..records {
+            let target = Name::from_ascii(format!("node{i}.node.dc1.consul.")).unwrap();
+            message.add_answer(Record::from_rdata(
+                name.clone(),
+                0,
+                RData::SRV(SRV::new(1, 1, 20_000, target.clone())),
+            ));
+            message.add_additional(Record::from_rdata(
+                target.clone(),
+                0,
+                RData::A(A::new(10, 0, 0, i as u8)),
+            ));
+            message.add_additional(Record::from_rdata(
+                target,
+                0,
+                RData::TXT(TXT::new(vec!["consul-network-segment=".into()])),
+            ));
+        }
+        if opt {
+            message.set_edns(Edns::new());
+        }
+        let size = message.to_vec().unwrap().len();
+        (message, size)
+    }
+
+    #[test]
+    fn a_group_is_one_srv_with_its_address_and_meta() {
+        let (message, size) = reply(1, true);
+        let shape = shape(&message, size);
+        assert_eq!(shape.srv_answers, 1);
+        assert!(shape.has_opt);
+        // SRV (owner 20 + 10 + 6 + target 26) + A (26 + 10 + 4) + TXT (26 + 10 + 24).
+        assert_eq!(shape.largest_group, 62 + 40 + 60);
+        // Compression makes the message smaller than the sum of its parts.
+        assert!(size < 12 + shape.largest_group + 11 + 40);
+    }
+
+    #[test]
+    fn shapes_feed_the_decision() {
+        let (message, size) = reply(2, true);
+        assert_eq!(
+            trim::may_be_trimmed(&shape(&message, size), EDNS_PAYLOAD_LEN),
+            None
+        );
+        let (message, size) = reply(3, false);
+        assert_eq!(
+            trim::may_be_trimmed(&shape(&message, size), EDNS_PAYLOAD_LEN),
+            Some(Doubt::AnswerLimit)
+        );
+        let (message, size) = reply(20, true);
+        assert!(size > 1100, "{size}");
+        assert_eq!(
+            trim::may_be_trimmed(&shape(&message, size), EDNS_PAYLOAD_LEN),
+            Some(Doubt::NearPayload)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_refused_at_once() {
+        // Bind and drop, so the port is (very likely) closed.
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server: SocketAddr = ([127, 0, 0, 1], port).into();
+        let name = Name::from_ascii("web.service.consul.").unwrap();
+        let err = query(server, &name, RecordType::SRV, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "transport", "{err}");
+        assert!(err.to_string().contains("refused"), "{err}");
+        assert!(err.to_string().contains(&server.to_string()), "{err}");
+    }
+}
