@@ -33,7 +33,9 @@ defmodule Caravan.DNSTest do
                port: 4370,
                target: "web1.node.dc1.consul",
                addresses: [{127, 0, 0, 2}],
-               host: "web1.node.dc1.consul"
+               host: "web1.node.dc1.consul",
+               # Two records fit one UDP datagram: no TCP.
+               transport: "udp"
              },
              %{
                priority: 1,
@@ -41,7 +43,8 @@ defmodule Caravan.DNSTest do
                port: 4371,
                target: "web2.node.dc1.consul",
                addresses: [],
-               host: "web2.node.dc1.consul"
+               host: "web2.node.dc1.consul",
+               transport: "udp"
              }
            ]
   end
@@ -67,13 +70,18 @@ defmodule Caravan.DNSTest do
     assert message =~ "Refused"
   end
 
-  test "a dead nameserver ends in a timeout from the native resolver" do
-    # Nothing listens on this loopback port.
-    assert {:error, {:timeout, "no answer within the lookup timeout"}} =
+  test "a closed nameserver port is an error naming it (ICMP refused), not a timeout" do
+    # Nothing listens on this loopback port: the connected UDP socket gets
+    # ECONNREFUSED from the ICMP port-unreachable.
+    assert {:error, {:transport, message}} =
              Caravan.DNS.lookup_srv("_web._tcp.service.consul",
                nameservers: ["127.0.0.1:8654"],
-               timeout: 300
+               timeout: 5_000
              )
+
+    assert message =~ "connection refused"
+    assert message =~ "127.0.0.1:8654"
+    refute message =~ "transport:"
   end
 
   test "lookup_srv_async/2 returns a reference and the answer arrives as a message", %{ns: ns} do
@@ -126,7 +134,7 @@ defmodule Caravan.DNSTest do
     end
 
     test "never reads a failure as no peers" do
-      assert {:error, {:timeout, _}} =
+      assert {:error, {:transport, _}} =
                Caravan.DnsClient.Native.get_nodes("_web._tcp.service.consul",
                  nameservers: ["127.0.0.1:8654"],
                  timeout: 200

@@ -67,9 +67,13 @@ defmodule Caravan.Test.ConsulDns do
   @doc "How many queries arrived: `%{udp: n, tcp: m}`."
   def queries(server), do: GenServer.call(server, :queries)
 
-  @doc "The node-name host a client should derive for `instance` under `:auto`."
-  def expected_host(%{ip: ip}, :addr), do: to_string(:inet.ntoa(ip))
-  def expected_host(%{node: node}, :node), do: node
+  @doc """
+  The node-name host Caravan derives for `instance` under `node_host:
+  :auto` in `dc`: the IP of an `.addr.` target, else the target.
+  """
+  def expected_host(instance, form, dc \\ "dc1")
+  def expected_host(%{ip: ip}, :addr, _dc), do: to_string(:inet.ntoa(ip))
+  def expected_host(instance, :node, dc), do: target(instance, :node, dc)
 
   @doc "The SRV target of `instance` for `target_form` (`:node` or `:addr`) in `dc`."
   def target(%{node: node}, :node, dc), do: "#{node}.node.#{dc}.consul"

@@ -321,8 +321,9 @@ mod tests {
         let shape = shape(&message, size);
         assert_eq!(shape.srv_answers, 1);
         assert!(shape.has_opt);
-        // SRV (owner 20 + 10 + 6 + target 26) + A (26 + 10 + 4) + TXT (26 + 10 + 24).
-        assert_eq!(shape.largest_group, 62 + 40 + 60);
+        // Wire sizes (RFC 1035 3.2.1): SRV (owner 20 + 10 + 6 + target 23),
+        // A (23 + 10 + 4), TXT (23 + 10 + 1 + 23).
+        assert_eq!(shape.largest_group, 59 + 37 + 57);
         // Compression makes the message smaller than the sum of its parts.
         assert!(size < 12 + shape.largest_group + 11 + 40);
     }

@@ -1,0 +1,142 @@
+defmodule Caravan.CompleteAnswersTest do
+  # Issue 10: discovery sees every instance from a server that trims UDP
+  # answers silently (Caravan.Test.ConsulDns, a stand-in written from
+  # Consul's agent/dns.go because Consul cannot be installed here), and
+  # stays on UDP with a well-behaved server (the real dnsmasq) when the
+  # answer fits.
+  use ExUnit.Case, async: false
+
+  import ExUnit.CaptureIO
+
+  alias Caravan.Test.{ConsulDns, Dnsmasq}
+
+  @ip {127, 0, 3, 2}
+  @port 8612
+
+  describe "against the Consul stand-in" do
+    for n <- [40, 500], form <- [:node, :addr] do
+      @tag n: n, form: form
+      test "get_nodes/2 sees all #{n} instances with .#{form}. targets, both query forms",
+           %{n: n, form: form} do
+        server = start_supervised!({ConsulDns, port: @port, ip: @ip, instances: n, target: form})
+        ns = ConsulDns.nameserver(server)
+        expected = for i <- ConsulDns.instances(server), do: {i.port, ConsulDns.expected_host(i, form)}
+
+        for query <- ["web.service.consul", "_web._tcp.service.dc1.consul"] do
+          assert {:ok, peers} = Caravan.DnsClient.Native.get_nodes(query, nameservers: [ns])
+          assert length(peers) == n
+          assert Enum.sort(peers) == Enum.sort(expected)
+        end
+
+        # One UDP query and one TCP confirmation per lookup.
+        assert ConsulDns.queries(server) == %{udp: 2, tcp: 2}
+      end
+    end
+
+    test "AAAA targets (IPv6 .addr.) and an answer that fits stay complete" do
+      server =
+        start_supervised!(
+          {ConsulDns, port: @port, ip: @ip, instances: 40, target: :addr, family: :inet6}
+        )
+
+      assert {:ok, peers} =
+               Caravan.DnsClient.Native.get_nodes("web.service.consul",
+                 nameservers: [ConsulDns.nameserver(server)]
+               )
+
+      assert length(peers) == 40
+      assert {20_001, "fd00::1"} in peers
+
+      # Two instances fit the UDP answer with room to spare: no TCP.
+      :ok = ConsulDns.set_instances(server, 2)
+
+      assert {:ok, records} =
+               Caravan.DNS.lookup_srv("web.service.consul", nameservers: [ConsulDns.nameserver(server)])
+
+      assert length(records) == 2
+      assert Enum.all?(records, &(&1.transport == "udp"))
+      assert %{tcp: 1} = ConsulDns.queries(server)
+    end
+
+    test "a changed instance set is seen at the next lookup" do
+      server = start_supervised!({ConsulDns, port: @port, ip: @ip, instances: 40})
+      opts = [nameservers: [ConsulDns.nameserver(server)]]
+      assert {:ok, peers} = Caravan.DnsClient.Native.get_nodes("web.service.consul", opts)
+      assert length(peers) == 40
+      :ok = ConsulDns.set_instances(server, 37)
+      assert {:ok, peers} = Caravan.DnsClient.Native.get_nodes("web.service.consul", opts)
+      assert length(peers) == 37
+    end
+
+    test "mix caravan.lookup lists every record and says the answer came over TCP" do
+      server = start_supervised!({ConsulDns, port: @port, ip: @ip, instances: 40})
+
+      out =
+        capture_io(fn ->
+          Mix.Tasks.Caravan.Lookup.run([
+            "_web._tcp.service.consul",
+            "--nameserver",
+            ConsulDns.nameserver(server),
+            "--node-sname",
+            "web"
+          ])
+        end)
+
+      for i <- 1..40, do: assert(out =~ "web-#{20_000 + i}@node#{i}.node.dc1.consul")
+      assert out =~ "40 records, answered over tcp"
+    end
+  end
+
+  describe "against dnsmasq (sets TC, echoes OPT)" do
+    setup do
+      srv = for i <- 1..8, do: {"_web._tcp.service.consul", "n#{i}.node.dc1.consul", 20_000 + i}
+      hosts = for i <- 1..8, do: {"n#{i}.node.dc1.consul", "10.0.0.#{i}"}
+      big = for i <- 1..64, do: {"_big._tcp.service.consul", "b#{i}.node.dc1.consul", 21_000 + i}
+
+      dns =
+        Dnsmasq.start(
+          listen: "127.0.3.3",
+          port: 8613,
+          srv: srv ++ big,
+          hosts: hosts,
+          extra: ["--log-queries=extra"]
+        )
+
+      on_exit(fn -> Dnsmasq.stop(dns) end)
+      drain_log(dns)
+      %{dns: dns, ns: Dnsmasq.nameserver(dns)}
+    end
+
+    test "an answer that fits stays on UDP: one query per lookup", %{dns: dns, ns: ns} do
+      for _ <- 1..5 do
+        assert {:ok, records} = Caravan.DNS.lookup_srv("_web._tcp.service.consul", nameservers: [ns])
+        assert length(records) == 8
+        assert Enum.all?(records, &(&1.transport == "udp"))
+      end
+
+      # dnsmasq's query log: one SRV query per lookup (a TCP confirmation
+      # would log a second one, as the next test shows).
+      log = drain_log(dns)
+      assert length(Regex.scan(~r/query\[SRV\] _web\._tcp/, log)) == 5
+    end
+
+    test "an answer that does not fit comes complete over TCP", %{dns: dns, ns: ns} do
+      assert {:ok, records} = Caravan.DNS.lookup_srv("_big._tcp.service.consul", nameservers: [ns])
+      assert length(records) == 64
+      assert Enum.all?(records, &(&1.transport == "tcp"))
+      # The UDP query (TC set) and its TCP confirmation.
+      assert length(Regex.scan(~r/query\[SRV\] _big\._tcp/, drain_log(dns))) == 2
+    end
+  end
+
+  # dnsmasq logs to its stdout (the port, owned by the test process).
+  defp drain_log(dns, acc \\ "") do
+    port = dns.port
+
+    receive do
+      {^port, {:data, text}} -> drain_log(dns, acc <> text)
+    after
+      300 -> acc
+    end
+  end
+end
