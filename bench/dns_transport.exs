@@ -7,29 +7,39 @@
 alias Caravan.Test.{ConsulDns, Dnsmasq}
 
 get = fn ns, q -> Caravan.DnsClient.Native.get_nodes(q, nameservers: [ns], timeout: 2_000) end
-ms = fn f -> {t, r} = :timer.tc(f); {div(t, 1000), r} end
+
+ms = fn f ->
+  {t, r} = :timer.tc(f)
+  {div(t, 1000), r}
+end
 
 IO.puts("== Consul stand-in: records seen (of N)")
+
 for n <- [40, 500], form <- [:node, :addr] do
   {:ok, s} = ConsulDns.start_link(port: 8650, ip: {127, 0, 3, 9}, instances: n, target: form)
   ns = ConsulDns.nameserver(s)
+
   for q <- ["web.service.consul", "_web._tcp.service.consul"] do
     seen =
       case get.(ns, q) do
         {:ok, peers} -> length(peers)
         other -> inspect(other)
       end
+
     IO.puts("  N=#{n} #{form} #{q}: #{seen} (queries #{inspect(ConsulDns.queries(s))})")
   end
+
   GenServer.stop(s)
 end
 
 IO.puts("== dnsmasq: queries per lookup")
+
 for n <- [8, 64] do
   srv = for i <- 1..n, do: {"_web._tcp.service.consul", "n#{i}.node.dc1.consul", 20_000 + i}
   hosts = for i <- 1..n, do: {"n#{i}.node.dc1.consul", "10.0.0.#{i}"}
   d = Dnsmasq.start(port: 8651, srv: srv, hosts: hosts, extra: ["--log-queries=extra"])
   ns = Dnsmasq.nameserver(d)
+
   drain = fn drain, acc ->
     receive do
       {port, {:data, text}} when port == d.port -> drain.(drain, acc <> text)
@@ -37,6 +47,7 @@ for n <- [8, 64] do
       300 -> acc
     end
   end
+
   _ = drain.(drain, "")
   for _ <- 1..10, do: {:ok, _} = get.(ns, "_web._tcp.service.consul")
   text = drain.(drain, "")
@@ -45,13 +56,25 @@ for n <- [8, 64] do
   queries = length(Regex.scan(~r/query\[SRV\]/, text))
   tcp = length(Regex.scan(~r/TCP/, text))
   times = for _ <- 1..20, do: elem(ms.(fn -> get.(ns, "_web._tcp.service.consul") end), 0)
-  IO.puts("  N=#{n}: #{queries / 10} SRV queries per lookup (log lines mentioning TCP: #{tcp}); 20 more lookups ms: max #{Enum.max(times)}, #{inspect(times)}")
-  paced = for _ <- 1..5, do: (Process.sleep(1_000); elem(ms.(fn -> get.(ns, "_web._tcp.service.consul") end), 0))
+
+  IO.puts(
+    "  N=#{n}: #{queries / 10} SRV queries per lookup (log lines mentioning TCP: #{tcp}); 20 more lookups ms: max #{Enum.max(times)}, #{inspect(times)}"
+  )
+
+  paced =
+    for _ <- 1..5,
+        do:
+          (
+            Process.sleep(1_000)
+            elem(ms.(fn -> get.(ns, "_web._tcp.service.consul") end), 0)
+          )
+
   IO.puts("         5 lookups 1 s apart, ms: #{inspect(paced)}")
   Dnsmasq.stop(d)
 end
 
 IO.puts("== closed nameserver port")
+
 for _ <- 1..3 do
   {t, r} = ms.(fn -> get.("127.0.3.10:8652", "web.service.consul") end)
   IO.puts("  #{t} ms: #{inspect(r)}")

@@ -193,23 +193,70 @@ defmodule Caravan.DNS do
   end
 
   @doc """
-  The nameservers the VM's resolver was given, as `"IP:PORT"` strings:
-  `:inet_db.res_option(:nameservers)` then `:alt_nameservers` (OTP's
-  `inet` configuration: an erl_inetrc file given with `-kernel inetrc
-  '"path"'` or `ERL_INETRC`, or `:inet_db` calls; see OTP's "Inet
-  Configuration" guide). `[]` when it has none; a lookup then asks the
-  system's `/etc/resolv.conf`.
+  The nameservers the VM was given, as `"IP:PORT"` strings, in the order
+  they are asked:
 
-  This is what Caravan 1.x asked (through `:inet_res`), so a 1.x config
-  with an erl_inetrc and no `:nameservers` key works unchanged.
+  1. the `{nameserver, IP, Port}` and `{alt_nameserver, ...}` lines of the
+     erl_inetrc file the VM was started with (`-kernel inetrc '"path"'`,
+     else the `ERL_INETRC` environment variable; OTP's "Inet
+     Configuration" guide), as Caravan 1.x's `:inet_res` lookups used them;
+  2. then the VM resolver's other nameservers,
+     `:inet_db.res_option(:nameservers)` and `:alt_nameservers` (which
+     OTP may fill from `/etc/resolv.conf` and may put first: OTP re-reads
+     resolv.conf when it changes).
+
+  `[]` when it has none; a lookup then asks the system's
+  `/etc/resolv.conf`. So a 1.x config with an erl_inetrc and no
+  `:nameservers` key works unchanged.
   """
   @spec vm_nameservers() :: [String.t()]
   def vm_nameservers do
-    for option <- [:nameservers, :alt_nameservers],
-        entry <- List.wrap(safe_res_option(option)),
-        {:ok, text} <- [nameserver(entry)],
-        uniq: true,
-        do: text
+    entries =
+      inetrc_nameservers() ++
+        List.wrap(safe_res_option(:nameservers)) ++ List.wrap(safe_res_option(:alt_nameservers))
+
+    for entry <- entries, {:ok, text} <- [nameserver(entry)], uniq: true, do: text
+  end
+
+  # The nameserver lines of the VM's erl_inetrc, read once per path.
+  defp inetrc_nameservers do
+    case inetrc_path() do
+      nil ->
+        []
+
+      path ->
+        key = {__MODULE__, :inetrc, path}
+
+        case :persistent_term.get(key, nil) do
+          nil ->
+            found = read_inetrc(path)
+            :persistent_term.put(key, found)
+            found
+
+          found ->
+            found
+        end
+    end
+  end
+
+  defp inetrc_path do
+    case :application.get_env(:kernel, :inetrc) do
+      {:ok, path} when is_list(path) or is_binary(path) -> to_string(path)
+      _ -> System.get_env("ERL_INETRC")
+    end
+  end
+
+  defp read_inetrc(path) do
+    case :file.consult(path) do
+      {:ok, terms} ->
+        main = for {:nameserver, ip, port} <- terms, do: {ip, port}
+        main = main ++ for({:nameserver, ip} <- terms, do: {ip, 53})
+        alt = for {:alt_nameserver, ip, port} <- terms, do: {ip, port}
+        main ++ alt ++ for({:alt_nameserver, ip} <- terms, do: {ip, 53})
+
+      {:error, _} ->
+        []
+    end
   end
 
   defp safe_res_option(option) do

@@ -20,7 +20,9 @@ defmodule Caravan.CompleteAnswersTest do
            %{n: n, form: form} do
         server = start_supervised!({ConsulDns, port: @port, ip: @ip, instances: n, target: form})
         ns = ConsulDns.nameserver(server)
-        expected = for i <- ConsulDns.instances(server), do: {i.port, ConsulDns.expected_host(i, form)}
+
+        expected =
+          for i <- ConsulDns.instances(server), do: {i.port, ConsulDns.expected_host(i, form)}
 
         for query <- ["web.service.consul", "_web._tcp.service.dc1.consul"] do
           assert {:ok, peers} = Caravan.DnsClient.Native.get_nodes(query, nameservers: [ns])
@@ -51,7 +53,9 @@ defmodule Caravan.CompleteAnswersTest do
       :ok = ConsulDns.set_instances(server, 2)
 
       assert {:ok, records} =
-               Caravan.DNS.lookup_srv("web.service.consul", nameservers: [ConsulDns.nameserver(server)])
+               Caravan.DNS.lookup_srv("web.service.consul",
+                 nameservers: [ConsulDns.nameserver(server)]
+               )
 
       assert length(records) == 2
       assert Enum.all?(records, &(&1.transport == "udp"))
@@ -109,7 +113,9 @@ defmodule Caravan.CompleteAnswersTest do
 
     test "an answer that fits stays on UDP: one query per lookup", %{dns: dns, ns: ns} do
       for _ <- 1..5 do
-        assert {:ok, records} = Caravan.DNS.lookup_srv("_web._tcp.service.consul", nameservers: [ns])
+        assert {:ok, records} =
+                 Caravan.DNS.lookup_srv("_web._tcp.service.consul", nameservers: [ns])
+
         assert length(records) == 8
         assert Enum.all?(records, &(&1.transport == "udp"))
       end
@@ -121,7 +127,9 @@ defmodule Caravan.CompleteAnswersTest do
     end
 
     test "an answer that does not fit comes complete over TCP", %{dns: dns, ns: ns} do
-      assert {:ok, records} = Caravan.DNS.lookup_srv("_big._tcp.service.consul", nameservers: [ns])
+      assert {:ok, records} =
+               Caravan.DNS.lookup_srv("_big._tcp.service.consul", nameservers: [ns])
+
       assert length(records) == 64
       assert Enum.all?(records, &(&1.transport == "tcp"))
       # The UDP query (TC set) and its TCP confirmation.

@@ -75,7 +75,10 @@ defmodule Caravan.ConsulDnsTest do
     assert to_string(target) =~ ~r/^fd0{29}[1-4]\.addr\.dc1\.consul$/
 
     {:ok, aaaa} = inet_res(to_string(target), type: :aaaa)
-    assert [{0xFD00, 0, 0, 0, 0, 0, 0, _}] = for(rr <- :inet_dns.msg(aaaa, :anlist), do: :inet_dns.rr(rr, :data))
+
+    assert [{0xFD00, 0, 0, 0, 0, 0, 0, _}] =
+             for(rr <- :inet_dns.msg(aaaa, :anlist), do: :inet_dns.rr(rr, :data))
+
     _ = server
   end
 
@@ -88,7 +91,9 @@ defmodule Caravan.ConsulDnsTest do
   # -- a small client ----------------------------------------------------------
 
   defp all_targets(form) do
-    for i <- 1..40, into: MapSet.new(), do: ConsulDns.target(%{node: "node#{i}", ip: {10, 0, 0, i}}, form, "dc1")
+    for i <- 1..40,
+        into: MapSet.new(),
+        do: ConsulDns.target(%{node: "node#{i}", ip: {10, 0, 0, i}}, form, "dc1")
   end
 
   defp inet_res(name, opts) do
@@ -118,8 +123,8 @@ defmodule Caravan.ConsulDnsTest do
       if payload, do: {1, <<0, 41::16, payload::16, 0::32, 0::16>>}, else: {0, <<>>}
 
     query =
-      <<0x1234::16, 0x0100::16, 1::16, 0::16, 0::16, arcount::16, qname::binary, 0, 33::16,
-        1::16, opt::binary>>
+      <<0x1234::16, 0x0100::16, 1::16, 0::16, 0::16, arcount::16, qname::binary, 0, 33::16, 1::16,
+        opt::binary>>
 
     {:ok, socket} = :gen_udp.open(0, [:binary, active: false])
 
@@ -132,7 +137,9 @@ defmodule Caravan.ConsulDnsTest do
     end
   end
 
-  defp header(<<_id::16, 1::1, _op::4, _aa::1, tc::1, _rd::1, _ra::1, _z::3, rcode::4,
-                _qd::16, an::16, _ns::16, ar::16, _::binary>>),
+  defp header(
+         <<_id::16, 1::1, _op::4, _aa::1, tc::1, _rd::1, _ra::1, _z::3, rcode::4, _qd::16, an::16,
+           _ns::16, ar::16, _::binary>>
+       ),
        do: %{tc: tc == 1, ancount: an, arcount: ar, rcode: rcode}
 end

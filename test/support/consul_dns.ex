@@ -245,8 +245,7 @@ defmodule Caravan.Test.ConsulDns do
         encode(query, kept, edns)
 
       {{:host, ip}, type} when type in [:a, :aaaa] ->
-        answers =
-          if type == family_type(ip), do: [rr(name, type, ip)], else: []
+        answers = if type == family_type(ip), do: [rr(name, type, ip)], else: []
 
         encode(query, [{answers, []}], edns)
 
@@ -346,7 +345,7 @@ defmodule Caravan.Test.ConsulDns do
     do: ip |> Tuple.to_list() |> :binary.list_to_bin() |> Base.encode16(case: :lower)
 
   defp hex(ip) when tuple_size(ip) == 8,
-    do: (for s <- Tuple.to_list(ip), into: <<>>, do: <<s::16>>) |> Base.encode16(case: :lower)
+    do: for(s <- Tuple.to_list(ip), into: <<>>, do: <<s::16>>) |> Base.encode16(case: :lower)
 
   defp family_type(ip) when tuple_size(ip) == 4, do: :a
   defp family_type(ip) when tuple_size(ip) == 8, do: :aaaa
