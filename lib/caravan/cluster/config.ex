@@ -121,7 +121,8 @@ defmodule Caravan.Cluster.Config do
              :dns_client,
              defaults.dns_client,
              &dns_client?/1,
-             "a module with get_nodes/1"
+             "a loaded module with get_nodes/1 or get_nodes/2 (a Caravan.DnsClient: " <>
+               "Caravan.DnsClient.Native or Caravan.DnsClient.InetRes)"
            ),
          {:ok, nameservers} <- Caravan.DNS.nameservers(opts) |> reason_to_message(),
          {:ok, connect} <-

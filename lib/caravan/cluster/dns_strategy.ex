@@ -44,7 +44,8 @@ defmodule Caravan.Cluster.DnsStrategy do
       See `Caravan.DNS`.
     * `:poll_interval` - ms between lookups. Default 5000.
     * `:nameservers` - e.g. `["127.0.0.1:8600"]` (see `Caravan.DNS`).
-      Default `[]`: the system's resolv.conf.
+      Default: the VM's (an erl_inetrc's nameserver lines, as Caravan 1.x;
+      `Caravan.DNS.vm_nameservers/0`), else the system's resolv.conf.
     * `:timeout` - bound on one lookup, ms. Default 2000 (at most
       `:poll_interval`).
     * `:prune` - disconnect nodes that DNS no longer lists. Default `false`
@@ -55,7 +56,8 @@ defmodule Caravan.Cluster.DnsStrategy do
     * `:connect_timeout` - bound on one connect, ms. Default 10000.
     * `:connect_concurrency` - connects in flight at once. Default 16.
     * `:dns_client` - a `Caravan.DnsClient`. Default
-      `Caravan.DnsClient.Native`.
+      `Caravan.DnsClient.Native`; `Caravan.DnsClient.InetRes` is Caravan
+      1.x's client on OTP's `:inet_res`.
     * `:topology`, `:connect`, `:disconnect`, `:list_nodes` - given by
       libcluster; when started without it: `:caravan`,
       `{:net_kernel, :connect_node, []}`, `{:erlang, :disconnect_node, []}`,

@@ -214,7 +214,8 @@ fn parse(
     request: &Message,
     bytes: &[u8],
 ) -> Result<(Message, usize), LookupError> {
-    let malformed = |why: String| LookupError::Transport(format!("malformed answer from {server}: {why}"));
+    let malformed =
+        |why: String| LookupError::Transport(format!("malformed answer from {server}: {why}"));
     let message = Message::from_vec(bytes).map_err(|e| malformed(e.to_string()))?;
     if message.metadata.id != request.metadata.id
         || message.metadata.message_type != MessageType::Response

@@ -14,8 +14,8 @@ use hickory_resolver::config::{
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
-use hickory_resolver::proto::rr::rdata::CNAME;
 use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::rdata::CNAME;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::TokioResolver;
 use once_cell::sync::Lazy;
@@ -272,9 +272,8 @@ fn discovery_servers(config: &LookupConfig) -> Result<Vec<SocketAddr>, LookupErr
     if !config.nameservers.is_empty() {
         return Ok(config.nameservers.clone());
     }
-    let (system, _opts) = hickory_resolver::system_conf::read_system_conf().map_err(|e| {
-        LookupError::Config(format!("cannot read the system's resolv.conf: {e}"))
-    })?;
+    let (system, _opts) = hickory_resolver::system_conf::read_system_conf()
+        .map_err(|e| LookupError::Config(format!("cannot read the system's resolv.conf: {e}")))?;
     let mut servers: Vec<SocketAddr> = Vec::new();
     for ns in system.name_servers() {
         let port = ns.connections.first().map_or(DNS_PORT, |c| c.port);
@@ -303,7 +302,10 @@ async fn srv_answer(
     let per_try = (config.timeout / 2).max(Duration::from_millis(50));
     let mut chain = vec![name];
     loop {
-        let current = chain.last().expect("the chain starts with the name").clone();
+        let current = chain
+            .last()
+            .expect("the chain starts with the name")
+            .clone();
         let answer = ask_each(servers, &current, per_try).await?;
         if answer.message.metadata.response_code == ResponseCode::NXDomain {
             return Err(LookupError::NxDomain);
