@@ -79,3 +79,35 @@ for _ <- 1..3 do
   {t, r} = ms.(fn -> get.("127.0.3.10:8652", "web.service.consul") end)
   IO.puts("  #{t} ms: #{inspect(r)}")
 end
+
+IO.puts(
+  "== 64 lookups at once (64 nodes polling together), dnsmasq with 64 records (TCP), 5 rounds"
+)
+
+big = for i <- 1..64, do: {"_big._tcp.service.consul", "b#{i}.node.dc1.consul", 21_000 + i}
+d = Dnsmasq.start(port: 8653, srv: big)
+ns = Dnsmasq.nameserver(d)
+
+for round <- 1..5 do
+  results =
+    1..64
+    |> Task.async_stream(
+      fn _ ->
+        ms.(fn -> Caravan.DNS.lookup_srv("_big._tcp.service.consul", nameservers: [ns]) end)
+      end,
+      max_concurrency: 64,
+      timeout: 10_000
+    )
+    |> Enum.map(fn {:ok, r} -> r end)
+
+  ok = Enum.count(results, fn {_, r} -> match?({:ok, l} when length(l) == 64, r) end)
+  times = results |> Enum.map(&elem(&1, 0)) |> Enum.sort()
+
+  IO.puts(
+    "  round #{round}: #{ok}/64 complete; ms p50 #{Enum.at(times, 32)} p90 #{Enum.at(times, 57)} max #{List.last(times)}; over 900 ms: #{Enum.count(times, &(&1 > 900))}"
+  )
+
+  Process.sleep(1_000)
+end
+
+Dnsmasq.stop(d)

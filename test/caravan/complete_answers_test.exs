@@ -137,6 +137,33 @@ defmodule Caravan.CompleteAnswersTest do
     end
   end
 
+  test "64 nodes polling at once hold against dnsmasq's default 20 TCP connections" do
+    # 64 records do not fit UDP, so every lookup goes over TCP; with
+    # connections kept between polls, 20 lookups held dnsmasq's 20 TCP
+    # slots and the other 44 never got an answer (issue 14). Each lookup
+    # here stands for one node's poll; all 64 start together, 5 rounds.
+    big = for i <- 1..64, do: {"_big._tcp.service.consul", "b#{i}.node.dc1.consul", 21_000 + i}
+    dns = Dnsmasq.start(listen: "127.0.3.4", port: 8616, srv: big)
+    on_exit(fn -> Dnsmasq.stop(dns) end)
+    ns = Dnsmasq.nameserver(dns)
+
+    for _round <- 1..5 do
+      results =
+        1..64
+        |> Task.async_stream(
+          fn _ -> Caravan.DNS.lookup_srv("_big._tcp.service.consul", nameservers: [ns]) end,
+          max_concurrency: 64,
+          timeout: 10_000
+        )
+        |> Enum.map(fn {:ok, result} -> result end)
+
+      assert Enum.all?(results, &match?({:ok, [_ | _]}, &1)),
+             inspect(Enum.reject(results, &match?({:ok, _}, &1)))
+
+      assert Enum.all?(results, fn {:ok, records} -> length(records) == 64 end)
+    end
+  end
+
   # dnsmasq logs to its stdout (the port, owned by the test process).
   defp drain_log(dns, acc \\ "") do
     port = dns.port

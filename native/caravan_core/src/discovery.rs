@@ -60,8 +60,11 @@ pub struct Answer {
 }
 
 /// Asks `server` for the `record_type` records of `name`: over UDP first,
-/// over TCP when [`trim::may_be_trimmed`] doubts the UDP answer. `per_try`
-/// bounds each exchange.
+/// over TCP when [`trim::may_be_trimmed`] doubts the UDP answer. `udp_try`
+/// bounds the UDP exchange, `tcp_try` the TCP one: give TCP room for one
+/// SYN retransmission (1 s, RFC 6298 2.1), which is what a client gets
+/// from a server whose listen queue is full (dnsmasq under a burst of
+/// nodes polling at once).
 ///
 /// Errors: [`LookupError::Timeout`], [`LookupError::Transport`] (refused
 /// port, reset, malformed reply; the message names `server`),
@@ -71,10 +74,11 @@ pub async fn query(
     server: SocketAddr,
     name: &Name,
     record_type: RecordType,
-    per_try: Duration,
+    udp_try: Duration,
+    tcp_try: Duration,
 ) -> Result<Answer, LookupError> {
     let request = request(name, record_type);
-    let udp = bounded(per_try, server, "UDP", udp_exchange(server, &request)).await?;
+    let udp = bounded(udp_try, server, "UDP", udp_exchange(server, &request)).await?;
     let (message, size) = parse(server, &request, &udp)?;
     let doubt = if record_type == RecordType::SRV {
         trim::may_be_trimmed(&shape(&message, size), EDNS_PAYLOAD_LEN)
@@ -94,7 +98,7 @@ pub async fn query(
         );
     };
     tracing::debug!(%server, %name, doubt = doubt.as_str(), "confirming the UDP answer over TCP");
-    let tcp = bounded(per_try, server, "TCP", tcp_exchange(server, &request)).await?;
+    let tcp = bounded(tcp_try, server, "TCP", tcp_exchange(server, &request)).await?;
     let (message, _) = parse(server, &request, &tcp)?;
     checked(
         server,
@@ -359,9 +363,15 @@ mod tests {
             .port();
         let server: SocketAddr = ([127, 0, 0, 1], port).into();
         let name = Name::from_ascii("web.service.consul.").unwrap();
-        let err = query(server, &name, RecordType::SRV, Duration::from_secs(5))
-            .await
-            .unwrap_err();
+        let err = query(
+            server,
+            &name,
+            RecordType::SRV,
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.kind(), "transport", "{err}");
         assert!(err.to_string().contains("refused"), "{err}");
         assert!(err.to_string().contains(&server.to_string()), "{err}");

@@ -299,14 +299,20 @@ async fn srv_answer(
     servers: &[SocketAddr],
     name: Name,
 ) -> Result<discovery::Answer, LookupError> {
-    let per_try = (config.timeout / 2).max(Duration::from_millis(50));
+    // UDP gets half the bound, so a silent nameserver leaves time for the
+    // next; TCP gets all of it (the outer bound in `lookup_srv` still
+    // holds), enough for one SYN retransmission after a full listen queue.
+    let tries = Tries {
+        udp: (config.timeout / 2).max(Duration::from_millis(50)),
+        tcp: config.timeout,
+    };
     let mut chain = vec![name];
     loop {
         let current = chain
             .last()
             .expect("the chain starts with the name")
             .clone();
-        let answer = ask_each(servers, &current, per_try).await?;
+        let answer = ask_each(servers, &current, tries).await?;
         if answer.message.metadata.response_code == ResponseCode::NXDomain {
             return Err(LookupError::NxDomain);
         }
@@ -335,6 +341,13 @@ async fn srv_answer(
     }
 }
 
+/// Per-exchange bounds of one SRV query.
+#[derive(Debug, Clone, Copy)]
+struct Tries {
+    udp: Duration,
+    tcp: Duration,
+}
+
 /// The CNAME target of `owner` among `answers`.
 fn cname_of(answers: &[Record], owner: &Name) -> Option<Name> {
     answers.iter().find_map(|record| match &record.data {
@@ -349,11 +362,11 @@ fn cname_of(answers: &[Record], owner: &Name) -> Option<Name> {
 async fn ask_each(
     servers: &[SocketAddr],
     name: &Name,
-    per_try: Duration,
+    tries: Tries,
 ) -> Result<discovery::Answer, LookupError> {
     let mut last = LookupError::Config("no nameservers to ask".into());
     for server in servers {
-        match discovery::query(*server, name, RecordType::SRV, per_try).await {
+        match discovery::query(*server, name, RecordType::SRV, tries.udp, tries.tcp).await {
             Ok(answer) => return Ok(answer),
             Err(err) => {
                 tracing::debug!(%server, %name, error = %err, "nameserver failed");
