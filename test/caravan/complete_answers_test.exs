@@ -91,6 +91,24 @@ defmodule Caravan.CompleteAnswersTest do
     end
   end
 
+  test "a failed lookup names the nameservers asked, each word once" do
+    error =
+      assert_raise Mix.Error, fn ->
+        Mix.Tasks.Caravan.Lookup.run(["web.service.consul", "--nameserver", "127.0.3.5:8617"])
+      end
+
+    assert error.message =~ "transport: UDP to 127.0.3.5:8617: connection refused"
+    refute error.message =~ ~r/\b(\w+): \1:/
+
+    # Several nameservers: each is named.
+    assert {:error, {:transport, message}} =
+             Caravan.DNS.lookup_srv("web.service.consul",
+               nameservers: ["127.0.3.5:8617", "127.0.3.6:8618"]
+             )
+
+    assert message =~ "127.0.3.5:8617" and message =~ "127.0.3.6:8618"
+  end
+
   describe "against dnsmasq (sets TC, echoes OPT)" do
     setup do
       srv = for i <- 1..8, do: {"_web._tcp.service.consul", "n#{i}.node.dc1.consul", 20_000 + i}
