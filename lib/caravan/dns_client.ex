@@ -1,7 +1,8 @@
 defmodule Caravan.DnsClient do
   @moduledoc """
   The behaviour of the `:dns_client` that `Caravan.Cluster.DnsStrategy` asks
-  for peers, as in Caravan 1.x. The default is `Caravan.DnsClient.Native`.
+  for peers, as in Caravan 1.x. The default is `Caravan.DnsClient.Native`;
+  `Caravan.DnsClient.InetRes` is Caravan 1.x's client on OTP's `:inet_res`.
 
   A client returns `[{port, host}]`: the distribution port and the host part
   of each peer's node name. It may also return `{:ok, [{port, host}]}`, or

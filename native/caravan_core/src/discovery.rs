@@ -17,7 +17,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use hickory_resolver::proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_resolver::proto::op::{Edns, Message, MessageType, Query, ResponseCode};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::proto::serialize::binary::BinEncodable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -78,7 +78,13 @@ pub async fn query(
     tcp_try: Duration,
 ) -> Result<Answer, LookupError> {
     let request = request(name, record_type);
-    let udp = bounded(udp_try, server, "UDP", udp_exchange(server, &request)).await?;
+    let udp = bounded(
+        udp_try,
+        server,
+        "UDP",
+        udp_exchange(server, &request, udp_try / 3),
+    )
+    .await?;
     let (message, size) = parse(server, &request, &udp)?;
     let doubt = if record_type == RecordType::SRV {
         trim::may_be_trimmed(&shape(&message, size), EDNS_PAYLOAD_LEN)
@@ -112,7 +118,8 @@ pub async fn query(
 
 /// A query for `name` with EDNS0 ([`EDNS_PAYLOAD_LEN`]) and RD set.
 fn request(name: &Name, record_type: RecordType) -> Message {
-    let mut message = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    // A random id (hickory-proto's RNG; RFC 5452 4.3).
+    let mut message = Message::query();
     message.metadata.recursion_desired = true;
     let mut fqdn = name.clone();
     fqdn.set_fqdn(true);
@@ -121,21 +128,6 @@ fn request(name: &Name, record_type: RecordType) -> Message {
     edns.set_max_payload(EDNS_PAYLOAD_LEN);
     message.set_edns(edns);
     message
-}
-
-/// A message id that is hard to guess (RFC 5452 4.3), from the std hasher's
-/// per-process random keys and the clock (no extra crate).
-fn rand_id() -> u16 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    hasher.finish() as u16
 }
 
 async fn bounded<F>(
@@ -168,9 +160,16 @@ fn io_reason(err: &std::io::Error) -> String {
     }
 }
 
-/// One query, one reply, on a connected UDP socket. Datagrams with another
-/// id are dropped and the wait goes on (a stale or spoofed reply).
-async fn udp_exchange(server: SocketAddr, request: &Message) -> std::io::Result<Vec<u8>> {
+/// One query, one reply, on a connected UDP socket; the query is sent again
+/// every `retransmit` without a reply (a datagram lost under load; RFC 1035
+/// 4.2.1), until the caller's bound ends the exchange. Datagrams with
+/// another id are dropped and the wait goes on (a stale or spoofed reply).
+async fn udp_exchange(
+    server: SocketAddr,
+    request: &Message,
+    retransmit: Duration,
+) -> std::io::Result<Vec<u8>> {
+    let retransmit = retransmit.max(Duration::from_millis(20));
     let bytes = encode(request)?;
     let local: SocketAddr = match server.ip() {
         IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
@@ -178,13 +177,16 @@ async fn udp_exchange(server: SocketAddr, request: &Message) -> std::io::Result<
     };
     let socket = UdpSocket::bind(local).await?;
     socket.connect(server).await?;
-    socket.send(&bytes).await?;
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
-        let len = socket.recv(&mut buf).await?;
-        if len >= 2 && buf[..2] == request.metadata.id.to_be_bytes() {
-            buf.truncate(len);
-            return Ok(buf);
+        socket.send(&bytes).await?;
+        let resend_at = tokio::time::Instant::now() + retransmit;
+        while let Ok(received) = tokio::time::timeout_at(resend_at, socket.recv(&mut buf)).await {
+            let len = received?;
+            if len >= 2 && buf[..2] == request.metadata.id.to_be_bytes() {
+                buf.truncate(len);
+                return Ok(buf);
+            }
         }
     }
 }
@@ -290,6 +292,7 @@ fn group_size(srv: &Record, additionals: &[Record]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_resolver::proto::op::OpCode;
     use hickory_resolver::proto::rr::rdata::{A, SRV, TXT};
 
     fn reply(records: usize, opt: bool) -> (Message, usize) {
@@ -351,6 +354,40 @@ mod tests {
             trim::may_be_trimmed(&shape(&message, size), EDNS_PAYLOAD_LEN),
             Some(Doubt::NearPayload)
         );
+    }
+
+    #[tokio::test]
+    async fn a_lost_query_is_sent_again() {
+        // A server that ignores the first datagram and answers the second
+        // with an empty NOERROR reply.
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 512];
+            let (_, _) = server.recv_from(&mut buf).await.unwrap();
+            let (len, from) = server.recv_from(&mut buf).await.unwrap();
+            let query = Message::from_vec(&buf[..len]).unwrap();
+            let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
+            reply.add_queries(query.queries.clone());
+            reply.set_edns(Edns::new());
+            server
+                .send_to(&reply.to_vec().unwrap(), from)
+                .await
+                .unwrap();
+        });
+        let name = Name::from_ascii("web.service.consul.").unwrap();
+        let answer = query(
+            addr,
+            &name,
+            RecordType::SRV,
+            // Resent after a third of this.
+            Duration::from_secs(3),
+            Duration::from_secs(3),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer.transport, Transport::Udp);
+        assert!(answer.message.answers.is_empty());
     }
 
     #[tokio::test]
