@@ -83,6 +83,7 @@ defmodule Caravan.Test.Libcluster do
     {:module, :telemetry} = Code.ensure_loaded(:telemetry)
     handlers = :persistent_term.get(Caravan.Test.Telemetry, [])
     :persistent_term.put(Caravan.Test.Telemetry, [(&__MODULE__.event/4) | handlers])
+    Logger.configure_backend(:console, level: :warning)
     :logger.set_handler_config(:default, :level, :warning)
     :logger.add_primary_filter(:no_progress, {&:logger_filters.progress/2, :stop})
     :ok = :logger.add_handler(@name, __MODULE__, %{level: :all})
