@@ -74,8 +74,7 @@ defmodule Caravan.EpmdKernelParameterTest do
       # erl_epmd, which registers with the epmd daemon that
       # -start_epmd false did not start, so a named node cannot boot
       # ("register/listen error: econnrefused").
-      assert {:error, {:boot_failed, {:exit_status, 1}}} =
-               stop_on_exit(start("param-4912", opts))
+      assert {:error, {:boot_failed, {:exit_status, 1}}} = stop_on_exit(start("param-4912", opts))
       refute BeamNode.listening?(@ip, 4912)
 
       # The same vm.args on a node without a name boots, and shows why.

@@ -83,10 +83,12 @@ defmodule Caravan.Cluster.Config do
     # Caravan 1.x's first releases called the query :consul_service;
     # libcluster's DNSPoll calls the interval :polling_interval.
     opts = Keyword.put_new_lazy(opts, :query, fn -> opts[:consul_service] end)
+
     opts =
       if Keyword.has_key?(opts, :polling_interval),
         do: Keyword.put_new(opts, :poll_interval, opts[:polling_interval]),
         else: opts
+
     defaults = %__MODULE__{}
 
     with {:ok, query} <-
@@ -249,6 +251,7 @@ defmodule Caravan.Cluster.Config do
   defp queries?([_ | _] = list), do: Enum.all?(list, &non_empty_string/1)
   defp queries?(value), do: non_empty_string(value)
   defp sname(value), do: is_binary(value) and value =~ ~r/\A[0-9A-Za-z_-]+\z/
+
   defp basename?(value),
     do: sname(value) and match?({:ok, _}, Caravan.Epmd.fetch_dist_port(value <> "@h"))
 
