@@ -42,7 +42,9 @@ defmodule Caravan.EpmdKernelParameterTest do
   end
 
   # :peer.start/1 exits when the node halts during boot; as {:error, reason}.
+  # A kernel that fails to start writes no erl_crash.dump into the checkout.
   defp start(name, opts) do
+    opts = Keyword.put(opts, :env, [{"ERL_CRASH_DUMP_SECONDS", "0"}])
     BeamNode.start_result(name, "127.0.9.1", @ip, opts)
   catch
     :exit, reason -> {:error, reason}
