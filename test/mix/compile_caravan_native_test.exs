@@ -47,9 +47,9 @@ defmodule Mix.Tasks.Compile.CaravanNativeTest do
     assert is_map(Precompiled.read_checksums(Path.join(@root, @checksum_file)))
   end
 
-  describe "a dependency" do
-    setup_all :build_once
+  setup_all :build_once
 
+  describe "a dependency" do
     test "CARAVAN_BUILD=1 builds from source into the build directory, the dependency's directory unchanged",
          ctx do
       %{src_app: app, src_out: out, src_before: before, src_after: after_build} = ctx
