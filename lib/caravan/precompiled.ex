@@ -190,14 +190,30 @@ defmodule Caravan.Precompiled do
     with {:ok, ssl} <- http_options(URI.parse(url)) do
       {:ok, _} = Application.ensure_all_started(:inets)
       {:ok, _} = Application.ensure_all_started(:ssl)
+      # A profile of our own: no connection kept alive by other :httpc users
+      # of this VM (checked with other TLS options) is reused.
+      {:ok, profile} = start_profile()
       request = {String.to_charlist(url), [{~c"user-agent", ~c"caravan-compile"}]}
       options = [ssl: ssl, timeout: 120_000, connect_timeout: 15_000, autoredirect: true]
 
-      case :httpc.request(:get, request, options, body_format: :binary) do
-        {:ok, {{_, 200, _}, _headers, body}} -> {:ok, body}
-        {:ok, {{_, status, _}, _, _}} -> {:error, "GET #{url} answered HTTP #{status}"}
-        {:error, reason} -> {:error, "GET #{url} failed: #{inspect(reason)}"}
+      try do
+        case :httpc.request(:get, request, options, [body_format: :binary], profile) do
+          {:ok, {{_, 200, _}, _headers, body}} -> {:ok, body}
+          {:ok, {{_, status, _}, _, _}} -> {:error, "GET #{url} answered HTTP #{status}"}
+          {:error, reason} -> {:error, "GET #{url} failed: #{inspect(reason)}"}
+        end
+      after
+        :inets.stop(:httpc, profile)
       end
+    end
+  end
+
+  defp start_profile do
+    profile = :"caravan_precompiled_#{System.unique_integer([:positive])}"
+
+    case :inets.start(:httpc, profile: profile) do
+      {:ok, _pid} -> {:ok, profile}
+      {:error, reason} -> {:error, "cannot start :httpc: #{inspect(reason)}"}
     end
   end
 
