@@ -70,8 +70,14 @@ defmodule Mix.Tasks.Compile.CaravanNativeTest do
     end
 
     test "mix caravan.precompile packs the library and records its checksum", ctx do
-      %{artifact: artifact, checksums: checksums, src_app: app} = ctx
+      %{artifact: artifact, checksums: checksums, src_app: app, maint_out: out} = ctx
       data = File.read!(artifact)
+      # Run in Caravan's own directory, the compile before it builds from
+      # source with no setting (Caravan is the project, not a dependency).
+      assert out =~
+               "Compiling caravan_native (cargo build --release; Caravan is the project being built)"
+
+      assert out =~ "#{Precompiled.checksum(data)} recorded in"
 
       assert Path.basename(artifact) ==
                "libcaravan_native-v#{Mix.Project.config()[:version]}-nif-2.16-" <>
@@ -207,10 +213,10 @@ defmodule Mix.Tasks.Compile.CaravanNativeTest do
     out_dir = Path.join(tmp, "releases")
     target_dir = Path.join(src_app, "_build/dev/native/target")
 
-    {out, status} =
+    {maint_out, status} =
       mix(dep, ["caravan.precompile", "--output", out_dir], CARGO_TARGET_DIR: target_dir)
 
-    if status != 0, do: raise("mix caravan.precompile failed:\n#{out}")
+    if status != 0, do: raise("mix caravan.precompile failed:\n#{maint_out}")
     [artifact] = Path.wildcard(Path.join(out_dir, "*.so.tar.gz"))
     checksums = Precompiled.read_checksums(Path.join(dep, @checksum_file))
 
@@ -235,6 +241,7 @@ defmodule Mix.Tasks.Compile.CaravanNativeTest do
       src_after: src_after,
       artifact: artifact,
       checksums: checksums,
+      maint_out: maint_out,
       user_app: user_app,
       path_without_cargo: path_without_cargo
     }

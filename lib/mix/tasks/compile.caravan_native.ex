@@ -98,13 +98,18 @@ defmodule Mix.Tasks.Compile.CaravanNative do
       forced = force_build() ->
         {:source, forced}
 
-      Mix.Project.config()[:build_scm] == nil ->
+      top_level?() ->
         {:source, "Caravan is the project being built"}
 
       true ->
         precompiled_plan(root)
     end
   end
+
+  # Mix gives a dependency's project its :app_path (Mix.Dep.in_dependency/3,
+  # the dependency's directory under the parent's build path); the project
+  # being built has none unless its mix.exs sets one, which Caravan's does not.
+  defp top_level?, do: Mix.Project.config()[:app_path] == nil
 
   defp force_build do
     cond do
@@ -359,7 +364,7 @@ defmodule Mix.Tasks.Compile.CaravanNative do
       not File.exists?(old) ->
         :ok
 
-      Mix.Project.config()[:build_scm] == nil ->
+      top_level?() ->
         File.rm_rf!(old)
         if File.ls(Path.join(root, "priv")) == {:ok, []}, do: File.rmdir(Path.join(root, "priv"))
 
