@@ -171,6 +171,7 @@ defmodule Caravan.Precompiled do
   on older OTPs the first CA bundle found at the usual OS paths) with
   `verify_peer` and the HTTPS host-name check (RFC 6125); plain `http://` is
   accepted only for loopback hosts (`localhost`, 127.0.0.0/8, `::1`).
+  `HTTPS_PROXY`/`HTTP_PROXY` (or lower case) are used for other hosts.
   Returns `{:ok, bytes}` or `{:error, message}` naming the path or URL.
   """
   @spec fetch(String.t(), {:path, Path.t()} | {:url, String.t()}) ::
@@ -193,6 +194,7 @@ defmodule Caravan.Precompiled do
       # A profile of our own: no connection kept alive by other :httpc users
       # of this VM (checked with other TLS options) is reused.
       {:ok, profile} = start_profile()
+      :ok = :httpc.set_options(proxy_options(URI.parse(url)), profile)
       request = {String.to_charlist(url), [{~c"user-agent", ~c"caravan-compile"}]}
       options = [ssl: ssl, timeout: 120_000, connect_timeout: 15_000, autoredirect: true]
 
@@ -214,6 +216,22 @@ defmodule Caravan.Precompiled do
     case :inets.start(:httpc, profile: profile) do
       {:ok, _pid} -> {:ok, profile}
       {:error, reason} -> {:error, "cannot start :httpc: #{inspect(reason)}"}
+    end
+  end
+
+  # HTTPS_PROXY / HTTP_PROXY (or lower case), as curl reads them; never for
+  # loopback hosts.
+  defp proxy_options(%URI{scheme: scheme, host: host}) do
+    var = if scheme == "https", do: "HTTPS_PROXY", else: "HTTP_PROXY"
+    key = if scheme == "https", do: :https_proxy, else: :proxy
+
+    with false <- loopback?(host),
+         proxy when proxy not in [nil, ""] <-
+           System.get_env(var) || System.get_env(String.downcase(var)),
+         %URI{host: proxy_host, port: port} when is_binary(proxy_host) <- URI.parse(proxy) do
+      [{key, {{String.to_charlist(proxy_host), port}, []}}]
+    else
+      _ -> []
     end
   end
 

@@ -236,7 +236,11 @@ defmodule Mix.Tasks.Compile.CaravanNative do
       library
     else
       {:error, message} ->
-        Mix.raise("Caravan could not install its precompiled library: #{message}")
+        Mix.raise("""
+        Caravan could not install its precompiled library: #{message}
+        Check CARAVAN_PRECOMPILED_URL / CARAVAN_PRECOMPILED_PATH (or config :caravan, \
+        precompiled_url / precompiled_path), or build from source with CARAVAN_BUILD=1.
+        """)
     end
   end
 
