@@ -110,6 +110,8 @@ defmodule Mix.Tasks.Compile.CaravanNativeTest do
       assert status == 0, out
       assert out =~ "node=app-4871@127.0.0.1 listening=4871"
       assert out =~ "lib=" <> Path.join(app, "_build/dev/lib/caravan/priv/native/caravan_native")
+      # Nothing was written into the dependency's directory.
+      assert snapshot(ctx.user_dep) == ctx.user_dep_before
     end
 
     test "with no cargo: installs from a local directory or file", ctx do
@@ -225,6 +227,7 @@ defmodule Mix.Tasks.Compile.CaravanNativeTest do
     File.mkdir_p!(user)
     user_dep = ThrowawayApp.copy_caravan(user)
     File.cp!(Path.join(dep, @checksum_file), Path.join(user_dep, @checksum_file))
+    user_dep_before = snapshot(user_dep)
     user_app = ThrowawayApp.new(user, "userapp", user_dep)
 
     path_without_cargo = path_without("cargo")
@@ -242,6 +245,8 @@ defmodule Mix.Tasks.Compile.CaravanNativeTest do
       artifact: artifact,
       checksums: checksums,
       maint_out: maint_out,
+      user_dep: user_dep,
+      user_dep_before: user_dep_before,
       user_app: user_app,
       path_without_cargo: path_without_cargo
     }
