@@ -106,9 +106,10 @@ defmodule Mix.Tasks.Compile.CaravanNative do
     end
   end
 
-  # Mix gives a dependency's project its :app_path (Mix.Dep.in_dependency/3,
-  # the dependency's directory under the parent's build path); the project
-  # being built has none unless its mix.exs sets one, which Caravan's does not.
+  # Mix gives a dependency's project its :app_path (Mix.Dep.in_dependency/3:
+  # the dependency's directory under the parent's build path). It is one of
+  # Mix.Project's private keys, dropped from a mix.exs, so the project being
+  # built has none. (:build_scm is not a test: it defaults to Mix.SCM.Path.)
   defp top_level?, do: Mix.Project.config()[:app_path] == nil
 
   defp force_build do
