@@ -9,8 +9,10 @@ defmodule Caravan.Cluster.Config do
   services.
   """
 
+  alias Caravan.DNS.Options
+
   @default_poll_interval 5_000
-  @default_timeout 2_000
+  @default_timeout Options.default_timeout()
   @default_connect_timeout 10_000
   @default_connect_concurrency 16
   @default_max_nodes 1024
@@ -55,10 +57,11 @@ defmodule Caravan.Cluster.Config do
   `:connect`, `:disconnect`, `:list_nodes` and `:config`) or a keyword list
   (the same keys at the top level; `:topology` defaults to `:caravan`).
 
-  Returns `{:ok, config}` or `{:error, message}` naming the bad key, its
-  value and what was expected. Never raises.
+  Returns `{:ok, config}` or `{:error, {:invalid_option, message}}`, the
+  message naming the bad key, its value and what was expected. Never
+  raises.
   """
-  @spec new(map() | keyword()) :: {:ok, t()} | {:error, String.t()}
+  @spec new(map() | keyword()) :: {:ok, t()} | {:error, {:invalid_option, String.t()}}
   def new(%{config: config} = state) when is_list(config) do
     base = Map.take(state, [:topology, :connect, :disconnect, :list_nodes])
     build(Enum.reject(base, fn {_k, v} -> is_nil(v) end) ++ config)
@@ -67,11 +70,11 @@ defmodule Caravan.Cluster.Config do
   def new(opts) when is_list(opts) do
     if Keyword.keyword?(opts),
       do: build(opts),
-      else: {:error, "expected a keyword list of options, got: #{inspect(opts)}"}
+      else: invalid("expected a keyword list of options, got: #{inspect(opts)}")
   end
 
   def new(other),
-    do: {:error, "expected a libcluster state or a keyword list, got: #{inspect(other)}"}
+    do: invalid("expected a libcluster state or a keyword list, got: #{inspect(other)}")
 
   defp build(opts) do
     # Caravan 1.x's first releases called the query :consul_service.
@@ -123,7 +126,8 @@ defmodule Caravan.Cluster.Config do
              &dns_client?/1,
              "a module with get_nodes/1"
            ),
-         {:ok, nameservers} <- Caravan.DNS.nameservers(opts) |> reason_to_message(),
+         {:ok, nameservers} <-
+           opts |> Keyword.get(:nameservers, []) |> Options.nameservers() |> prefix(:nameservers),
          {:ok, connect} <-
            fetch(opts, :connect, defaults.connect, &mfa?/1, "an {m, f, args} tuple"),
          {:ok, disconnect} <-
@@ -136,7 +140,7 @@ defmodule Caravan.Cluster.Config do
              opts,
              :node_host,
              defaults.node_host,
-             &(&1 in [:auto, :target, :ip]),
+             &match?({:ok, _}, Options.node_host(&1)),
              ":auto, :target or :ip"
            ),
          {:ok, max_nodes} <-
@@ -165,19 +169,21 @@ defmodule Caravan.Cluster.Config do
   defp fetch(opts, key, default, valid?, expected) do
     case Keyword.get(opts, key, default) do
       nil ->
-        {:error, "missing #{inspect(key)}; expected #{expected}"}
+        invalid("missing #{inspect(key)}; expected #{expected}")
 
       value ->
         if valid?.(value),
           do: {:ok, value},
-          else: {:error, "invalid #{inspect(key)}: #{inspect(value)}; expected #{expected}"}
+          else: invalid("invalid #{inspect(key)}: #{inspect(value)}; expected #{expected}")
     end
   end
 
-  defp reason_to_message({:error, {_kind, message}}),
-    do: {:error, "invalid :nameservers: " <> message}
+  defp invalid(message), do: {:error, {:invalid_option, message}}
 
-  defp reason_to_message(ok), do: ok
+  defp prefix({:error, {_kind, message}}, key),
+    do: invalid("invalid #{inspect(key)}: " <> message)
+
+  defp prefix(ok, _key), do: ok
 
   defp non_empty_string(value), do: is_binary(value) and String.trim(value) != ""
   defp queries?([_ | _] = list), do: Enum.all?(list, &non_empty_string/1)

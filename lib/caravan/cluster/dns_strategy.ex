@@ -45,7 +45,7 @@ defmodule Caravan.Cluster.DnsStrategy do
     * `:poll_interval` - ms between lookups. Default 5000.
     * `:nameservers` - e.g. `["127.0.0.1:8600"]` (see `Caravan.DNS`).
       Default `[]`: the system's resolv.conf.
-    * `:timeout` - bound on one lookup, ms. Default 2000 (at most
+    * `:timeout` - bound on one lookup, ms. Default #{Caravan.DNS.Options.default_timeout()} (at most
       `:poll_interval`).
     * `:prune` - disconnect nodes that DNS no longer lists. Default `false`
       (as Caravan 1.x). See "Pruning" below.
@@ -146,7 +146,7 @@ defmodule Caravan.Cluster.DnsStrategy do
            connector: Connector.new(config)
          }}
 
-      {:error, message} ->
+      {:error, {_kind, message}} ->
         Logger.error("[caravan] #{inspect(__MODULE__)} not started: #{message}")
         :ignore
     end

@@ -31,18 +31,18 @@ defmodule Caravan.Epmd.Client do
   resolver configuration (`Caravan.Epmd.HostResolver`) and returns
   `:ignore`.
 
-  Returns `{:error, message}` when the library cannot be loaded (the
-  message names the library path and the reason) or the resolver
-  configuration is invalid, after printing the message: the node does not
-  boot.
+  Returns `{:error, {kind, message}}` when the library cannot be loaded
+  (`:native_library`; the message names the library path and the reason)
+  or the resolver configuration is invalid (`:invalid_option`), after
+  printing the message: the node does not boot.
   """
-  @spec start_link() :: :ignore | {:error, String.t()}
+  @spec start_link() :: :ignore | {:error, Caravan.error()}
   def start_link do
     with :ok <- Caravan.Native.load(),
          :ok <- Caravan.Epmd.HostResolver.configure() do
       :ignore
     else
-      {:error, message} = error ->
+      {:error, {_kind, message}} = error ->
         :erlang.display_string(~c"[caravan] " ++ String.to_charlist(message) ++ ~c"\n")
         error
     end

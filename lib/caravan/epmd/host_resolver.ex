@@ -34,10 +34,10 @@ defmodule Caravan.Epmd.HostResolver do
   Reads the boot configuration (see the module doc) and keeps it for
   `resolve/2`. Runs at boot, before the file server exists.
 
-  Returns `:ok`, or `{:error, message}` naming the bad value (the epmd
-  module then stops the boot).
+  Returns `:ok`, or `{:error, {:invalid_option, message}}` naming the bad
+  value (the epmd module then stops the boot).
   """
-  @spec configure() :: :ok | {:error, String.t()}
+  @spec configure() :: :ok | {:error, {:invalid_option, String.t()}}
   def configure do
     with {:ok, nameservers} <- boot_nameservers(),
          {:ok, timeout} <- boot_timeout() do
@@ -117,13 +117,14 @@ defmodule Caravan.Epmd.HostResolver do
       text ->
         list = text |> String.split(",", trim: true) |> Enum.map(&String.trim/1)
 
-        case Caravan.DNS.nameservers(nameservers: list) do
+        case Caravan.DNS.Options.nameservers(list) do
           {:ok, nameservers} ->
             {:ok, nameservers}
 
           {:error, {_kind, message}} ->
             {:error,
-             "invalid -caravan_nameservers / CARAVAN_NAMESERVERS #{inspect(text)}: #{message}"}
+             {:invalid_option,
+              "invalid -caravan_nameservers / CARAVAN_NAMESERVERS #{inspect(text)}: #{message}"}}
         end
     end
   end
@@ -140,8 +141,9 @@ defmodule Caravan.Epmd.HostResolver do
 
           _ ->
             {:error,
-             "invalid -caravan_dns_timeout / CARAVAN_DNS_TIMEOUT #{inspect(text)}: " <>
-               "expected a positive integer (ms)"}
+             {:invalid_option,
+              "invalid -caravan_dns_timeout / CARAVAN_DNS_TIMEOUT #{inspect(text)}: " <>
+                "expected a positive integer (ms)"}}
         end
     end
   end

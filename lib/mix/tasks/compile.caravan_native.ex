@@ -12,6 +12,10 @@ defmodule Mix.Tasks.Compile.CaravanNative do
 
   Cargo must be on the `PATH` (Rust 1.91 or newer). Honours
   `CARGO_TARGET_DIR`. `mix compile.caravan_native --force` rebuilds.
+
+  Under `MIX_ENV=test`, or with `CARAVAN_TEST_HOOKS=1`, the crate is built
+  with the cargo feature `test-hooks` (the test-only NIFs, see
+  `test_hooks?/0`); a library built with other features is rebuilt.
   """
   use Mix.Task.Compiler
 
@@ -33,15 +37,35 @@ defmodule Mix.Tasks.Compile.CaravanNative do
   @impl Mix.Task.Compiler
   def clean do
     File.rm(output_path(File.cwd!()))
+    File.rm(stamp_path(output_path(File.cwd!())))
     :ok
   end
+
+  @doc """
+  Whether the library is built with the cargo feature `test-hooks` and
+  `Caravan.Native` compiles the stubs of its test-only NIFs: true under
+  `MIX_ENV=test` or when `CARAVAN_TEST_HOOKS` is `1` or `true`.
+  """
+  @spec test_hooks?() :: boolean()
+  def test_hooks?,
+    do: Mix.env() == :test or System.get_env("CARAVAN_TEST_HOOKS") in ["1", "true"]
+
+  defp features, do: if(test_hooks?(), do: ["test-hooks"], else: [])
+
+  # The features the library in priv/native was built with.
+  defp stamp_path(output), do: output <> ".features"
+  defp stamp, do: Enum.join(features(), ",")
 
   defp output_path(root), do: Path.join([root, "priv", "native", @crate <> ".so"])
 
   defp stale?(root, output) do
     case File.stat(output, time: :posix) do
-      {:ok, %{mtime: built}} -> Enum.any?(inputs(root), &newer_than?(&1, built))
-      {:error, _} -> true
+      {:ok, %{mtime: built}} ->
+        File.read(stamp_path(output)) != {:ok, stamp()} or
+          Enum.any?(inputs(root), &newer_than?(&1, built))
+
+      {:error, _} ->
+        true
     end
   end
 
@@ -66,7 +90,10 @@ defmodule Mix.Tasks.Compile.CaravanNative do
         """)
 
     Mix.shell().info("Compiling caravan_native (cargo build --release)")
-    args = ["build", "--release", "--package", @crate, "--locked"]
+
+    args =
+      ["build", "--release", "--package", @crate, "--locked"] ++
+        Enum.flat_map(features(), &["--features", &1])
 
     case System.cmd(cargo, args, cd: root, stderr_to_stdout: true, into: IO.stream()) do
       {_, 0} -> install(root, output)
@@ -90,6 +117,7 @@ defmodule Mix.Tasks.Compile.CaravanNative do
     tmp = output <> ".tmp"
     File.cp!(built, tmp)
     File.rename!(tmp, output)
+    File.write!(stamp_path(output), stamp())
     # Re-link or re-copy priv/ into _build (a copy when build_embedded is set).
     Mix.Project.build_structure()
     {:ok, []}

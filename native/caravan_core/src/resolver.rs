@@ -25,9 +25,6 @@ use crate::target::{self, NoAddress, NodeHost};
 /// The DNS port (RFC 1035), used for a nameserver given without a port.
 pub const DNS_PORT: u16 = 53;
 
-/// Lookup time bound used when the caller gives none, in milliseconds.
-pub const DEFAULT_TIMEOUT_MS: u64 = 2_000;
-
 /// EDNS0 UDP payload size advertised in queries (RFC 6891). 1232 bytes is
 /// the DNS Flag Day 2020 recommendation: large enough for dozens of SRV
 /// records, small enough to avoid IP fragmentation. Larger answers come back
@@ -38,7 +35,8 @@ pub const EDNS_PAYLOAD_LEN: u16 = 1232;
 /// records; longer counts as a loop. hickory itself follows 8.
 pub const MAX_CNAME_HOPS: usize = 8;
 
-/// Where and how long to ask.
+/// Where and how long to ask. Built by the NIF layer from the options
+/// `Caravan.DNS` validated (the defaults live there, once).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LookupConfig {
     /// Nameservers to ask, in order. Empty means the system's
@@ -46,15 +44,6 @@ pub struct LookupConfig {
     pub nameservers: Vec<SocketAddr>,
     /// Bound on the whole lookup, every retry and transport included.
     pub timeout: Duration,
-}
-
-impl Default for LookupConfig {
-    fn default() -> Self {
-        Self {
-            nameservers: Vec::new(),
-            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
-        }
-    }
 }
 
 /// One SRV answer record (RFC 2782), target without its trailing dot.

@@ -19,20 +19,16 @@ use caravan_core::target::NodeHost;
 
 mod atoms {
     rustler::atoms! {
-        ok,
-        error,
         caravan_srv,
-        nif,
-        runtime,
-        in_flight,
-        started,
         caravan_host,
         inet,
         inet6,
     }
 }
 
-/// `{kind, message}`: the error shape every NIF returns, `kind` an atom.
+/// `{kind, message}`: the error every NIF returns inside `{:error, _}`
+/// (rustler encodes `Result<T, KindError>` as `{:ok, t} | {:error, e}`),
+/// `kind` an atom (the kinds are listed in `Caravan.error_kind()`).
 struct KindError {
     kind: &'static str,
     message: String,
@@ -123,26 +119,21 @@ fn lookup_config(nameservers: &[String], timeout_ms: u64) -> Result<LookupConfig
 }
 
 /// Spawns `work` on the runtime; the caller gets `{:ok, ref}` at once and
-/// later `{tag, ref, result}`.
+/// later `{tag, ref, {:ok, value} | {:error, {kind, message}}}`.
 fn spawn_lookup<'a, T>(
     env: Env<'a>,
     tag: Atom,
     work: impl std::future::Future<Output = Result<T, LookupError>> + Send + 'static,
-) -> Term<'a>
+) -> Result<Term<'a>, KindError>
 where
     T: Encoder + Send + 'static,
 {
-    let spawned = runtime::spawn_reply(env, tag, async move {
-        ResultTerm(work.await.map_err(KindError::from))
-    });
-    match spawned {
-        Ok(reference) => ResultTerm(Ok(reference)).encode(env),
-        Err(message) => ResultTerm::<()>(Err(KindError {
+    runtime::spawn_reply(env, tag, async move { work.await.map_err(KindError::from) }).map_err(
+        |message| KindError {
             kind: "runtime",
             message,
-        }))
-        .encode(env),
-    }
+        },
+    )
 }
 
 /// Runs `f` on the text of an atom whose name is all ASCII, read into a
@@ -247,15 +238,15 @@ fn atom_text(term: Term) -> Option<String> {
 
 /// `dist_port(node) :: {:ok, port} | {:error, {kind, message}}`
 #[rustler::nif]
-fn dist_port<'a>(env: Env<'a>, node: Term<'a>) -> Term<'a> {
-    ResultTerm(with_node_name(node, node_name::dist_port)).encode(env)
+fn dist_port(node: Term) -> Result<u16, KindError> {
+    with_node_name(node, node_name::dist_port)
 }
 
 /// `listen_port(node) :: {:ok, port} | {:error, {kind, message}}`, port 0 for
 /// release helper nodes.
 #[rustler::nif]
-fn listen_port<'a>(env: Env<'a>, node: Term<'a>) -> Term<'a> {
-    ResultTerm(with_node_name(node, node_name::listen_port)).encode(env)
+fn listen_port(node: Term) -> Result<u16, KindError> {
+    with_node_name(node, node_name::listen_port)
 }
 
 /// `srv_lookup(query, nameservers, timeout_ms, node_host) :: {:ok, ref} | {:error, {kind, message}}`
@@ -270,25 +261,19 @@ fn srv_lookup<'a>(
     nameservers: Vec<String>,
     timeout_ms: u64,
     node_host: Atom,
-) -> Term<'a> {
+) -> Result<Term<'a>, KindError> {
     // Bad arguments are answered at once, before anything is spawned.
-    let parsed = lookup_config(&nameservers, timeout_ms).and_then(|config| {
-        let name = resolver::parse_query(&query)?;
-        let mode = node_host
-            .to_term(env)
-            .atom_to_string()
-            .map_err(|_| String::from("an unreadable atom"))
-            .and_then(|text| text.parse::<NodeHost>())
-            .map_err(|message| KindError {
-                kind: "invalid_option",
-                message,
-            })?;
-        Ok((config, name, mode))
-    });
-    let (config, name, mode) = match parsed {
-        Ok(parsed) => parsed,
-        Err(err) => return ResultTerm::<()>(Err(err)).encode(env),
-    };
+    let config = lookup_config(&nameservers, timeout_ms)?;
+    let name = resolver::parse_query(&query)?;
+    let mode = node_host
+        .to_term(env)
+        .atom_to_string()
+        .map_err(|_| String::from("an unreadable atom"))
+        .and_then(|text| text.parse::<NodeHost>())
+        .map_err(|message| KindError {
+            kind: "invalid_option",
+            message,
+        })?;
     spawn_lookup(env, atoms::caravan_srv(), async move {
         let records = resolver::lookup_srv(&config, name, mode).await?;
         Ok(records.into_iter().map(SrvTerm::from).collect::<Vec<_>>())
@@ -306,22 +291,18 @@ fn host_lookup<'a>(
     family: Atom,
     nameservers: Vec<String>,
     timeout_ms: u64,
-) -> Term<'a> {
+) -> Result<Term<'a>, KindError> {
     let family = if family == atoms::inet() {
         Family::V4
     } else if family == atoms::inet6() {
         Family::V6
     } else {
-        return ResultTerm::<()>(Err(KindError {
+        return Err(KindError {
             kind: "invalid_option",
             message: "expected the family :inet or :inet6".into(),
-        }))
-        .encode(env);
+        });
     };
-    let config = match lookup_config(&nameservers, timeout_ms) {
-        Ok(config) => config,
-        Err(err) => return ResultTerm::<()>(Err(err)).encode(env),
-    };
+    let config = lookup_config(&nameservers, timeout_ms)?;
     spawn_lookup(env, atoms::caravan_host(), async move {
         let found = resolver::lookup_host(&config, &host, family).await?;
         Ok(found.into_iter().map(IpTerm).collect::<Vec<_>>())
@@ -333,73 +314,80 @@ fn host_lookup<'a>(
 /// The one nameserver parser (`caravan_core::resolver::parse_nameserver`),
 /// so config validation and lookups agree.
 #[rustler::nif]
-fn nameserver<'a>(env: Env<'a>, text: Term<'a>) -> Term<'a> {
-    let parsed = text
-        .decode::<String>()
-        .map_err(|_| KindError {
-            kind: "invalid_nameserver",
-            message: "expected the nameserver as a string".into(),
-        })
-        .and_then(|text| Ok(resolver::parse_nameserver(&text)?.to_string()));
-    ResultTerm(parsed).encode(env)
+fn nameserver(text: Term) -> Result<String, KindError> {
+    let text = text.decode::<String>().map_err(|_| KindError {
+        kind: "invalid_nameserver",
+        message: "expected the nameserver as a string".into(),
+    })?;
+    Ok(resolver::parse_nameserver(&text)?.to_string())
 }
 
-/// `floor() :: :ok`: does nothing. The cheapest NIF call there is, kept as
-/// the floor the benchmarks compare `dist_port/1` against.
-#[rustler::nif]
-fn floor() -> Atom {
-    atoms::ok()
-}
+/// Test hooks, compiled only with the cargo feature `test-hooks` (which
+/// `mix compile` turns on under MIX_ENV=test): the production library
+/// exports only the NIFs `lib/` calls.
+#[cfg(feature = "test-hooks")]
+mod test_hooks {
+    use rustler::{Atom, Encoder, Env, Term};
 
-/// `runtime_info() :: %{started: boolean, in_flight: non_neg_integer}`:
-/// whether the tokio runtime runs, and how many spawned lookups have not
-/// replied yet. For tests and diagnostics.
-#[rustler::nif]
-fn runtime_info(env: Env) -> rustler::NifResult<Term> {
-    Term::map_from_pairs(
-        env,
-        &[
-            (atoms::started().encode(env), runtime::started().encode(env)),
-            (
-                atoms::in_flight().encode(env),
-                runtime::in_flight().encode(env),
-            ),
-        ],
-    )
-    .map_err(|_| rustler::Error::BadArg)
-}
+    use super::{runtime, spawn_lookup, KindError};
+    use caravan_core::resolver::LookupError;
 
-/// `__panic__(:nif | :runtime)`: panics on purpose, for the tests that
-/// check a panic in Rust becomes an Elixir error. `:nif` panics in the NIF
-/// call itself (rustler raises `:nif_panicked`); `:runtime` returns
-/// `{:ok, ref}` and panics in the spawned task, whose reply is then
-/// `{:caravan_srv, ref, {:error, {:internal, message}}}`. Not part of the API.
-#[doc(hidden)]
-#[rustler::nif(name = "__panic__")]
-fn deliberate_panic<'a>(env: Env<'a>, place: Atom) -> rustler::NifResult<Term<'a>> {
-    if place == atoms::nif() {
-        panic!("deliberate panic in a NIF call (Caravan.Native.__panic__(:nif))");
-    }
-    if place != atoms::runtime() {
-        return Err(rustler::Error::BadArg);
-    }
-    Ok(spawn_lookup(env, atoms::caravan_srv(), async {
-        if std::hint::black_box(true) {
-            panic!("deliberate panic in a runtime task (Caravan.Native.__panic__(:runtime))");
+    mod atoms {
+        rustler::atoms! {
+            caravan_srv,
+            nif,
+            runtime,
+            in_flight,
+            started,
         }
-        Ok::<(), LookupError>(())
-    }))
-}
+    }
 
-/// `{:ok, value} | {:error, {kind, message}}` built on the runtime thread.
-struct ResultTerm<T>(Result<T, KindError>);
+    /// `floor() :: :ok`: does nothing; the cheapest NIF call there is.
+    #[rustler::nif]
+    fn floor() -> Atom {
+        rustler::types::atom::ok()
+    }
 
-impl<T: Encoder> Encoder for ResultTerm<T> {
-    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
-        match &self.0 {
-            Ok(value) => (atoms::ok(), value).encode(env),
-            Err(err) => (atoms::error(), err).encode(env),
+    /// `runtime_info() :: %{started: boolean, in_flight: non_neg_integer}`:
+    /// whether the tokio runtime runs, and how many spawned lookups have not
+    /// replied yet.
+    #[rustler::nif]
+    fn runtime_info(env: Env) -> rustler::NifResult<Term> {
+        Term::map_from_pairs(
+            env,
+            &[
+                (atoms::started().encode(env), runtime::started().encode(env)),
+                (
+                    atoms::in_flight().encode(env),
+                    runtime::in_flight().encode(env),
+                ),
+            ],
+        )
+        .map_err(|_| rustler::Error::BadArg)
+    }
+
+    /// `__panic__(:nif | :runtime)`: panics on purpose, for the tests that
+    /// check a panic in Rust becomes an Elixir error. `:nif` panics in the
+    /// NIF call itself (rustler raises `:nif_panicked`); `:runtime` returns
+    /// `{:ok, ref}` and panics in the spawned task, whose reply is then
+    /// `{:caravan_srv, ref, {:error, {:internal, message}}}`.
+    #[rustler::nif(name = "__panic__")]
+    fn deliberate_panic<'a>(
+        env: Env<'a>,
+        place: Atom,
+    ) -> rustler::NifResult<Result<Term<'a>, KindError>> {
+        if place == atoms::nif() {
+            panic!("deliberate panic in a NIF call (Caravan.Native.__panic__(:nif))");
         }
+        if place != atoms::runtime() {
+            return Err(rustler::Error::BadArg);
+        }
+        Ok(spawn_lookup(env, atoms::caravan_srv(), async {
+            if std::hint::black_box(true) {
+                panic!("deliberate panic in a runtime task (Caravan.Native.__panic__(:runtime))");
+            }
+            Ok::<(), LookupError>(())
+        }))
     }
 }
 

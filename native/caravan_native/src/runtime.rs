@@ -30,11 +30,13 @@ static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// The number of spawned tasks that have not replied yet (lookups in
 /// flight). Exposed to tests to show that nothing is left behind.
+#[cfg(feature = "test-hooks")]
 pub fn in_flight() -> usize {
     IN_FLIGHT.load(Ordering::Relaxed)
 }
 
 /// True once the runtime has been started (by the first lookup).
+#[cfg(feature = "test-hooks")]
 pub fn started() -> bool {
     Lazy::get(&RUNTIME).is_some()
 }
