@@ -42,6 +42,7 @@ defmodule Caravan.DNS do
   `t:Caravan.error_kind/0`.
   """
 
+  require Logger
   alias Caravan.DNS.Options
 
   # How long past its own bound the caller waits for the native reply.
@@ -72,8 +73,8 @@ defmodule Caravan.DNS do
   """
   @spec lookup_srv(String.t(), keyword()) :: {:ok, [record()]} | {:error, reason()}
   def lookup_srv(query, opts \\ []) do
-    with {:ok, ref, timeout} <- start(query, opts) do
-      await(ref, timeout + @reply_grace)
+    with {:ok, ref, timeout} <- start(query, opts, trace?()) do
+      await(:caravan_srv, ref, timeout + @reply_grace, query)
     end
   end
 
@@ -90,19 +91,20 @@ defmodule Caravan.DNS do
   def lookup_srv_async(query, opts \\ [])
 
   def lookup_srv_async(query, opts) do
-    with {:ok, ref, _timeout} <- start(query, opts), do: {:ok, ref}
+    with {:ok, ref, _timeout} <- start(query, opts, false), do: {:ok, ref}
   end
 
   # Validates the arguments once and starts the native lookup:
   # {:ok, ref, timeout_ms} or {:error, reason}.
-  defp start(query, opts) when is_binary(query) and is_list(opts) do
+  defp start(query, opts, trace) when is_binary(query) and is_list(opts) do
     with {:ok, %Options{} = o} <- Options.new(opts),
-         {:ok, ref} <- Caravan.Native.srv_lookup(query, o.nameservers, o.timeout, o.node_host) do
+         {:ok, ref} <-
+           Caravan.Native.srv_lookup(query, o.nameservers, o.timeout, o.node_host, trace) do
       {:ok, ref, o.timeout}
     end
   end
 
-  defp start(query, _opts),
+  defp start(query, _opts, _trace),
     do: {:error, {:invalid_query, "expected the query as a binary, got: #{inspect(query)}"}}
 
   @doc """
@@ -112,11 +114,23 @@ defmodule Caravan.DNS do
   arrives later stays in the mailbox as `{:caravan_srv, ref, _}`.
   """
   @spec await(reference(), timeout()) :: {:ok, [record()]} | {:error, reason()}
-  def await(ref, timeout), do: await(:caravan_srv, ref, timeout)
+  def await(ref, timeout), do: await(:caravan_srv, ref, timeout, nil)
 
-  defp await(tag, ref, timeout) do
+  # A traced reply carries the lookup's tracing events (hickory's and
+  # Caravan's: the nameservers asked, retries, truncation and the switch to
+  # TCP), logged here at debug as one entry.
+  defp await(tag, ref, timeout, query) do
     receive do
-      {^tag, ^ref, answer} -> answer
+      {^tag, ^ref, answer} ->
+        answer
+
+      {^tag, ^ref, answer, lines} ->
+        Logger.debug(fn ->
+          "[caravan] lookup of #{inspect(query)}: #{summary(answer)}; trace:\n  " <>
+            Enum.join(lines, "\n  ")
+        end)
+
+        answer
     after
       timeout -> {:error, {:timeout, "no answer from Caravan's resolver within #{timeout} ms"}}
     end
@@ -140,8 +154,9 @@ defmodule Caravan.DNS do
 
   def lookup_host(host, family, opts) when is_binary(host) and family in [:inet, :inet6] do
     with {:ok, %Options{} = o} <- Options.new(Keyword.delete(opts, :node_host)),
-         {:ok, ref} <- Caravan.Native.host_lookup(host, family, o.nameservers, o.timeout) do
-      await(:caravan_host, ref, o.timeout + @reply_grace)
+         {:ok, ref} <-
+           Caravan.Native.host_lookup(host, family, o.nameservers, o.timeout, trace?()) do
+      await(:caravan_host, ref, o.timeout + @reply_grace, host)
     end
   end
 
@@ -150,4 +165,12 @@ defmodule Caravan.DNS do
       {:error,
        {:invalid_query,
         "expected a host name as a binary and :inet or :inet6, got: #{inspect({host, family})}"}}
+
+  # Whether lookups are traced: only when Logger would print debug entries
+  # of this module (the primary level, or a module level set with
+  # Logger.put_module_level/2). Otherwise no tracing subscriber exists.
+  defp trace?, do: :logger.allow(:debug, __MODULE__)
+
+  defp summary({:ok, found}), do: "#{length(found)} answer(s)"
+  defp summary({:error, {kind, message}}), do: "#{kind}: #{message}"
 end

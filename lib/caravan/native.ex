@@ -159,15 +159,20 @@ defmodule Caravan.Native do
   def dist_port(node), do: load_and_call(:dist_port, [node])
   def listen_port(node), do: load_and_call(:listen_port, [node])
 
+  # trace: true makes the reply {tag, ref, result, [line]}, the lines being
+  # the lookup's tracing events (native/caravan_core/src/trace.rs).
+  def srv_lookup(query, nameservers, timeout_ms, node_host, trace),
+    do: load_and_call(:srv_lookup, [query, nameservers, timeout_ms, node_host, trace])
+
+  # Untraced, and with node_host :auto (not NIFs).
   def srv_lookup(query, nameservers, timeout_ms, node_host),
-    do: load_and_call(:srv_lookup, [query, nameservers, timeout_ms, node_host])
+    do: srv_lookup(query, nameservers, timeout_ms, node_host, false)
 
-  # The SRV lookup with node_host :auto (not a NIF).
   def srv_lookup(query, nameservers, timeout_ms),
-    do: srv_lookup(query, nameservers, timeout_ms, :auto)
+    do: srv_lookup(query, nameservers, timeout_ms, :auto, false)
 
-  def host_lookup(host, family, nameservers, timeout_ms),
-    do: load_and_call(:host_lookup, [host, family, nameservers, timeout_ms])
+  def host_lookup(host, family, nameservers, timeout_ms, trace),
+    do: load_and_call(:host_lookup, [host, family, nameservers, timeout_ms, trace])
 
   def nameserver(text), do: load_and_call(:nameserver, [text])
 

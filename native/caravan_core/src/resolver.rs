@@ -19,6 +19,7 @@ use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::TokioResolver;
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
+use tracing::instrument::WithSubscriber;
 
 use crate::target::{self, NoAddress, NodeHost};
 
@@ -188,12 +189,19 @@ pub async fn lookup_srv(
     name: Name,
     node_host: NodeHost,
 ) -> Result<Vec<SrvRecord>, LookupError> {
-    tokio::time::timeout(
+    tracing::debug!(query = %name, nameservers = ?config.nameservers, timeout = ?config.timeout, ?node_host, "SRV lookup");
+    let result = tokio::time::timeout(
         config.timeout,
         lookup_srv_unbounded(config, name, node_host),
     )
     .await
-    .map_err(|_| LookupError::Timeout)?
+    .map_err(|_| LookupError::Timeout)
+    .and_then(|result| result);
+    match &result {
+        Ok(records) => tracing::debug!(records = records.len(), "SRV lookup answered"),
+        Err(err) => tracing::debug!(kind = err.kind(), "SRV lookup failed: {err}"),
+    }
+    result
 }
 
 async fn lookup_srv_unbounded(
@@ -233,6 +241,11 @@ async fn lookup_srv_unbounded(
             )
         })
         .collect();
+    tracing::debug!(
+        srv = srvs.len(),
+        additional = lookup.additionals().len(),
+        "SRV answer: records and additional records"
+    );
     if node_host == NodeHost::Ip {
         resolve_missing(&resolver, &mut targets).await;
     }
@@ -319,10 +332,15 @@ async fn resolve_missing(resolver: &TokioResolver, targets: &mut [(String, Vec<I
         if target::needs_resolution(target, addresses) && asked.insert(target.clone()) {
             let resolver = resolver.clone();
             let target = target.clone();
-            pending.spawn(async move {
-                let found = resolve_any(&resolver, &target).await.unwrap_or_default();
-                (target, found)
-            });
+            tracing::debug!(%target, "no address in the answer; resolving");
+            // The lookup's tracing subscriber (if any) follows the task.
+            pending.spawn(
+                async move {
+                    let found = resolve_any(&resolver, &target).await.unwrap_or_default();
+                    (target, found)
+                }
+                .with_current_subscriber(),
+            );
         }
     }
     let mut found = HashMap::new();

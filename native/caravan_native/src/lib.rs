@@ -119,21 +119,24 @@ fn lookup_config(nameservers: &[String], timeout_ms: u64) -> Result<LookupConfig
 }
 
 /// Spawns `work` on the runtime; the caller gets `{:ok, ref}` at once and
-/// later `{tag, ref, {:ok, value} | {:error, {kind, message}}}`.
+/// later `{tag, ref, {:ok, value} | {:error, {kind, message}}}` (with
+/// `trace`, `{tag, ref, result, [line]}`: see `runtime::spawn_reply`).
 fn spawn_lookup<'a, T>(
     env: Env<'a>,
     tag: Atom,
+    trace: bool,
     work: impl std::future::Future<Output = Result<T, LookupError>> + Send + 'static,
 ) -> Result<Term<'a>, KindError>
 where
     T: Encoder + Send + 'static,
 {
-    runtime::spawn_reply(env, tag, async move { work.await.map_err(KindError::from) }).map_err(
-        |message| KindError {
-            kind: "runtime",
-            message,
-        },
-    )
+    runtime::spawn_reply(env, tag, trace, async move {
+        work.await.map_err(KindError::from)
+    })
+    .map_err(|message| KindError {
+        kind: "runtime",
+        message,
+    })
 }
 
 /// Runs `f` on the text of an atom whose name is all ASCII, read into a
@@ -249,11 +252,13 @@ fn listen_port(node: Term) -> Result<u16, KindError> {
     with_node_name(node, node_name::listen_port)
 }
 
-/// `srv_lookup(query, nameservers, timeout_ms, node_host) :: {:ok, ref} | {:error, {kind, message}}`
+/// `srv_lookup(query, nameservers, timeout_ms, node_host, trace) :: {:ok, ref} | {:error, {kind, message}}`
 ///
 /// `node_host` is `:auto`, `:target` or `:ip` (see `caravan_core::target`).
 /// Returns at once; the caller later receives
-/// `{:caravan_srv, ref, {:ok, [record]} | {:error, {kind, message}}}`.
+/// `{:caravan_srv, ref, {:ok, [record]} | {:error, {kind, message}}}`, with
+/// `trace` true `{:caravan_srv, ref, result, [line]}` (the lookup's
+/// `tracing` events, `caravan_core::trace`).
 #[rustler::nif]
 fn srv_lookup<'a>(
     env: Env<'a>,
@@ -261,6 +266,7 @@ fn srv_lookup<'a>(
     nameservers: Vec<String>,
     timeout_ms: u64,
     node_host: Atom,
+    trace: bool,
 ) -> Result<Term<'a>, KindError> {
     // Bad arguments are answered at once, before anything is spawned.
     let config = lookup_config(&nameservers, timeout_ms)?;
@@ -274,16 +280,17 @@ fn srv_lookup<'a>(
             kind: "invalid_option",
             message,
         })?;
-    spawn_lookup(env, atoms::caravan_srv(), async move {
+    spawn_lookup(env, atoms::caravan_srv(), trace, async move {
         let records = resolver::lookup_srv(&config, name, mode).await?;
         Ok(records.into_iter().map(SrvTerm::from).collect::<Vec<_>>())
     })
 }
 
-/// `host_lookup(host, family, nameservers, timeout_ms) :: {:ok, ref} | {:error, {kind, message}}`
+/// `host_lookup(host, family, nameservers, timeout_ms, trace) :: {:ok, ref} | {:error, {kind, message}}`
 ///
 /// `family` is `:inet` (A) or `:inet6` (AAAA). The caller later receives
-/// `{:caravan_host, ref, {:ok, [ip_tuple]} | {:error, {kind, message}}}`.
+/// `{:caravan_host, ref, {:ok, [ip_tuple]} | {:error, {kind, message}}}`
+/// (with `trace`, the lines as a fourth element, as for `srv_lookup`).
 #[rustler::nif]
 fn host_lookup<'a>(
     env: Env<'a>,
@@ -291,6 +298,7 @@ fn host_lookup<'a>(
     family: Atom,
     nameservers: Vec<String>,
     timeout_ms: u64,
+    trace: bool,
 ) -> Result<Term<'a>, KindError> {
     let family = if family == atoms::inet() {
         Family::V4
@@ -303,7 +311,7 @@ fn host_lookup<'a>(
         });
     };
     let config = lookup_config(&nameservers, timeout_ms)?;
-    spawn_lookup(env, atoms::caravan_host(), async move {
+    spawn_lookup(env, atoms::caravan_host(), trace, async move {
         let found = resolver::lookup_host(&config, &host, family).await?;
         Ok(found.into_iter().map(IpTerm).collect::<Vec<_>>())
     })
@@ -382,7 +390,7 @@ mod test_hooks {
         if place != atoms::runtime() {
             return Err(rustler::Error::BadArg);
         }
-        Ok(spawn_lookup(env, atoms::caravan_srv(), async {
+        Ok(spawn_lookup(env, atoms::caravan_srv(), false, async {
             if std::hint::black_box(true) {
                 panic!("deliberate panic in a runtime task (Caravan.Native.__panic__(:runtime))");
             }
