@@ -78,15 +78,14 @@ defmodule Caravan.DNS do
     end
   end
 
-  @doc """
-  Starts an SRV lookup and returns `{:ok, ref}` at once (the NIF call takes
-  microseconds). The calling process later receives exactly one message
-  `{:caravan_srv, ref, {:ok, [record]} | {:error, {kind, message}}}` within
-  `:timeout` ms.
-
-  Returns `{:error, {kind, message}}` at once for an invalid query, option
-  or nameserver.
-  """
+  @doc false
+  # Starts an SRV lookup and returns `{:ok, ref}` at once (the NIF call takes
+  # microseconds). The calling process later receives exactly one message
+  # `{:caravan_srv, ref, {:ok, [record]} | {:error, {kind, message}}}` within
+  # `:timeout` ms.
+  #
+  # Returns `{:error, {kind, message}}` at once for an invalid query, option
+  # or nameserver.
   @spec lookup_srv_async(String.t(), keyword()) :: {:ok, reference()} | {:error, reason()}
   def lookup_srv_async(query, opts \\ [])
 
@@ -107,12 +106,11 @@ defmodule Caravan.DNS do
   defp start(query, _opts, _trace),
     do: {:error, {:invalid_query, "expected the query as a binary, got: #{inspect(query)}"}}
 
-  @doc """
-  Waits up to `timeout` ms for the answer to `lookup_srv_async/2`.
-
-  Returns the answer, or `{:error, {:timeout, message}}`; a reply that
-  arrives later stays in the mailbox as `{:caravan_srv, ref, _}`.
-  """
+  @doc false
+  # Waits up to `timeout` ms for the answer to `lookup_srv_async/2`.
+  #
+  # Returns the answer, or `{:error, {:timeout, message}}`; a reply that
+  # arrives later stays in the mailbox as `{:caravan_srv, ref, _}`.
   @spec await(reference(), timeout()) :: {:ok, [record()]} | {:error, reason()}
   def await(ref, timeout), do: await(:caravan_srv, ref, timeout, nil)
 
@@ -136,18 +134,17 @@ defmodule Caravan.DNS do
     end
   end
 
-  @doc """
-  Looks up the addresses of `host` (a string) for `family` (`:inet`: A
-  records, `:inet6`: AAAA records) through the `:nameservers` option, and
-  waits for the answer. An IP literal of that family is returned without a
-  lookup. Options: `:nameservers`, `:timeout` (ms), as above.
-
-  Returns `{:ok, [ip_tuple]}` (at least one) or `{:error, {kind, message}}`
-  with the kinds of `lookup_srv/2`.
-
-      {:ok, [{10, 0, 0, 1}]} =
-        Caravan.DNS.lookup_host("web1.node.dc1.consul", :inet, nameservers: ["127.0.0.1:8600"])
-  """
+  @doc false
+  # Looks up the addresses of `host` (a string) for `family` (`:inet`: A
+  # records, `:inet6`: AAAA records) through the `:nameservers` option, and
+  # waits for the answer. An IP literal of that family is returned without a
+  # lookup. Options: `:nameservers`, `:timeout` (ms), as above.
+  #
+  # Returns `{:ok, [ip_tuple]}` (at least one) or `{:error, {kind, message}}`
+  # with the kinds of `lookup_srv/2`.
+  #
+  # {:ok, [{10, 0, 0, 1}]} =
+  # Caravan.DNS.lookup_host("web1.node.dc1.consul", :inet, nameservers: ["127.0.0.1:8600"])
   @spec lookup_host(String.t(), :inet | :inet6, keyword()) ::
           {:ok, [:inet.ip_address()]} | {:error, reason()}
   def lookup_host(host, family, opts \\ [])

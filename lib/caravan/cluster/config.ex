@@ -1,13 +1,12 @@
 defmodule Caravan.Cluster.Config do
-  @moduledoc """
-  The validated configuration of one `Caravan.Cluster.DnsStrategy` topology.
-
-  Built from libcluster's `%Cluster.Strategy.State{}` (its `:config` keyword
-  list holds the keys below) or from a keyword list when the strategy is
-  started without libcluster. See `Caravan.Cluster.DnsStrategy` for the keys.
-  `:query` is kept as `:queries`, a list, so one topology may follow several
-  services.
-  """
+  @moduledoc false
+  # The validated configuration of one `Caravan.Cluster.DnsStrategy` topology.
+  #
+  # Built from libcluster's `%Cluster.Strategy.State{}` (its `:config` keyword
+  # list holds the keys below) or from a keyword list when the strategy is
+  # started without libcluster. See `Caravan.Cluster.DnsStrategy` for the keys.
+  # `:query` is kept as `:queries`, a list, so one topology may follow several
+  # services.
 
   alias Caravan.DNS.Options
 

@@ -15,7 +15,7 @@ defmodule Mix.Tasks.Compile.CaravanNative do
 
   Under `MIX_ENV=test`, or with `CARAVAN_TEST_HOOKS=1`, the crate is built
   with the cargo feature `test-hooks` (the test-only NIFs, see
-  `test_hooks?/0`); a library built with other features is rebuilt.
+  `CARAVAN_TEST_HOOKS`); a library built with other features is rebuilt.
   """
   use Mix.Task.Compiler
 
@@ -41,11 +41,10 @@ defmodule Mix.Tasks.Compile.CaravanNative do
     :ok
   end
 
-  @doc """
-  Whether the library is built with the cargo feature `test-hooks` and
-  `Caravan.Native` compiles the stubs of its test-only NIFs: true under
-  `MIX_ENV=test` or when `CARAVAN_TEST_HOOKS` is `1` or `true`.
-  """
+  @doc false
+  # Whether the library is built with the cargo feature `test-hooks` and
+  # Caravan.Native compiles the stubs of its test-only NIFs: true under
+  # MIX_ENV=test or when CARAVAN_TEST_HOOKS is `1` or `true`.
   @spec test_hooks?() :: boolean()
   def test_hooks?,
     do: Mix.env() == :test or System.get_env("CARAVAN_TEST_HOOKS") in ["1", "true"]
