@@ -72,4 +72,17 @@ defmodule Caravan.DNSTraceTest do
     refute log =~ "trace"
     refute log =~ "[caravan]"
   end
+
+  test "a module level turns on the traces alone", %{ns: ns} do
+    Logger.configure(level: :info)
+    Logger.put_module_level(Caravan.DNS, :debug)
+    on_exit(fn -> Logger.delete_module_level(Caravan.DNS) end)
+
+    log =
+      capture_log([level: :debug], fn ->
+        assert {:ok, [_ | _]} = Caravan.DNS.lookup_srv(@query, nameservers: [ns], timeout: 2_000)
+      end)
+
+    assert log =~ "retrying over TCP"
+  end
 end
