@@ -2,25 +2,26 @@ defmodule Caravan.DNSTraceTest do
   # The tracing events of a lookup (hickory's and Caravan's own, collected
   # by native/caravan_core/src/trace.rs) reach Logger at debug, and only
   # when Logger would print debug entries of Caravan.DNS. The DNS server is
-  # real: Caravan.Test.FaultDns (on :inet_dns) on 127.0.6.1:8790, answering
-  # UDP with TC set and the records over TCP.
+  # real: Caravan.Test.FaultDns (on :inet_dns) on a loopback address of its
+  # own (Caravan.Test.Loopback), answering UDP with TC set and the records
+  # over TCP. Not async: the tests change Logger's level.
   use ExUnit.Case, async: false
 
   import ExUnit.CaptureLog
-  alias Caravan.Test.FaultDns
+  alias Caravan.Test.{FaultDns, Loopback}
 
   @query "_app._tcp.service.consul"
 
   setup do
-    server =
-      start_supervised!({FaultDns, ip: {127, 0, 6, 1}, port: 8790, mode: {:truncate, :full}})
+    ip = Loopback.ip()
+    server = start_supervised!({FaultDns, ip: ip, port: 8790, mode: {:truncate, :full}})
 
     level = Logger.level()
     on_exit(fn -> Logger.configure(level: level) end)
-    %{ns: FaultDns.nameserver(server), server: server}
+    %{ns: FaultDns.nameserver(server), server: server, ip: to_string(:inet.ntoa(ip))}
   end
 
-  test "at debug, a truncated answer's switch to TCP is in the log", %{ns: ns} do
+  test "at debug, a truncated answer's switch to TCP is in the log", %{ns: ns, ip: ip} do
     Logger.configure(level: :debug)
 
     log =
@@ -31,7 +32,7 @@ defmodule Caravan.DNSTraceTest do
     assert log =~ ~s([caravan] lookup of "#{@query}": )
     # Caravan's own events: the lookup with its nameservers, and its end.
     assert log =~ "caravan_core::resolver: SRV lookup"
-    assert log =~ "127.0.6.1:8790"
+    assert log =~ "#{ip}:8790"
     assert log =~ "SRV lookup answered"
     # hickory's: the truncated UDP answer retried over TCP.
     assert log =~ "truncated response received, retrying over TCP"
