@@ -67,6 +67,10 @@ defmodule Mix.Tasks.Compile.CaravanNativeTest do
       assert status == 0, out
       assert out =~ "port=4834"
       assert out =~ "lib=" <> Path.join(app, "_build/dev/lib/caravan/priv/native/caravan_native")
+      # A dev build has no test hooks, in the module or in the library:
+      # load_nif refuses a library with a NIF the module lacks, so the load
+      # above proves the library exports none of them either.
+      assert out =~ "hooks=false"
     end
 
     test "mix caravan.precompile packs the library and records its checksum", ctx do
@@ -310,6 +314,7 @@ defmodule Mix.Tasks.Compile.CaravanNativeTest do
     ~S"""
     IO.puts("port=#{Caravan.Epmd.dist_port(:"app-4834@example.net")}")
     IO.puts("lib=#{Caravan.Native.library_path()}")
+    IO.puts("hooks=#{function_exported?(Caravan.Native, :floor, 0)}")
     """
   end
 

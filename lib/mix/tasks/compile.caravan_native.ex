@@ -43,6 +43,10 @@ defmodule Mix.Tasks.Compile.CaravanNative do
   installed, when the choice above changes, and, for source builds, when a
   crate file (`native/**`, `Cargo.toml`, `Cargo.lock`) is newer; otherwise
   it returns `:noop`. `mix compile.caravan_native --force` reinstalls.
+
+  Under `MIX_ENV=test`, or with `CARAVAN_TEST_HOOKS=1`, the crate is built
+  with the cargo feature `test-hooks` (the test-only NIFs); a library built
+  with other features is rebuilt.
   """
   use Mix.Task.Compiler
 
@@ -248,10 +252,19 @@ defmodule Mix.Tasks.Compile.CaravanNative do
   defp describe({:path, path}), do: path
   defp describe({:url, url}), do: url
 
-  # The cargo features of the library this project loads (for example a
-  # test-only feature in Mix.env() == :test). `mix caravan.precompile`
-  # builds with none.
-  defp cargo_features, do: []
+  # The cargo features of the library this project loads: `test-hooks`
+  # (the test-only NIFs) when test_hooks?/0. `mix caravan.precompile`
+  # builds with none. A change of features reinstalls (plan_key/1).
+  defp cargo_features, do: if(test_hooks?(), do: ["test-hooks"], else: [])
+
+  @doc false
+  # Whether the library is built with the cargo feature `test-hooks` and
+  # Caravan.Native compiles the stubs of its test-only NIFs: true under
+  # MIX_ENV=test or when CARAVAN_TEST_HOOKS is `1` or `true`. In a
+  # dependency's compile Mix.env() is :prod, so users never get them.
+  @spec test_hooks?() :: boolean()
+  def test_hooks?,
+    do: Mix.env() == :test or System.get_env("CARAVAN_TEST_HOOKS") in ["1", "true"]
 
   @doc false
   # Builds the release library with `features` (a list of cargo feature
