@@ -25,7 +25,7 @@ defmodule Caravan.DNS do
       erl_inetrc's `{nameserver, IP, Port}`, as Caravan 1.x used them),
       and when it has none, the system's `/etc/resolv.conf`.
     * `:timeout` - bound on the whole lookup, retries and TCP included, in
-      ms. Default #{2_000}.
+      ms. Default #{Caravan.DNS.Options.default_timeout()}.
     * `:node_host` - how each record's `:host` (the host part of the node
       name) is chosen: `:auto` (default) the target, except Consul
       `<hex>.addr.<dc>.consul` targets, which become their IP address;
@@ -42,12 +42,18 @@ defmodule Caravan.DNS do
   "no records"; `:timeout`, `:server_failure` (SERVFAIL, REFUSED, ...),
   `:cname_loop` (the name leads into a CNAME loop) and `:transport`
   (malformed answers, closed connections, ...) mean the answer is unknown.
-  `:internal` means Caravan's native code failed (a bug; the message says
-  where). The message of a failed lookup names the nameservers asked. `:invalid_query`,
-  `:invalid_nameserver` and `:invalid_option` name the bad argument.
+  `:config` (the resolver cannot be set up, e.g. an unreadable
+  resolv.conf) and `:runtime` (Caravan's tokio runtime cannot start) are
+  about this machine. `:internal` means Caravan's native code failed (a
+  bug; the message says where). `:invalid_query`, `:invalid_nameserver`
+  and `:invalid_option` name the bad argument. The message of a failed
+  lookup names the nameservers asked. Every kind is listed in
+  `t:Caravan.error_kind/0`.
   """
 
-  @default_timeout 2_000
+  require Logger
+  alias Caravan.DNS.Options
+
   # How long past its own bound the caller waits for the native reply.
   @reply_grace 1_000
 
@@ -55,8 +61,7 @@ defmodule Caravan.DNS do
   One SRV record. `target` has no trailing dot; `addresses` are the
   target's addresses from the answer's additional section (or resolved,
   with `node_host: :ip`); `host` is the host part of the node name under
-  `:node_host`, `nil` when `node_host: :ip` found no address; `transport`
-  is `"udp"` or `"tcp"`, the transport that gave the answer.
+  `:node_host`, `nil` when `node_host: :ip` found no address.
   """
   @type record :: %{
           priority: 0..65_535,
@@ -68,7 +73,7 @@ defmodule Caravan.DNS do
           transport: String.t()
         }
 
-  @type reason :: {atom(), String.t()}
+  @type reason :: Caravan.error()
 
   @doc """
   Looks up the SRV records of `query` and waits for the answer.
@@ -78,79 +83,94 @@ defmodule Caravan.DNS do
   """
   @spec lookup_srv(String.t(), keyword()) :: {:ok, [record()]} | {:error, reason()}
   def lookup_srv(query, opts \\ []) do
-    with {:ok, ref, timeout, nameservers} <- start(query, opts) do
-      ref |> await(timeout + @reply_grace) |> name_the_asked(nameservers)
+    with {:ok, ref, timeout, nameservers} <- start(query, opts, trace?()) do
+      :caravan_srv
+      |> await(ref, timeout + @reply_grace, query)
+      |> name_the_asked(nameservers)
     end
   end
 
-  @doc """
-  Starts an SRV lookup and returns `{:ok, ref}` at once (the NIF call takes
-  microseconds). The calling process later receives exactly one message
-  `{:caravan_srv, ref, {:ok, [record]} | {:error, {kind, message}}}` within
-  `:timeout` ms.
-
-  Returns `{:error, {kind, message}}` at once for an invalid query, option
-  or nameserver.
-  """
+  @doc false
+  # Starts an SRV lookup and returns `{:ok, ref}` at once (the NIF call takes
+  # microseconds). The calling process later receives exactly one message
+  # `{:caravan_srv, ref, {:ok, [record]} | {:error, {kind, message}}}` within
+  # `:timeout` ms.
+  #
+  # Returns `{:error, {kind, message}}` at once for an invalid query, option
+  # or nameserver.
   @spec lookup_srv_async(String.t(), keyword()) :: {:ok, reference()} | {:error, reason()}
   def lookup_srv_async(query, opts \\ [])
 
   def lookup_srv_async(query, opts) do
-    with {:ok, ref, _timeout, _nameservers} <- start(query, opts), do: {:ok, ref}
+    with {:ok, ref, _timeout, _nameservers} <- start(query, opts, false), do: {:ok, ref}
   end
 
   # Validates the arguments once and starts the native lookup:
-  # {:ok, ref, timeout_ms, nameservers} or {:error, reason}.
-  defp start(query, opts) when is_binary(query) and is_list(opts) do
-    with {:ok, timeout} <- timeout(opts),
-         {:ok, nameservers} <- lookup_nameservers(opts),
-         {:ok, node_host} <- node_host(opts),
-         {:ok, ref} <- Caravan.Native.srv_lookup(query, nameservers, timeout, node_host) do
-      {:ok, ref, timeout, nameservers}
+  # {:ok, ref, timeout_ms, nameservers} or {:error, reason}. No
+  # :nameservers means the VM's (vm_nameservers/0).
+  defp start(query, opts, trace) when is_binary(query) and is_list(opts) do
+    with {:ok, %Options{} = o} <- Options.new(opts),
+         nameservers = or_vm_nameservers(o.nameservers),
+         {:ok, ref} <-
+           Caravan.Native.srv_lookup(query, nameservers, o.timeout, o.node_host, trace) do
+      {:ok, ref, o.timeout, nameservers}
     end
   end
 
-  defp start(query, _opts),
+  defp start(query, _opts, _trace),
     do: {:error, {:invalid_query, "expected the query as a binary, got: #{inspect(query)}"}}
 
-  @doc """
-  Waits up to `timeout` ms for the answer to `lookup_srv_async/2`.
-
-  Returns the answer, or `{:error, {:timeout, message}}`; a reply that
-  arrives later stays in the mailbox as `{:caravan_srv, ref, _}`.
-  """
+  @doc false
+  # Waits up to `timeout` ms for the answer to `lookup_srv_async/2`.
+  #
+  # Returns the answer, or `{:error, {:timeout, message}}`; a reply that
+  # arrives later stays in the mailbox as `{:caravan_srv, ref, _}`.
   @spec await(reference(), timeout()) :: {:ok, [record()]} | {:error, reason()}
-  def await(ref, timeout), do: await(:caravan_srv, ref, timeout)
+  def await(ref, timeout), do: await(:caravan_srv, ref, timeout, nil)
 
-  defp await(tag, ref, timeout) do
+  # A traced reply carries the lookup's tracing events (hickory's and
+  # Caravan's: the nameservers asked, retries, truncation and the switch to
+  # TCP), logged here at debug as one entry.
+  defp await(tag, ref, timeout, query) do
     receive do
-      {^tag, ^ref, answer} -> answer
+      {^tag, ^ref, answer} ->
+        answer
+
+      {^tag, ^ref, answer, lines} ->
+        Logger.debug(fn ->
+          "[caravan] lookup of #{inspect(query)}: #{summary(answer)}; trace:\n  " <>
+            Enum.join(lines, "\n  ")
+        end)
+
+        answer
     after
       timeout -> {:error, {:timeout, "no answer from Caravan's resolver within #{timeout} ms"}}
     end
   end
 
-  @doc """
-  Looks up the addresses of `host` (a string) for `family` (`:inet`: A
-  records, `:inet6`: AAAA records) through the `:nameservers` option, and
-  waits for the answer. An IP literal of that family is returned without a
-  lookup. Options: `:nameservers`, `:timeout` (ms), as above.
-
-  Returns `{:ok, [ip_tuple]}` (at least one) or `{:error, {kind, message}}`
-  with the kinds of `lookup_srv/2`.
-
-      {:ok, [{10, 0, 0, 1}]} =
-        Caravan.DNS.lookup_host("web1.node.dc1.consul", :inet, nameservers: ["127.0.0.1:8600"])
-  """
+  @doc false
+  # Looks up the addresses of `host` (a string) for `family` (`:inet`: A
+  # records, `:inet6`: AAAA records) through the `:nameservers` option, and
+  # waits for the answer. An IP literal of that family is returned without a
+  # lookup. Options: `:nameservers`, `:timeout` (ms), as above.
+  #
+  # Returns `{:ok, [ip_tuple]}` (at least one) or `{:error, {kind, message}}`
+  # with the kinds of `lookup_srv/2`.
+  #
+  # {:ok, [{10, 0, 0, 1}]} =
+  # Caravan.DNS.lookup_host("web1.node.dc1.consul", :inet, nameservers: ["127.0.0.1:8600"])
   @spec lookup_host(String.t(), :inet | :inet6, keyword()) ::
           {:ok, [:inet.ip_address()]} | {:error, reason()}
   def lookup_host(host, family, opts \\ [])
 
   def lookup_host(host, family, opts) when is_binary(host) and family in [:inet, :inet6] do
-    with {:ok, timeout} <- timeout(opts),
-         {:ok, nameservers} <- lookup_nameservers(opts),
-         {:ok, ref} <- Caravan.Native.host_lookup(host, family, nameservers, timeout) do
-      :caravan_host |> await(ref, timeout + @reply_grace) |> name_the_asked(nameservers)
+    with {:ok, %Options{} = o} <- Options.new(Keyword.delete(opts, :node_host)),
+         nameservers = or_vm_nameservers(o.nameservers),
+         {:ok, ref} <-
+           Caravan.Native.host_lookup(host, family, nameservers, o.timeout, trace?()) do
+      :caravan_host
+      |> await(ref, o.timeout + @reply_grace, host)
+      |> name_the_asked(nameservers)
     end
   end
 
@@ -160,37 +180,13 @@ defmodule Caravan.DNS do
        {:invalid_query,
         "expected a host name as a binary and :inet or :inet6, got: #{inspect({host, family})}"}}
 
-  @doc """
-  Checks and normalises the `:nameservers` option to `"IP:PORT"` strings
-  (port 53 when a string gives none), with the same parser the lookups use.
+  # Whether lookups are traced: only when Logger would print debug entries
+  # of this module (the primary level, or a module level set with
+  # Logger.put_module_level/2). Otherwise no tracing subscriber exists.
+  defp trace?, do: :logger.allow(:debug, __MODULE__)
 
-  Returns `{:ok, [String.t()]}` or `{:error, {:invalid_nameserver, message}}`
-  naming the bad entry.
-
-      iex> Caravan.DNS.nameservers(nameservers: ["127.0.0.1:8600", "10.0.0.1", {"10.0.0.2", "8600"}, {{10, 0, 0, 3}, 53}])
-      {:ok, ["127.0.0.1:8600", "10.0.0.1:53", "10.0.0.2:8600", "10.0.0.3:53"]}
-      iex> Caravan.DNS.nameservers(nameservers: ["consul:8600"])
-      {:error, {:invalid_nameserver, ~s(invalid nameserver "consul:8600"; expected "IP" or "IP:PORT", e.g. "127.0.0.1:8600" or "[::1]:53")}}
-      iex> Caravan.DNS.nameservers(nameservers: [:consul])
-      {:error, {:invalid_nameserver, ~s(invalid nameserver :consul; expected "IP", "IP:PORT", {"IP", port} or {ip_tuple, port})}}
-  """
-  @spec nameservers(keyword()) :: {:ok, [String.t()]} | {:error, reason()}
-  def nameservers(opts) do
-    opts
-    |> Keyword.get(:nameservers, [])
-    |> List.wrap()
-    |> Enum.reduce_while({:ok, []}, fn ns, {:ok, acc} ->
-      case nameserver(ns) do
-        {:ok, text} -> {:cont, {:ok, [text | acc]}}
-        {:error, message} -> {:halt, {:error, {:invalid_nameserver, message}}}
-        :error -> {:halt, {:error, {:invalid_nameserver, invalid_nameserver(ns)}}}
-      end
-    end)
-    |> case do
-      {:ok, list} -> {:ok, Enum.reverse(list)}
-      error -> error
-    end
-  end
+  defp summary({:ok, found}), do: "#{length(found)} answer(s)"
+  defp summary({:error, {kind, message}}), do: "#{kind}: #{message}"
 
   @doc """
   The nameservers the VM was given, as `"IP:PORT"` strings, in the order
@@ -202,8 +198,8 @@ defmodule Caravan.DNS do
      Configuration" guide), as Caravan 1.x's `:inet_res` lookups used them;
   2. then the VM resolver's other nameservers,
      `:inet_db.res_option(:nameservers)` and `:alt_nameservers` (which
-     OTP may fill from `/etc/resolv.conf` and may put first: OTP re-reads
-     resolv.conf when it changes).
+     OTP may fill from `/etc/resolv.conf`: OTP re-reads resolv.conf when
+     it changes and then replaces the erl_inetrc's lines there).
 
   `[]` when it has none; a lookup then asks the system's
   `/etc/resolv.conf`. So a 1.x config with an erl_inetrc and no
@@ -215,7 +211,17 @@ defmodule Caravan.DNS do
       inetrc_nameservers() ++
         List.wrap(safe_res_option(:nameservers)) ++ List.wrap(safe_res_option(:alt_nameservers))
 
-    for entry <- entries, {:ok, text} <- [nameserver(entry)], uniq: true, do: text
+    for entry <- entries, {:ok, [text]} <- [Options.nameservers([entry])], uniq: true, do: text
+  end
+
+  defp or_vm_nameservers([]), do: vm_nameservers()
+  defp or_vm_nameservers(nameservers), do: nameservers
+
+  defp safe_res_option(option) do
+    :inet_db.res_option(option)
+  catch
+    # inet_db not running (a bare VM at boot): no VM configuration.
+    _, _ -> []
   end
 
   # The nameserver lines of the VM's erl_inetrc, read once per path.
@@ -259,21 +265,6 @@ defmodule Caravan.DNS do
     end
   end
 
-  defp safe_res_option(option) do
-    :inet_db.res_option(option)
-  catch
-    # inet_db not running (a bare VM at boot): no VM configuration.
-    _, _ -> []
-  end
-
-  # The :nameservers option, or the VM's when it gives none.
-  defp lookup_nameservers(opts) do
-    case nameservers(opts) do
-      {:ok, []} -> {:ok, vm_nameservers()}
-      other -> other
-    end
-  end
-
   # A failed lookup's message names the nameservers asked (those the
   # native message does not name already).
   defp name_the_asked({:error, {kind, message}}, nameservers)
@@ -292,61 +283,4 @@ defmodule Caravan.DNS do
   end
 
   defp name_the_asked(answer, _nameservers), do: answer
-
-  defp nameserver(text) when is_binary(text) do
-    case Caravan.Native.nameserver(text) do
-      {:ok, normalised} -> {:ok, normalised}
-      {:error, {:invalid_nameserver, message}} -> {:error, message}
-    end
-  end
-
-  defp nameserver({ip, port}) when is_binary(port) do
-    case Integer.parse(port) do
-      {port, ""} -> nameserver({ip, port})
-      _ -> :error
-    end
-  end
-
-  defp nameserver({ip, port}) when is_binary(ip) and port in 1..65_535 do
-    case :inet.parse_address(String.to_charlist(ip)) do
-      {:ok, ip} -> nameserver({ip, port})
-      {:error, _} -> :error
-    end
-  end
-
-  defp nameserver({ip, port}) when is_tuple(ip) and port in 1..65_535 do
-    case :inet.ntoa(ip) do
-      {:error, _} -> :error
-      text when tuple_size(ip) == 8 -> {:ok, "[#{text}]:#{port}"}
-      text -> {:ok, "#{text}:#{port}"}
-    end
-  end
-
-  defp nameserver(_), do: :error
-
-  defp invalid_nameserver(ns),
-    do:
-      "invalid nameserver #{inspect(ns)}; expected \"IP\", \"IP:PORT\", {\"IP\", port} or {ip_tuple, port}"
-
-  defp node_host(opts) do
-    case Keyword.get(opts, :node_host, :auto) do
-      mode when mode in [:auto, :target, :ip] ->
-        {:ok, mode}
-
-      other ->
-        {:error,
-         {:invalid_option, "expected :node_host as :auto, :target or :ip, got: #{inspect(other)}"}}
-    end
-  end
-
-  defp timeout(opts) do
-    case Keyword.get(opts, :timeout, @default_timeout) do
-      ms when is_integer(ms) and ms > 0 ->
-        {:ok, ms}
-
-      other ->
-        {:error,
-         {:invalid_option, "expected :timeout as a positive integer (ms), got: #{inspect(other)}"}}
-    end
-  end
 end

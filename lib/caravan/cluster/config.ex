@@ -1,16 +1,17 @@
 defmodule Caravan.Cluster.Config do
-  @moduledoc """
-  The validated configuration of one `Caravan.Cluster.DnsStrategy` topology.
+  @moduledoc false
+  # The validated configuration of one `Caravan.Cluster.DnsStrategy` topology.
+  #
+  # Built from libcluster's `%Cluster.Strategy.State{}` (its `:config` keyword
+  # list holds the keys below) or from a keyword list when the strategy is
+  # started without libcluster. See `Caravan.Cluster.DnsStrategy` for the keys.
+  # `:query` is kept as `:queries`, a list, so one topology may follow several
+  # services.
 
-  Built from libcluster's `%Cluster.Strategy.State{}` (its `:config` keyword
-  list holds the keys below) or from a keyword list when the strategy is
-  started without libcluster. See `Caravan.Cluster.DnsStrategy` for the keys.
-  `:query` is kept as `:queries`, a list, so one topology may follow several
-  services.
-  """
+  alias Caravan.DNS.Options
 
   @default_poll_interval 5_000
-  @default_timeout 2_000
+  @default_timeout Options.default_timeout()
   @default_connect_timeout 10_000
   @default_connect_concurrency 16
   @default_max_nodes 1024
@@ -61,10 +62,11 @@ defmodule Caravan.Cluster.Config do
   `:connect`, `:disconnect`, `:list_nodes` and `:config`) or a keyword list
   (the same keys at the top level; `:topology` defaults to `:caravan`).
 
-  Returns `{:ok, config}` or `{:error, message}` naming the bad key, its
-  value and what was expected. Never raises.
+  Returns `{:ok, config}` or `{:error, {:invalid_option, message}}`, the
+  message naming the bad key, its value and what was expected. Never
+  raises.
   """
-  @spec new(map() | keyword()) :: {:ok, t()} | {:error, String.t()}
+  @spec new(map() | keyword()) :: {:ok, t()} | {:error, {:invalid_option, String.t()}}
   def new(%{config: config} = state) when is_list(config) do
     base = Map.take(state, [:topology, :connect, :disconnect, :list_nodes])
     build(Enum.reject(base, fn {_k, v} -> is_nil(v) end) ++ config)
@@ -73,11 +75,11 @@ defmodule Caravan.Cluster.Config do
   def new(opts) when is_list(opts) do
     if Keyword.keyword?(opts),
       do: build(opts),
-      else: {:error, "expected a keyword list of options, got: #{inspect(opts)}"}
+      else: invalid("expected a keyword list of options, got: #{inspect(opts)}")
   end
 
   def new(other),
-    do: {:error, "expected a libcluster state or a keyword list, got: #{inspect(other)}"}
+    do: invalid("expected a libcluster state or a keyword list, got: #{inspect(other)}")
 
   defp build(opts) do
     # Caravan 1.x's first releases called the query :consul_service;
@@ -145,7 +147,8 @@ defmodule Caravan.Cluster.Config do
                "Caravan.DnsClient.Native or Caravan.DnsClient.InetRes)"
            ),
          :ok <- client_for(record_type, opts),
-         {:ok, nameservers} <- Caravan.DNS.nameservers(opts) |> reason_to_message(),
+         {:ok, nameservers} <-
+           opts |> Keyword.get(:nameservers, []) |> Options.nameservers() |> prefix(:nameservers),
          {:ok, connect} <-
            fetch(opts, :connect, defaults.connect, &mfa?/1, "an {m, f, args} tuple"),
          {:ok, disconnect} <-
@@ -158,7 +161,7 @@ defmodule Caravan.Cluster.Config do
              opts,
              :node_host,
              defaults.node_host,
-             &(&1 in [:auto, :target, :ip]),
+             &match?({:ok, _}, Options.node_host(&1)),
              ":auto, :target or :ip"
            ),
          {:ok, max_nodes} <-
@@ -207,11 +210,12 @@ defmodule Caravan.Cluster.Config do
       {:ok, basename} ->
         {:ok, nil, basename}
 
-      {:error, "missing " <> _} ->
-        {:error,
-         "missing :node_basename; expected #{expected} (record_type: #{inspect(record_type)} " <>
-           "names nodes <node_basename>@<ip>; it defaults to this node's name part, but this " <>
-           "node is not distributed)"}
+      {:error, {_kind, "missing " <> _}} ->
+        invalid(
+          "missing :node_basename; expected #{expected} (record_type: #{inspect(record_type)} " <>
+            "names nodes <node_basename>@<ip>; it defaults to this node's name part, but this " <>
+            "node is not distributed)"
+        )
 
       error ->
         error
@@ -224,29 +228,32 @@ defmodule Caravan.Cluster.Config do
   defp client_for(record_type, opts) do
     if Keyword.has_key?(opts, :dns_client),
       do:
-        {:error,
-         "invalid :dns_client: #{inspect(opts[:dns_client])} with record_type: " <>
-           "#{inspect(record_type)}; a :dns_client answers SRV lookups only (record_type: " <>
-           ":srv); remove it to look up A/AAAA records natively"},
+        invalid(
+          "invalid :dns_client: #{inspect(opts[:dns_client])} with record_type: " <>
+            "#{inspect(record_type)}; a :dns_client answers SRV lookups only (record_type: " <>
+            ":srv); remove it to look up A/AAAA records natively"
+        ),
       else: :ok
   end
 
   defp fetch(opts, key, default, valid?, expected) do
     case Keyword.get(opts, key, default) do
       nil ->
-        {:error, "missing #{inspect(key)}; expected #{expected}"}
+        invalid("missing #{inspect(key)}; expected #{expected}")
 
       value ->
         if valid?.(value),
           do: {:ok, value},
-          else: {:error, "invalid #{inspect(key)}: #{inspect(value)}; expected #{expected}"}
+          else: invalid("invalid #{inspect(key)}: #{inspect(value)}; expected #{expected}")
     end
   end
 
-  defp reason_to_message({:error, {_kind, message}}),
-    do: {:error, "invalid :nameservers: " <> message}
+  defp invalid(message), do: {:error, {:invalid_option, message}}
 
-  defp reason_to_message(ok), do: ok
+  defp prefix({:error, {_kind, message}}, key),
+    do: invalid("invalid #{inspect(key)}: " <> message)
+
+  defp prefix(ok, _key), do: ok
 
   defp non_empty_string(value), do: is_binary(value) and String.trim(value) != ""
   defp queries?([_ | _] = list), do: Enum.all?(list, &non_empty_string/1)

@@ -65,7 +65,7 @@ defmodule Caravan.Cluster.DnsStrategy do
     * `:nameservers` - e.g. `["127.0.0.1:8600"]` (see `Caravan.DNS`).
       Default: the VM's (an erl_inetrc's nameserver lines, as Caravan 1.x;
       `Caravan.DNS.vm_nameservers/0`), else the system's resolv.conf.
-    * `:timeout` - bound on one lookup, ms. Default 2000 (at most
+    * `:timeout` - bound on one lookup, ms. Default #{Caravan.DNS.Options.default_timeout()} (at most
       `:poll_interval`).
     * `:prune` - disconnect nodes that DNS no longer lists. Default `false`
       (as Caravan 1.x). See "Pruning" below.
@@ -184,7 +184,7 @@ defmodule Caravan.Cluster.DnsStrategy do
            connector: Connector.new(config)
          }}
 
-      {:error, message} ->
+      {:error, {_kind, message}} ->
         Logger.error("[caravan] #{inspect(__MODULE__)} not started: #{message}")
         :ignore
     end
@@ -231,55 +231,20 @@ defmodule Caravan.Cluster.DnsStrategy do
     {tag, monitor}
   end
 
-  # Act on a poll's result: log what changed, prune the departed nodes,
-  # connect the new ones.
+  # Act on a poll's result: log what changed (Warnings decides what is
+  # news), prune the departed nodes, connect the new ones.
   defp act(result, %{config: config} = state) do
-    state =
-      Enum.reduce(result.answered, state, fn query, state ->
-        recover(state, {:lookup, query}, "lookup of #{inspect(query)} works again")
-      end)
-
-    state =
-      Enum.reduce(result.errors, state, fn {query, reason}, state ->
-        warn(
-          state,
-          {:lookup, query},
-          "lookup of #{inspect(query)} failed (#{format_reason(reason)}); " <>
-            "keeping the cluster as it is, retrying every #{config.poll_interval} ms"
-        )
-      end)
+    {warnings, entries} = Warnings.poll(state.warnings, result, config)
+    Enum.each(entries, fn {level, message} -> log(level, config, message) end)
 
     known =
       if result.authoritative?,
         do: MapSet.new(result.found),
         else: MapSet.union(state.known, MapSet.new(result.found))
 
-    if result.answered != [] do
-      log(:debug, config, "DNS lists #{length(result.found)} node(s): #{inspect(result.found)}")
-    end
-
-    # Forget connect warnings about nodes DNS no longer lists, so the set
-    # of warnings stays as small as the answer.
-    found = MapSet.new(result.found)
-
-    warnings =
-      Warnings.clear_if(state.warnings, fn
-        {:connect, node} -> not MapSet.member?(found, node)
-        _other -> false
-      end)
-
-    state =
-      %{state | warnings: warnings, known: known}
-      |> warn_if(result.invalid != [], :invalid_records, fn ->
-        "skipped SRV records: #{Enum.join(result.invalid, "; ")}"
-      end)
-      |> warn_if(result.dropped > 0, :max_nodes, fn ->
-        "DNS lists #{length(result.found) + result.dropped} nodes, more than max_nodes " <>
-          "(#{config.max_nodes}); ignored #{result.dropped} of them and pruned none"
-      end)
-
     Enum.each(result.departed, &prune(config, &1))
-    %{state | connector: Connector.enqueue(state.connector, result.new)}
+    connector = Connector.enqueue(state.connector, result.new)
+    %{state | warnings: warnings, known: known, connector: connector}
   end
 
   defp prune(%Config{disconnect: {m, f, a}} = config, node) do
@@ -320,20 +285,8 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   # -- Logs (warn once per streak, Caravan.Cluster.Warnings) ------------------
 
-  # warn/3 while `condition` holds; forgets the warning once it stops.
-  defp warn_if(state, true, key, message), do: warn(state, key, message.())
-
-  defp warn_if(state, false, key, _message),
-    do: %{state | warnings: Warnings.clear(state.warnings, key)}
-
   defp warn(state, key, message) do
     {level, warnings} = Warnings.warn(state.warnings, key)
-    log(level, state.config, message)
-    %{state | warnings: warnings}
-  end
-
-  defp recover(state, key, message) do
-    {level, warnings} = Warnings.recover(state.warnings, key)
     log(level, state.config, message)
     %{state | warnings: warnings}
   end
@@ -363,9 +316,4 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   defp log(level, config, message),
     do: Logger.log(level, "[caravan] topology #{config.topology}: #{message}")
-
-  defp format_reason({kind, message}) when is_atom(kind) and is_binary(message),
-    do: "#{kind}: #{message}"
-
-  defp format_reason(reason), do: inspect(reason)
 end

@@ -71,7 +71,7 @@ defmodule Caravan.DnsClient.InetRes do
   """
   @impl Caravan.DnsClient
   def get_nodes(query, opts) when is_binary(query) and is_list(opts) do
-    with {:ok, ns} <- Caravan.DNS.nameservers(opts),
+    with {:ok, ns} <- Caravan.DNS.Options.nameservers(Keyword.get(opts, :nameservers, [])),
          {:ok, ns_opts} <- inet_res_nameservers(ns),
          base = [timeout: Keyword.get(opts, :timeout, @default_timeout)] ++ ns_opts,
          {:ok, msg} <- resolve(query, [edns: 0, udp_payload_size: @payload] ++ base),
@@ -117,7 +117,7 @@ defmodule Caravan.DnsClient.InetRes do
      [
        nameservers:
          for text <- list do
-           # "IP:PORT" or "[IPv6]:PORT", as Caravan.DNS.nameservers/1 wrote it.
+           # "IP:PORT" or "[IPv6]:PORT", as Caravan.DNS.Options wrote it.
            [ip, port] = Regex.run(~r/^\[?(.*?)\]?:(\d+)$/, text, capture: :all_but_first)
            {:ok, ip} = :inet.parse_address(String.to_charlist(ip))
            {ip, String.to_integer(port)}
@@ -126,7 +126,7 @@ defmodule Caravan.DnsClient.InetRes do
   end
 
   defp asked(opts) do
-    case Caravan.DNS.nameservers(opts) do
+    case Caravan.DNS.Options.nameservers(Keyword.get(opts, :nameservers, [])) do
       {:ok, [_ | _] = list} -> Enum.join(list, ", ")
       _ -> "the VM's nameservers: " <> Enum.join(vm_or_resolv(), ", ")
     end

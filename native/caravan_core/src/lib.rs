@@ -8,9 +8,12 @@
 //!   TCP connection when [`trim`] doubts the answer).
 //! - [`target`]: SRV targets -> the host part of node names (Consul
 //!   `.addr.` decoding, the `node_host` choice).
+//! - [`trace`]: the `tracing` events of one lookup, as lines for Elixir's
+//!   Logger.
 
 pub mod discovery;
 pub mod node_name;
 pub mod resolver;
 pub mod target;
+pub mod trace;
 pub mod trim;
