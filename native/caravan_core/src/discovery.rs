@@ -103,7 +103,17 @@ pub async fn query(
             },
         );
     };
-    tracing::debug!(%server, %name, doubt = doubt.as_str(), "confirming the UDP answer over TCP");
+    match doubt {
+        Doubt::Truncated => {
+            tracing::debug!(%server, %name, "truncated response received, retrying over TCP")
+        }
+        other => tracing::debug!(
+            %server,
+            %name,
+            doubt = other.as_str(),
+            "UDP answer may have been trimmed without TC, retrying over TCP"
+        ),
+    }
     let tcp = bounded(tcp_try, server, "TCP", tcp_exchange(server, &request)).await?;
     let (message, _) = parse(server, &request, &tcp)?;
     checked(
