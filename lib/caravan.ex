@@ -24,4 +24,41 @@ defmodule Caravan do
 
       -proto_dist Elixir.Caravan.Epmd.Dist -start_epmd false -epmd_module Elixir.Caravan.Epmd.Client
   """
+
+  @doc """
+  Prints, and returns, a plain-text report of why this node's cluster does
+  or does not form, for a person to read or paste into an issue. From a
+  running release:
+
+      bin/app rpc 'Caravan.diagnose()'
+
+  and in development `mix caravan.doctor`.
+
+  The report has: this node's name, distribution port, listen address,
+  creation, epmd module and the Caravan flags in force; the nameservers
+  the epmd module resolves peers' hosts with and where they came from
+  (`-caravan_nameservers`, `CARAVAN_NAMESERVERS`, none); for each topology
+  (the `Caravan.Cluster.DnsStrategy` processes running here, else the
+  Caravan topologies of `config :libcluster, :topologies`) its query and
+  a lookup made now, and for every node DNS lists whether its host
+  resolves, whether its port accepts TCP and whether it is connected; then
+  a verdict: each problem found with its next step.
+
+  It never prints the cookie or TLS key material (only whitelisted flags
+  are shown). Every network step is bounded: host lookups by the
+  resolver's timeout, TCP probes by `:tcp_timeout`, the probe of one
+  node by 5000 ms; probes run in parallel.
+
+  Options: `:topologies` (a list of topology configs, keyword lists as
+  the strategy takes, instead of the running ones), `:tcp_timeout` (ms,
+  default 1000), `:print` (default `true`).
+
+  Returns the report (a string).
+  """
+  @spec diagnose(keyword()) :: String.t()
+  def diagnose(opts \\ []) do
+    report = Caravan.Diagnose.report(opts)
+    if Keyword.get(opts, :print, true), do: IO.write(report)
+    report
+  end
 end
