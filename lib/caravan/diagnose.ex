@@ -225,8 +225,14 @@ defmodule Caravan.Diagnose do
 
     lookup_lines =
       Enum.map(lookups, fn
-        {query, {:ok, count}, _nodes} -> "  lookup now:     #{inspect(query)}: #{count} record(s)"
-        {query, {:error, text}, _nodes} -> "  lookup now:     #{inspect(query)}: #{text}"
+        {query, {:ok, count}, _nodes} ->
+          "  lookup now:     #{inspect(query)}: #{count} record(s)"
+
+        {query, {:none, text}, _nodes} ->
+          "  lookup now:     #{inspect(query)}: no records (#{text})"
+
+        {query, {:error, text}, _nodes} ->
+          "  lookup now:     #{inspect(query)}: FAILED: #{text}"
       end)
 
     probes = probe_all(nodes, opts)
@@ -281,8 +287,14 @@ defmodule Caravan.Diagnose do
                timeout: config.timeout,
                node_host: config.node_host
              ) do
-          {:ok, records} -> {:ok, for(%{port: p, host: h} <- records, is_binary(h), do: {p, h})}
-          {:error, {kind, message}} -> {:error, "#{kind}: #{message}"}
+          {:ok, records} ->
+            {:ok, for(%{port: p, host: h} <- records, is_binary(h), do: {p, h})}
+
+          {:error, {kind, message}} when kind in [:nxdomain, :nodata] ->
+            {:none, "#{kind}: #{message}"}
+
+          {:error, {kind, message}} ->
+            {:error, "#{kind}: #{message}"}
         end
       else
         case config.dns_client.get_nodes(query) do
@@ -301,6 +313,9 @@ defmodule Caravan.Diagnose do
               do: node
 
         {query, {:ok, length(peers)}, nodes}
+
+      {:none, text} ->
+        {query, {:none, text}, []}
 
       {:error, text} ->
         {query, {:error, text}, []}
