@@ -309,7 +309,7 @@ defmodule Caravan.Diagnose do
         nodes =
           for {port, host} <- Enum.take(peers, config.max_nodes),
               {:ok, node} <-
-                [Caravan.Cluster.DnsStrategy.node_name(config.node_sname, port, to_string(host))],
+                [Caravan.Epmd.node_name(config.node_sname, port, to_string(host))],
               do: node
 
         {query, {:ok, length(peers)}, nodes}

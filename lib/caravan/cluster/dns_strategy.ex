@@ -98,7 +98,8 @@ defmodule Caravan.Cluster.DnsStrategy do
   use GenServer
   require Logger
 
-  alias Caravan.Cluster.{Config, Connector, Poll, Warnings}
+  alias Caravan.Cluster.{Config, Connector, Poll, Silence, Unreachable, Warnings}
+  alias Caravan.Diagnose.Probe
 
   @doc """
   A child spec. The id is the `:topology` (libcluster gives each topology
@@ -120,8 +121,10 @@ defmodule Caravan.Cluster.DnsStrategy do
   `%Cluster.Strategy.State{}`; a keyword list starts it without libcluster
   (options in the module doc).
 
-  Returns `{:ok, pid}`, or `:ignore` after logging an error when the config
-  is invalid.
+  Returns `{:ok, pid}`, or `{:error, {:invalid_config, message}}` after
+  logging the message when the config is invalid (an unknown key, with the
+  nearest known one, or a bad value): the start fails, so a typo stops
+  the application's boot instead of leaving the node unclustered.
   """
   @spec start_link([map()] | keyword()) :: GenServer.on_start()
   def start_link([%{config: _} = state]), do: GenServer.start_link(__MODULE__, state)
@@ -134,6 +137,7 @@ defmodule Caravan.Cluster.DnsStrategy do
     case Config.new(arg) do
       {:ok, config} ->
         send(self(), :poll)
+        warn_name_mismatch(config)
 
         {:ok,
          %{
@@ -143,12 +147,27 @@ defmodule Caravan.Cluster.DnsStrategy do
            # The nodes DNS listed (the only ones prune may disconnect).
            known: MapSet.new(),
            warnings: Warnings.new(),
-           connector: Connector.new(config)
+           connector: Connector.new(config),
+           # Streaks of polls that found nobody, or only this node.
+           silence: Silence.new(),
+           # When each unreachable node was last reported.
+           unreachable: Unreachable.new(config.report_interval),
+           # The last poll's outcome, for Caravan.diagnose/1 (:sys.get_state).
+           last_poll: nil
          }}
 
       {:error, message} ->
         Logger.error("[caravan] #{inspect(__MODULE__)} not started: #{message}")
-        :ignore
+        {:stop, {:invalid_config, message}}
+    end
+  end
+
+  # Peers dial "<node_sname>-<port>@<host>": say so at start when this
+  # node's own name is not of that form.
+  defp warn_name_mismatch(config) do
+    case Probe.name_mismatch(node(), config.node_sname) do
+      nil -> :ok
+      problem -> Logger.warning("[caravan] topology #{config.topology}: #{problem}")
     end
   end
 
@@ -171,6 +190,16 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   def handle_info({:DOWN, monitor, :process, _pid, reason}, %{poll: {_tag, monitor}} = state),
     do: {:noreply, warn(%{state | poll: nil}, :poll_crash, "poll crashed: #{inspect(reason)}")}
+
+  def handle_info({:caravan_why, node, why}, %{config: config} = state) do
+    Logger.warning(
+      "[caravan] topology #{config.topology}: cannot connect to #{node}: #{why} " <>
+        "(reported again every #{div(config.report_interval, 1000)} s while DNS lists it " <>
+        "and it stays unreachable)"
+    )
+
+    {:noreply, state}
+  end
 
   def handle_info(message, state) do
     case Connector.handle(state.connector, message) do
@@ -230,8 +259,20 @@ defmodule Caravan.Cluster.DnsStrategy do
         _other -> false
       end)
 
+    last_poll =
+      result
+      |> Map.take([:found, :answered, :errors, :invalid])
+      |> Map.put(:at, System.monotonic_time())
+
     state =
-      %{state | warnings: warnings, known: known}
+      %{
+        state
+        | warnings: warnings,
+          known: known,
+          last_poll: last_poll,
+          unreachable: Unreachable.keep(state.unreachable, found)
+      }
+      |> silence(result)
       |> warn_if(result.invalid != [], :invalid_records, fn ->
         "skipped SRV records: #{Enum.join(result.invalid, "; ")}"
       end)
@@ -266,7 +307,7 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   defp connected(%{config: config} = state, node, true) do
     Logger.info("[caravan] topology #{config.topology}: connected to #{node}")
-    %{state | warnings: Warnings.clear(state.warnings, {:connect, node})}
+    %{state | unreachable: Unreachable.clear(state.unreachable, node)}
   end
 
   defp connected(%{config: config} = state, node, :ignored) do
@@ -274,8 +315,70 @@ defmodule Caravan.Cluster.DnsStrategy do
     state
   end
 
-  defp connected(state, node, failure),
-    do: warn(state, {:connect, node}, "cannot connect to #{node}: #{inspect(failure)}")
+  # A failed connect: the first of a streak, and then one every
+  # report_interval, is explained (Caravan.Diagnose.Probe, in its own
+  # process, which sends {:caravan_why, node, text}); the others are debug.
+  defp connected(%{config: config} = state, node, failure) do
+    now = System.monotonic_time(:millisecond)
+
+    case Unreachable.failed(state.unreachable, node, now) do
+      {true, unreachable} ->
+        owner = self()
+        result = describe_failure(failure)
+        spawn(fn -> send(owner, {:caravan_why, node, result <> Probe.why(node)}) end)
+        %{state | unreachable: unreachable}
+
+      {false, _} ->
+        log(:debug, config, "cannot connect to #{node}: #{inspect(failure)}")
+        state
+    end
+  end
+
+  defp describe_failure(false), do: ""
+  defp describe_failure(:timeout), do: "no answer within connect_timeout; "
+  defp describe_failure(other), do: "#{inspect(other)}; "
+
+  # Silence is not health: a streak of polls that found no instances, or
+  # only this node, is a warning once (Caravan.Cluster.Silence).
+  defp silence(%{config: config} = state, result) do
+    found = if result.authoritative?, do: result.found, else: :unknown
+    {event, silence} = Silence.track(state.silence, found, node())
+    state = %{state | silence: silence}
+
+    case event do
+      {:start, kind} ->
+        Logger.warning("[caravan] topology #{config.topology}: #{silence_text(kind, config)}")
+        state
+
+      {:end, _kind} ->
+        Logger.info(
+          "[caravan] topology #{config.topology}: DNS lists #{length(result.found)} node(s) again"
+        )
+
+        state
+
+      nil ->
+        state
+    end
+  end
+
+  defp silence_text(kind, config) do
+    asked =
+      "#{Enum.map_join(config.queries, ", ", &inspect/1)} (nameservers: " <>
+        "#{if config.nameservers == [], do: "the system's resolv.conf", else: Enum.join(config.nameservers, ", ")})"
+
+    case kind do
+      :no_instances ->
+        "DNS has listed no instances for #{Silence.polls()} polls: #{asked} answers " <>
+          "NXDOMAIN/NODATA or no records; this node runs alone. Check the query " <>
+          "(e.g. _app._tcp.service.consul) and that the service is registered and healthy " <>
+          "(Caravan.diagnose() tells more)"
+
+      :only_self ->
+        "DNS has listed only this node (#{node()}) for #{Silence.polls()} polls: #{asked}; " <>
+          "the other instances are not registered or not healthy in DNS"
+    end
+  end
 
   # -- Logs (warn once per streak, Caravan.Cluster.Warnings) ------------------
 

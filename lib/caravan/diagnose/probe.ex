@@ -161,7 +161,8 @@ defmodule Caravan.Diagnose.Probe do
   defp problem(%{tcp: :open, connected?: false, resolve: {:ok, ip}, port: port} = probe) do
     if own_address?(ip, port) do
       "#{probe.host} resolves to #{:inet.ntoa(ip)}:#{port}, this node's own address and " <>
-        "port: several nodes share one address; give each its own with " <>
+        "port (this node is #{node()}): either this node's name is not the one peers dial " <>
+        "(#{probe.node}), or several nodes share one address; give each its own with " <>
         "-kernel inet_dist_use_interface '{a,b,c,d}'"
     else
       "#{:inet.ntoa(ip)}:#{port} accepts TCP but #{probe.node} is not connected: if a " <>
