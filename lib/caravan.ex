@@ -14,9 +14,15 @@ defmodule Caravan do
     * **A native core.** The port rule and the SRV lookups run in a Rust NIF
       (`native/`), lookups on a tokio runtime off the BEAM schedulers.
 
-  ## vm.args
+  ## Release setup
 
-      -name app-4370@web1.node.dc1.consul
+      # rel/env.sh.eex (sourced for the node and the helper nodes of
+      # bin/app remote|rpc|stop|pid)
+      export RELEASE_DISTRIBUTION=name
+      export RELEASE_NODE=app-4370@web1.node.dc1.consul
+      export CARAVAN_NAMESERVERS=127.0.0.1:8600
+
+      # rel/vm.args.eex and rel/remote.vm.args.eex
       -start_epmd false
       -epmd_module Elixir.Caravan.Epmd.Client
 

@@ -56,6 +56,8 @@ defmodule Caravan.Cluster.DnsStrategy do
     * `:connect_concurrency` - connects in flight at once. Default 16.
     * `:dns_client` - a `Caravan.DnsClient`. Default
       `Caravan.DnsClient.Native`.
+    * `:report_interval` - ms between repeated warnings about a node DNS
+      lists that stays unreachable. Default 300000.
     * `:topology`, `:connect`, `:disconnect`, `:list_nodes` - given by
       libcluster; when started without it: `:caravan`,
       `{:net_kernel, :connect_node, []}`, `{:erlang, :disconnect_node, []}`,
@@ -74,8 +76,13 @@ defmodule Caravan.Cluster.DnsStrategy do
   changes nothing: the cluster stays as it is, a warning is logged once per
   failure streak, and the next poll tries again. NXDOMAIN and NODATA mean
   "no instances". Records that cannot make a valid node name (bad target,
-  port 0) are skipped with one warning. An invalid config logs an error and
-  the strategy returns `:ignore` instead of taking the supervisor down.
+  port 0) are skipped with one warning.
+
+  An invalid config fails the start (as dns_cluster does), so a typo stops
+  the boot instead of leaving the node unclustered: an unknown key (named
+  with the nearest known key, `String.jaro_distance/2`) or a bad value is
+  logged at error and `start_link/1` returns
+  `{:error, {:invalid_config, message}}`.
 
   ## Pruning
 
@@ -94,6 +101,22 @@ defmodule Caravan.Cluster.DnsStrategy do
   or a failed lookup works again, a warning once per failure streak, debug
   otherwise; a healthy, unchanged cluster logs nothing above debug. See
   `Caravan.Telemetry` for the events.
+
+  Silence is not health, and a failed connect says why:
+
+    * At start, a warning when this node's own name is not
+      `<node_sname>-<port>@<host>`, the name its peers will dial.
+    * A streak of #{Caravan.Cluster.Silence.polls()} authoritative polls that
+      find no instances (NXDOMAIN, NODATA, no records), or only this node,
+      is a warning once, naming the queries and nameservers; an info line
+      when DNS lists nodes again.
+    * A connect that fails is explained at warning (`Caravan.diagnose/1`'s
+      probe, in its own process: the host did not resolve, naming the
+      nameservers asked; nothing listens on IP:PORT, refused or timed out;
+      the peer answered but the handshake failed, a cookie or name
+      mismatch; not a Caravan name), then again every `:report_interval` ms
+      while DNS lists the node and it stays unreachable; the failures in
+      between are debug.
   """
   use GenServer
   require Logger

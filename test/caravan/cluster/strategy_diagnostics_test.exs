@@ -67,7 +67,8 @@ defmodule Caravan.Cluster.StrategyDiagnosticsTest do
         nameservers: [ns],
         poll_interval: 200,
         connect_timeout: 2_000
-      ] ++ more
+      ]
+      |> Keyword.merge(more)
 
     BeamNode.call(peer, LevelLog, :start_strategy, [opts])
   end
@@ -191,6 +192,17 @@ defmodule Caravan.Cluster.StrategyDiagnosticsTest do
     assert warning =~
              "no -caravan_nameservers / CARAVAN_NAMESERVERS is configured, so the OS resolver " <>
                "was asked; for .consul names set CARAVAN_NAMESERVERS=<consul-ip>:8600"
+  end
+
+  test "a node_sname that does not match this node's name is told at start", %{n1: n1, ns: ns} do
+    {:ok, _} = strategy(n1, :sname, "_solo._tcp.service.consul", ns, node_sname: "web")
+
+    eventually_warned(
+      n1,
+      "[caravan] topology sname: this node is app-4370@web1.node.dc1.consul, but peers dial " <>
+        ~s[web-4370@web1.node.dc1.consul (node_sname "web"): make the name part of the node ] <>
+        "name and the topology's :node_sname agree"
+    )
   end
 
   test "a node named without a port is told at start that peers dial <sname>-<port>@host",
