@@ -16,11 +16,15 @@ defmodule Caravan.Diagnose do
   configs, keyword lists as `Caravan.Cluster.DnsStrategy` takes; default:
   the strategies running on this node, else the Caravan topologies in
   `config :libcluster, :topologies`), `:tcp_timeout` (ms per TCP probe,
-  default 1000).
+  default 1000), `:outside` (default false; true when run from outside
+  the cluster, as `mix caravan.doctor` is: this node's own distribution
+  and connections are not judged).
   """
   @spec report(keyword()) :: String.t()
   def report(opts \\ []) do
+    outside? = Keyword.get(opts, :outside, false)
     {node_lines, node_problems} = this_node()
+    node_problems = if outside?, do: [], else: node_problems
     {ns_lines, ns_problems} = nameserver_section()
 
     {topology_lines, topology_problems} =
@@ -326,7 +330,11 @@ defmodule Caravan.Diagnose do
     tcp_timeout = Keyword.get(opts, :tcp_timeout, 1_000)
 
     nodes
-    |> Task.async_stream(&Probe.check(&1, tcp_timeout: tcp_timeout),
+    |> Task.async_stream(
+      &Probe.check(&1,
+        tcp_timeout: tcp_timeout,
+        expect_connected: not Keyword.get(opts, :outside, false)
+      ),
       max_concurrency: 32,
       timeout: @probe_bound,
       on_timeout: :kill_task,

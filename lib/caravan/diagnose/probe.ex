@@ -26,7 +26,8 @@ defmodule Caravan.Diagnose.Probe do
   Probes `node` (an atom): resolves its host the way the epmd module does
   (`Caravan.Epmd.HostResolver`), opens and closes one TCP connection to
   `ip:port` (bounded by `opts[:tcp_timeout]`, ms, default 1000), and looks
-  at `Node.list/1`. Returns `t:t/0`; `:problem` is `nil` when nothing is
+  at `Node.list/1`. With `expect_connected: false` (a check from outside
+  the cluster) a node that accepts TCP is fine. Returns `t:t/0`; `:problem` is `nil` when nothing is
   wrong, else one sentence naming the cause and the next step.
   """
   @spec check(node(), keyword()) :: t()
@@ -55,7 +56,8 @@ defmodule Caravan.Diagnose.Probe do
               {:error, _} -> probe
             end
 
-          %{probe | problem: problem(probe)}
+          expect = Keyword.get(opts, :expect_connected, true)
+          %{probe | problem: problem(Map.put(probe, :expect_connected?, expect))}
       end
     else
       {:error, {_kind, message}} ->
@@ -157,6 +159,8 @@ defmodule Caravan.Diagnose.Probe do
         "cannot reach #{where} (#{inspect(other)})"
     end
   end
+
+  defp problem(%{tcp: :open, connected?: false, expect_connected?: false}), do: nil
 
   defp problem(%{tcp: :open, connected?: false, resolve: {:ok, ip}, port: port} = probe) do
     if own_address?(ip, port) do
