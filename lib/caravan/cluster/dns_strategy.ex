@@ -272,15 +272,9 @@ defmodule Caravan.Cluster.DnsStrategy do
       log(:debug, config, "DNS lists #{length(result.found)} node(s): #{inspect(result.found)}")
     end
 
-    # Forget connect warnings about nodes DNS no longer lists, so the set
-    # of warnings stays as small as the answer.
+    # Forget unreachable nodes DNS no longer lists, so the ledger stays as
+    # small as the answer.
     found = MapSet.new(result.found)
-
-    warnings =
-      Warnings.clear_if(state.warnings, fn
-        {:connect, node} -> not MapSet.member?(found, node)
-        _other -> false
-      end)
 
     last_poll =
       result
@@ -290,8 +284,7 @@ defmodule Caravan.Cluster.DnsStrategy do
     state =
       %{
         state
-        | warnings: warnings,
-          known: known,
+        | known: known,
           last_poll: last_poll,
           unreachable: Unreachable.keep(state.unreachable, found)
       }
