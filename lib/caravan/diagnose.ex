@@ -301,17 +301,23 @@ defmodule Caravan.Diagnose do
             {:error, "#{kind}: #{message}"}
         end
       else
-        case config.dns_client.get_nodes(query) do
-          {:ok, peers} -> {:ok, peers}
-          {:error, reason} -> {:error, inspect(reason)}
-          peers when is_list(peers) -> {:ok, peers}
+        try do
+          case config.dns_client.get_nodes(query) do
+            {:ok, peers} when is_list(peers) -> {:ok, peers}
+            {:error, reason} -> {:error, inspect(reason)}
+            peers when is_list(peers) -> {:ok, peers}
+            other -> {:error, "the DNS client returned #{inspect(other)}"}
+          end
+        catch
+          kind, reason -> {:error, Exception.format_banner(kind, reason)}
         end
       end
 
     case result do
       {:ok, peers} ->
         nodes =
-          for {port, host} <- Enum.take(peers, config.max_nodes),
+          for {port, host} when is_integer(port) and (is_binary(host) or is_list(host)) <-
+                Enum.take(peers, config.max_nodes),
               {:ok, node} <-
                 [Caravan.Epmd.node_name(config.node_sname, port, to_string(host))],
               do: node

@@ -147,6 +147,21 @@ defmodule Caravan.DiagnoseTest do
     refute report =~ "DNS lists no instances"
   end
 
+  test "a node_sname that does not match the node names", %{n1: n1, ns: ns} do
+    topology = Keyword.put(topology(ns, "_app._tcp.service.consul"), :node_sname, "web")
+    report = diagnose(n1, topologies: [topology])
+
+    assert report =~
+             "topology caravan: this node is app-4370@web1.node.dc1.consul, but peers dial " <>
+               ~s[web-4370@web1.node.dc1.consul (node_sname "web"): make the name part]
+
+    # The names DNS gives with that node_sname: nobody answers to them.
+    assert report =~
+             "web-4370@web2.node.dc1.consul: resolves to 127.0.0.3, port 4370 accepts TCP, NOT connected"
+
+    assert report =~ "DNS does not list this node (app-4370@web1.node.dc1.consul)"
+  end
+
   test "a node named without a port: peers dial <sname>-<port>@host", %{n7: n7, ns: ns} do
     report = diagnose(n7, topologies: [topology(ns, "_noport._tcp.service.consul")])
 

@@ -111,13 +111,17 @@ defmodule Caravan.Diagnose.Probe do
   Whether peers of a topology with `node_sname` can reach `node` (this
   node) by name: they dial `:"<node_sname>-<port>@<host>"` (SRV port and
   target). Returns `nil` when the name fits (or the node is not
-  distributed), else a sentence naming the name peers will dial and the fix.
+  distributed, or started with `-dist_listen false`: never dialed), else a
+  sentence naming the name peers will dial and the fix.
   """
   @spec name_mismatch(node(), String.t()) :: nil | String.t()
   def name_mismatch(:nonode@nohost, _sname), do: nil
 
   def name_mismatch(node, sname) do
-    with [name, host] <- String.split(Atom.to_string(node), "@", parts: 2),
+    # A -dist_listen false node listens nowhere and is never dialed: its
+    # name may be anything.
+    with false <- :init.get_argument(:dist_listen) == {:ok, [[~c"false"]]},
+         [name, host] <- String.split(Atom.to_string(node), "@", parts: 2),
          {:ok, port} <- Caravan.Epmd.fetch_dist_port(node) do
       expected = "#{sname}-#{port}@#{host}"
 
