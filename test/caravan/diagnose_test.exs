@@ -20,6 +20,8 @@ defmodule Caravan.DiagnoseTest do
       {"web3.node.dc1.consul", "127.0.0.4"},
       # a node with another cookie
       {"web5.node.dc1.consul", "127.0.0.6"},
+      # a "firewall" that drops SYNs (a listener whose accept queue is full)
+      {"web6.node.dc1.consul", "127.0.0.7"},
       # a node named without a port (app@web7...)
       {"web7.node.dc1.consul", "127.0.0.8"}
     ]
@@ -35,7 +37,14 @@ defmodule Caravan.DiagnoseTest do
       {"_noport._tcp.service.consul", "web7.node.dc1.consul", 4370}
     ]
 
-    dns = Dnsmasq.start(port: 8600, srv: srv, hosts: hosts)
+    dns =
+      Dnsmasq.start(
+        port: 8600,
+        srv: [{"_fw._tcp.service.consul", "web6.node.dc1.consul", 4370} | srv],
+        hosts: hosts
+      )
+
+    dropping_listener({127, 0, 0, 7}, 4370)
     on_exit(fn -> Dnsmasq.stop(dns) end)
     ns = Dnsmasq.nameserver(dns)
     env = [env: [{"CARAVAN_NAMESERVERS", ns}]]
@@ -162,6 +171,14 @@ defmodule Caravan.DiagnoseTest do
     assert report =~ "DNS does not list this node (app-4370@web1.node.dc1.consul)"
   end
 
+  test "a peer behind a firewall that drops packets: TCP timed out", %{n1: n1, ns: ns} do
+    report = diagnose(n1, topologies: [topology(ns, "_fw._tcp.service.consul")], tcp_timeout: 500)
+
+    assert report =~
+             "app-4370@web6.node.dc1.consul: no answer from 127.0.0.7:4370 (TCP connect timed " <>
+               "out): a firewall drops the packets, or the host is down"
+  end
+
   test "a node named without a port: peers dial <sname>-<port>@host", %{n7: n7, ns: ns} do
     report = diagnose(n7, topologies: [topology(ns, "_noport._tcp.service.consul")])
 
@@ -184,5 +201,15 @@ defmodule Caravan.DiagnoseTest do
     assert report =~
              "no -caravan_nameservers / CARAVAN_NAMESERVERS is configured, so the OS " <>
                "resolver was asked; for .consul names set CARAVAN_NAMESERVERS"
+  end
+
+  # Stands in for a firewall that drops packets: a listener with a zero
+  # backlog whose one queued connection is never accepted, so Linux drops
+  # further SYNs and connects time out (no iptables rule touches the host).
+  defp dropping_listener(ip, port) do
+    {:ok, listener} = :gen_tcp.listen(port, ip: ip, backlog: 0, active: false)
+    {:ok, _filler} = :gen_tcp.connect(ip, port, [], 1_000)
+    {:error, :timeout} = :gen_tcp.connect(ip, port, [], 300)
+    listener
   end
 end

@@ -62,7 +62,8 @@ defmodule Caravan.Epmd.BootCheck do
           "-no_epmd is set together with -epmd_module Elixir.Caravan.Epmd.Client: OTP " <>
             "then never starts the epmd module, so node #{name} listens on port #{port}, " <>
             "not #{expected} from its name, and -caravan_nameservers is not read. " <>
-            "Replace -no_epmd with -start_epmd false (and drop the -proto_dist it needed)."}}
+            "Replace -no_epmd with -start_epmd false (a -proto_dist inet_tcp added only " <>
+            "for -no_epmd can go too)."}}
 
       {:ok, _} ->
         # start_link/0 never ran: read the resolver config now.

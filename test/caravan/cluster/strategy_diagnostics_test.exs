@@ -15,6 +15,8 @@ defmodule Caravan.Cluster.StrategyDiagnosticsTest do
       {"web1.node.dc1.consul", "127.0.0.2"},
       {"web3.node.dc1.consul", "127.0.0.4"},
       {"web5.node.dc1.consul", "127.0.0.6"},
+      # a "firewall" that drops SYNs (a listener whose accept queue is full)
+      {"web6.node.dc1.consul", "127.0.0.7"},
       {"web7.node.dc1.consul", "127.0.0.8"}
     ]
 
@@ -31,7 +33,14 @@ defmodule Caravan.Cluster.StrategyDiagnosticsTest do
       {"_noport._tcp.service.consul", "web7.node.dc1.consul", 4370}
     ]
 
-    dns = Dnsmasq.start(port: 8600, srv: srv, hosts: hosts)
+    dns =
+      Dnsmasq.start(
+        port: 8600,
+        srv: [{"_fw._tcp.service.consul", "web6.node.dc1.consul", 4370} | srv],
+        hosts: hosts
+      )
+
+    dropping_listener({127, 0, 0, 7}, 4370)
     on_exit(fn -> Dnsmasq.stop(dns) end)
     ns = Dnsmasq.nameserver(dns)
     env = [env: [{"CARAVAN_NAMESERVERS", ns}]]
@@ -114,6 +123,18 @@ defmodule Caravan.Cluster.StrategyDiagnosticsTest do
     for host <- ["web3", "web4", "web5"] do
       assert [_] = warnings(n1, "topology broken: cannot connect to app-4370@#{host}.node")
     end
+  end
+
+  test "a peer behind a firewall that drops packets: the connect timed out, and why",
+       %{n1: n1, ns: ns} do
+    {:ok, _} = strategy(n1, :fw, "_fw._tcp.service.consul", ns, connect_timeout: 1_000)
+
+    eventually_warned(
+      n1,
+      "[caravan] topology fw: cannot connect to app-4370@web6.node.dc1.consul: no answer " <>
+        "within connect_timeout; no answer from 127.0.0.7:4370 (TCP connect timed out): a " <>
+        "firewall drops the packets, or the host is down"
+    )
   end
 
   test "a node that stays unreachable is reported again, at the bounded rate", %{n1: n1, ns: ns} do
@@ -215,5 +236,26 @@ defmodule Caravan.Cluster.StrategyDiagnosticsTest do
         "port: it listens on 4370, but peers dial app-4370@web7.node.dc1.consul; name it " <>
         "app-4370@web7.node.dc1.consul"
     )
+
+    # It dials the name DNS gives, reaches its own address (OTP logs
+    # "Cannot get connection id"), and the warning says why.
+    eventually_warned(
+      n7,
+      "[caravan] topology noport: cannot connect to app-4370@web7.node.dc1.consul: no answer " <>
+        "within connect_timeout; web7.node.dc1.consul resolves to 127.0.0.8:4370, this node's " <>
+        "own address and port (this node is app@web7.node.dc1.consul): either this node's " <>
+        "name is not the one peers dial (app-4370@web7.node.dc1.consul), or several nodes " <>
+        "share one address; give each its own with -kernel inet_dist_use_interface"
+    )
+  end
+
+  # Stands in for a firewall that drops packets: a listener with a zero
+  # backlog whose one queued connection is never accepted, so Linux drops
+  # further SYNs and connects time out (no iptables rule touches the host).
+  defp dropping_listener(ip, port) do
+    {:ok, listener} = :gen_tcp.listen(port, ip: ip, backlog: 0, active: false)
+    {:ok, _filler} = :gen_tcp.connect(ip, port, [], 1_000)
+    {:error, :timeout} = :gen_tcp.connect(ip, port, [], 300)
+    listener
   end
 end
