@@ -115,6 +115,19 @@ defmodule Caravan.ReleaseConsulTest do
 
     check_remote(ctx)
 
+    # The issue's failure, reproduced: without CARAVAN_NAMESERVERS in the
+    # env.sh the scripts source, the helper cannot resolve the .consul host
+    # and `stop` fails while the node keeps running.
+    env_sh = Path.join([Path.dirname(ctx.bin), "..", "releases", "0.1.0", "env.sh"])
+    original = File.read!(env_sh)
+    assert original =~ "export CARAVAN_NAMESERVERS="
+    File.write!(env_sh, String.replace(original, ~r/^export CARAVAN_NAMESERVERS=.*$/m, ""))
+    {out, status} = run(ctx, ["stop"])
+    File.write!(env_sh, original)
+    assert status != 0
+    assert out =~ "nodedown"
+    assert File.exists?("/proc/#{ctx.os_pid}")
+
     {out, status} = run(ctx, ["stop"])
     assert status == 0, out
     assert BeamNode.eventually(fn -> not File.exists?("/proc/#{ctx.os_pid}") end, 30_000)
