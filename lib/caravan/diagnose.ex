@@ -180,7 +180,7 @@ defmodule Caravan.Diagnose do
   defp topologies(opts) do
     case Keyword.fetch(opts, :topologies) do
       {:ok, configs} ->
-        for config <- configs, {:ok, config} <- [Config.new(config)], do: {"given", config, nil}
+        Enum.map(configs, &checked("given", &1))
 
       :error ->
         case running() do
@@ -208,11 +208,27 @@ defmodule Caravan.Diagnose do
   end
 
   defp configured do
-    for {_name, topology} <- Application.get_env(:libcluster, :topologies, []),
-        topology[:strategy] == Caravan.Cluster.DnsStrategy,
-        {:ok, config} <- [Config.new(Keyword.get(topology, :config, []))] do
-      {"config :libcluster (not running)", config, nil}
+    for {name, topology} <- Application.get_env(:libcluster, :topologies, []),
+        topology[:strategy] == Caravan.Cluster.DnsStrategy do
+      checked(
+        "config :libcluster (not running)",
+        [topology: name] ++ Keyword.get(topology, :config, [])
+      )
     end
+  end
+
+  # A topology config as given: {source, config, nil}, or {:invalid,
+  # source, message} when the strategy would refuse it.
+  defp checked(source, config) do
+    case Config.new(config) do
+      {:ok, config} -> {source, config, nil}
+      {:error, message} -> {:invalid, source, message}
+    end
+  end
+
+  defp topology({:invalid, source, message}, _opts) do
+    {["Topology (#{source}): INVALID CONFIG: #{message}", ""],
+     ["a topology config is invalid (the strategy refuses to start with it): #{message}"]}
   end
 
   defp topology({source, config, last_poll}, opts) do

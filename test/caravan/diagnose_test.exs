@@ -179,6 +179,15 @@ defmodule Caravan.DiagnoseTest do
                "out): a firewall drops the packets, or the host is down"
   end
 
+  test "a misspelt topology key is a problem, naming the nearest key", %{n1: n1, ns: ns} do
+    topology = topology(ns, "_app._tcp.service.consul") ++ [pol_interval: 1000]
+    report = diagnose(n1, topologies: [topology])
+
+    assert report =~
+             "a topology config is invalid (the strategy refuses to start with it): unknown " <>
+               "key :pol_interval; did you mean :poll_interval?"
+  end
+
   test "a node named without a port: peers dial <sname>-<port>@host", %{n7: n7, ns: ns} do
     report = diagnose(n7, topologies: [topology(ns, "_noport._tcp.service.consul")])
 
