@@ -235,7 +235,7 @@ defmodule Caravan.Diagnose do
     header = [
       "Topology #{config.topology}: #{source}",
       "  query:          #{Enum.map_join(config.queries, ", ", &inspect/1)}",
-      "  node_sname:     #{config.node_sname}, node_host: #{config.node_host}",
+      names_line(config),
       "  nameservers:    #{nameservers_text(config.nameservers)}"
     ]
 
@@ -279,6 +279,12 @@ defmodule Caravan.Diagnose do
     {lines, problems}
   end
 
+  defp names_line(%{record_type: :srv} = config),
+    do: "  node_sname:     #{config.node_sname}, node_host: #{config.node_host}"
+
+  defp names_line(config),
+    do: "  record_type:    #{config.record_type}, node_basename: #{config.node_basename}"
+
   defp last_poll_lines(nil), do: []
 
   defp last_poll_lines(%{at: at} = poll) do
@@ -298,7 +304,17 @@ defmodule Caravan.Diagnose do
   defp nameservers_text([]), do: "the system's resolv.conf"
   defp nameservers_text(list), do: Enum.join(list, ", ")
 
-  # {query, {:ok, count} | {:error, text}, node names}
+  # {query, {:ok, count} | {:none, text} | {:error, text}, node names}
+  # A/AAAA topologies: the strategy's own poll (Caravan.Cluster.Poll).
+  defp lookup(%{record_type: type} = config, query) when type != :srv do
+    result = Caravan.Cluster.Poll.run(%{config | queries: [query]}, MapSet.new())
+
+    case result.errors do
+      [{_query, reason} | _] -> {query, {:error, inspect(reason)}, []}
+      [] -> {query, {:ok, length(result.found)}, result.found}
+    end
+  end
+
   defp lookup(config, query) do
     result =
       if config.dns_client == Caravan.DnsClient.Native do

@@ -114,8 +114,10 @@ defmodule Caravan.Diagnose.Probe do
   distributed, or started with `-dist_listen false`: never dialed), else a
   sentence naming the name peers will dial and the fix.
   """
-  @spec name_mismatch(node(), String.t()) :: nil | String.t()
+  @spec name_mismatch(node(), String.t() | nil) :: nil | String.t()
   def name_mismatch(:nonode@nohost, _sname), do: nil
+  # record_type :a/:aaaa/:ip topologies name nodes <node_basename>@<ip>.
+  def name_mismatch(_node, nil), do: nil
 
   def name_mismatch(node, sname) do
     # A -dist_listen false node listens nowhere and is never dialed: its
