@@ -50,16 +50,37 @@ defmodule Caravan.BootCheckTest do
     refute BeamNode.listening?({127, 0, 4, 2}, 4932)
   end
 
-  test "a node name without a port boots on 4370 and warns that peers dial <sname>-<port>@host" do
+  test "a node name without a port boots on 4370 without a boot warning when no SRV topology is configured" do
+    # app@<ip> is how A/AAAA topologies (record_type: :a) name nodes; the
+    # SRV case is told by the strategy at start (strategy_diagnostics_test).
     {out, 0} = erl(["-name", "app@127.0.4.3"] ++ BeamNode.erl_args({127, 0, 4, 3}))
-
     assert out =~ "booted as app@127.0.4.3"
+    refute out =~ "[caravan]"
+  end
 
-    assert out =~
-             "[caravan] warning: node name app@127.0.4.3 has no port in its name part: it " <>
-               "listens on 4370, but Caravan.Cluster.DnsStrategy's peers dial " <>
-               "<node_sname>-<port>@<host> (app-4370@127.0.4.3) and will not reach it. " <>
-               "Name the node app-4370@127.0.4.3"
+  test "the boot warning for a name without a port, given a Caravan SRV topology in libcluster's config" do
+    srv = [
+      caravan: [
+        strategy: Caravan.Cluster.DnsStrategy,
+        config: [query: "_app._tcp.service.consul", node_sname: "app"]
+      ]
+    ]
+
+    a = [
+      caravan: [strategy: Caravan.Cluster.DnsStrategy, config: [query: "app", record_type: :a]]
+    ]
+
+    assert Caravan.Epmd.BootCheck.name_without_port_message(:app, ~c"web1", 4370, srv) ==
+             "node name app@web1 has no port in its name part: it listens on 4370, but " <>
+               "Caravan.Cluster.DnsStrategy's peers dial <node_sname>-<port>@<host> " <>
+               "(app-4370@web1) and will not reach it. Name the node app-4370@web1 " <>
+               "(RELEASE_NODE in rel/env.sh.eex)."
+
+    assert Caravan.Epmd.BootCheck.name_without_port_message(:"app-4370", ~c"web1", 4370, srv) ==
+             nil
+
+    assert Caravan.Epmd.BootCheck.name_without_port_message(:app, ~c"web1", 4370, a) == nil
+    assert Caravan.Epmd.BootCheck.name_without_port_message(:app, ~c"web1", 4370, :junk) == nil
   end
 
   test "a second node on the same port and every address fails, suggesting inet_dist_use_interface" do

@@ -77,25 +77,61 @@ defmodule Caravan.Epmd.BootCheck do
 
   @doc """
   Warns (does not stop the boot) when the node name has no port in its
-  name part (`app@host`): it listens on #{4370}, but
-  `Caravan.Cluster.DnsStrategy` peers dial `<node_sname>-<port>@<host>`,
-  a name this node does not have.
+  name part (`app@host`, listening on #{4370}) while a
+  `Caravan.Cluster.DnsStrategy` SRV topology is configured
+  (`config :libcluster, :topologies`, loaded before the kernel starts in a
+  release): its peers dial `<node_sname>-<port>@<host>`, a name this node
+  does not have. A/AAAA topologies (`record_type: :a`) name nodes
+  `<basename>@<ip>`, so no warning then; outside a release the strategy
+  warns when it starts instead.
   """
   @spec name_without_port(atom() | charlist(), charlist(), :inet.port_number()) :: :ok
   def name_without_port(name, host, port) do
-    name = to_string(name)
+    topologies =
+      case :application.get_env(:libcluster, :topologies) do
+        {:ok, topologies} -> topologies
+        :undefined -> []
+      end
 
-    if name != "" and String.last(name) not in ~w(0 1 2 3 4 5 6 7 8 9) do
-      warn(
-        "node name #{name}@#{host} has no port in its name part: it listens on #{port}, " <>
-          "but Caravan.Cluster.DnsStrategy's peers dial <node_sname>-<port>@<host> " <>
-          "(#{name}-#{port}@#{host}) and will not reach it. Name the node " <>
-          "#{name}-#{port}@#{host} (RELEASE_NODE in rel/env.sh.eex)."
-      )
+    case name_without_port_message(name, host, port, topologies) do
+      nil -> :ok
+      message -> warn(message)
     end
-
-    :ok
   end
+
+  @doc """
+  The warning of `name_without_port/3` for libcluster `topologies`, or nil.
+  `name` is the name part (text before any `@` is used).
+  """
+  @spec name_without_port_message(atom() | charlist(), charlist(), :inet.port_number(), term()) ::
+          String.t() | nil
+  def name_without_port_message(name, host, port, topologies) do
+    name = name |> to_string() |> String.split("@") |> hd()
+
+    with false <- name == "" or String.last(name) in ~w(0 1 2 3 4 5 6 7 8 9),
+         [sname | _] <- srv_snames(topologies) do
+      "node name #{name}@#{host} has no port in its name part: it listens on #{port}, " <>
+        "but Caravan.Cluster.DnsStrategy's peers dial <node_sname>-<port>@<host> " <>
+        "(#{sname}-#{port}@#{host}) and will not reach it. Name the node " <>
+        "#{sname}-#{port}@#{host} (RELEASE_NODE in rel/env.sh.eex)."
+    else
+      _ -> nil
+    end
+  end
+
+  # The node_sname of each Caravan SRV topology in libcluster's config.
+  defp srv_snames(topologies) when is_list(topologies) do
+    for {_name, topology} <- topologies,
+        Keyword.keyword?(topology),
+        topology[:strategy] == Caravan.Cluster.DnsStrategy,
+        config = Keyword.get(topology, :config, []),
+        Keyword.keyword?(config),
+        Keyword.get(config, :record_type, :srv) == :srv,
+        is_binary(config[:node_sname]),
+        do: config[:node_sname]
+  end
+
+  defp srv_snames(_topologies), do: []
 
   defp warn(message),
     do: :erlang.display_string(String.to_charlist("[caravan] warning: " <> message <> "\n"))
