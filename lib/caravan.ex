@@ -57,14 +57,22 @@ defmodule Caravan do
 
   Options: `:topologies` (a list of topology configs, keyword lists as
   the strategy takes, instead of the running ones), `:tcp_timeout` (ms,
-  default 1000), `:print` (default `true`).
+  default 1000), `:outside` (default `false`; `true` from a VM that is
+  not a member, as `mix caravan.doctor`: connections are not judged),
+  `:print` (default `true`).
 
-  Returns the report (a string).
+  Returns `:ok` after printing the report (so an IEx remote shell shows it
+  once), or the report as a string with `print: false`.
   """
-  @spec diagnose(keyword()) :: String.t()
+  @spec diagnose(keyword()) :: :ok | String.t()
   def diagnose(opts \\ []) do
     report = Caravan.Diagnose.report(opts)
-    if Keyword.get(opts, :print, true), do: IO.write(report)
-    report
+
+    if Keyword.get(opts, :print, true) do
+      IO.write(report)
+      :ok
+    else
+      report
+    end
   end
 end

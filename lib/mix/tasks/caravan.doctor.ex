@@ -56,8 +56,11 @@ defmodule Mix.Tasks.Caravan.Doctor do
       end
 
     report =
-      Caravan.diagnose(diagnose_opts ++ [tcp_timeout: opts[:tcp_timeout] || 1_000, outside: true])
+      Caravan.diagnose(
+        diagnose_opts ++ [tcp_timeout: opts[:tcp_timeout] || 1_000, outside: true, print: false]
+      )
 
+    IO.write(report)
     unless report =~ "Verdict: no problems found.", do: exit({:shutdown, 1})
     :ok
   end
