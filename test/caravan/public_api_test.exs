@@ -8,7 +8,7 @@ defmodule Caravan.PublicApiTest do
   use ExUnit.Case, async: true
 
   @expected %{
-    Caravan => ~w(type:error/0 type:error_kind/0),
+    Caravan => ~w(function:diagnose/1 type:error/0 type:error_kind/0),
     Caravan.Cluster.DnsStrategy => ~w(function:child_spec/1 function:start_link/1),
     Caravan.DNS => ~w(function:lookup_srv/2 type:reason/0 type:record/0),
     Caravan.DnsClient => ~w(callback:get_nodes/1 callback:get_nodes/2 type:peer/0 type:result/0),
@@ -21,8 +21,10 @@ defmodule Caravan.PublicApiTest do
       ~w(function:accept/1 function:accept_connection/5 function:address/0 function:close/1 function:getopts/2 function:is_node_name/1 function:listen/1 function:listen/2 function:select/1 function:setopts/2 function:setup/5),
     # The events are documented; execute/3 is not.
     Caravan.Telemetry => [],
+    Mix.Tasks.Caravan.Doctor => [],
     Mix.Tasks.Caravan.Lookup => [],
     Mix.Tasks.Caravan.Port => [],
+    Mix.Tasks.Caravan.Precompile => [],
     Mix.Tasks.Compile.CaravanNative => []
   }
 
