@@ -14,9 +14,15 @@ defmodule Caravan do
     * **A native core.** The port rule and the SRV lookups run in a Rust NIF
       (`native/`), lookups on a tokio runtime off the BEAM schedulers.
 
-  ## vm.args
+  ## Release setup
 
-      -name app-4370@web1.node.dc1.consul
+      # rel/env.sh.eex (sourced for the node and the helper nodes of
+      # bin/app remote|rpc|stop|pid)
+      export RELEASE_DISTRIBUTION=name
+      export RELEASE_NODE=app-4370@web1.node.dc1.consul
+      export CARAVAN_NAMESERVERS=127.0.0.1:8600
+
+      # rel/vm.args.eex and rel/remote.vm.args.eex
       -start_epmd false
       -epmd_module Elixir.Caravan.Epmd.Client
 
@@ -43,7 +49,8 @@ defmodule Caravan do
   mean the answer is unknown.
 
   Bad arguments and options: `:invalid_query`, `:invalid_nameserver`,
-  `:invalid_option` (also a bad strategy config or boot flag).
+  `:invalid_option` (also a bad strategy config or boot flag);
+  `:invalid_config` (the reason a topology with a bad config stops with).
 
   The environment: `:config` (the resolver cannot be set up, e.g. an
   unreadable resolv.conf), `:runtime` (Caravan's tokio runtime cannot
@@ -73,6 +80,7 @@ defmodule Caravan do
           | :invalid_query
           | :invalid_nameserver
           | :invalid_option
+          | :invalid_config
           | :config
           | :runtime
           | :native_library
@@ -83,4 +91,49 @@ defmodule Caravan do
 
   @typedoc "An error: `{kind, message}` (see `t:error_kind/0`)."
   @type error :: {error_kind(), String.t()}
+
+  @doc """
+  Prints, and returns, a plain-text report of why this node's cluster does
+  or does not form, for a person to read or paste into an issue. From a
+  running release:
+
+      bin/app rpc 'Caravan.diagnose()'
+
+  and in development `mix caravan.doctor`.
+
+  The report has: this node's name, distribution port, listen address,
+  creation, epmd module and the Caravan flags in force; the nameservers
+  the epmd module resolves peers' hosts with and where they came from
+  (`-caravan_nameservers`, `CARAVAN_NAMESERVERS`, none); for each topology
+  (the `Caravan.Cluster.DnsStrategy` processes running here, else the
+  Caravan topologies of `config :libcluster, :topologies`) its query and
+  a lookup made now, and for every node DNS lists whether its host
+  resolves, whether its port accepts TCP and whether it is connected; then
+  a verdict: each problem found with its next step.
+
+  It never prints the cookie or TLS key material (only whitelisted flags
+  are shown). Every network step is bounded: host lookups by the
+  resolver's timeout, TCP probes by `:tcp_timeout`, the probe of one
+  node by 5000 ms; probes run in parallel.
+
+  Options: `:topologies` (a list of topology configs, keyword lists as
+  the strategy takes, instead of the running ones), `:tcp_timeout` (ms,
+  default 1000), `:outside` (default `false`; `true` from a VM that is
+  not a member, as `mix caravan.doctor`: connections are not judged),
+  `:print` (default `true`).
+
+  Returns `:ok` after printing the report (so an IEx remote shell shows it
+  once), or the report as a string with `print: false`.
+  """
+  @spec diagnose(keyword()) :: :ok | String.t()
+  def diagnose(opts \\ []) do
+    report = Caravan.Diagnose.report(opts)
+
+    if Keyword.get(opts, :print, true) do
+      IO.write(report)
+      :ok
+    else
+      report
+    end
+  end
 end

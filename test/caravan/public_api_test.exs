@@ -8,10 +8,12 @@ defmodule Caravan.PublicApiTest do
   use ExUnit.Case, async: true
 
   @expected %{
-    Caravan => ~w(type:error/0 type:error_kind/0),
+    Caravan => ~w(function:diagnose/1 type:error/0 type:error_kind/0),
     Caravan.Cluster.DnsStrategy => ~w(function:child_spec/1 function:start_link/1),
-    Caravan.DNS => ~w(function:lookup_srv/2 type:reason/0 type:record/0),
+    Caravan.DNS =>
+      ~w(function:lookup_srv/2 function:vm_nameservers/0 type:reason/0 type:record/0),
     Caravan.DnsClient => ~w(callback:get_nodes/1 callback:get_nodes/2 type:peer/0 type:result/0),
+    Caravan.DnsClient.InetRes => ~w(function:get_nodes/1 function:get_nodes/2),
     Caravan.DnsClient.Native => ~w(function:get_nodes/1 function:get_nodes/2),
     Caravan.Epmd =>
       ~w(function:dist_port/1 function:fetch_dist_port/1 function:listen_port/1 function:node_name/3 type:error/0 type:node_name/0),
@@ -21,8 +23,10 @@ defmodule Caravan.PublicApiTest do
       ~w(function:accept/1 function:accept_connection/5 function:address/0 function:close/1 function:getopts/2 function:is_node_name/1 function:listen/1 function:listen/2 function:select/1 function:setopts/2 function:setup/5),
     # The events are documented; execute/3 is not.
     Caravan.Telemetry => [],
+    Mix.Tasks.Caravan.Doctor => [],
     Mix.Tasks.Caravan.Lookup => [],
     Mix.Tasks.Caravan.Port => [],
+    Mix.Tasks.Caravan.Precompile => [],
     Mix.Tasks.Compile.CaravanNative => []
   }
 

@@ -15,6 +15,7 @@ defmodule Caravan.Cluster.Config do
   @default_connect_timeout 10_000
   @default_connect_concurrency 16
   @default_max_nodes 1024
+  @default_report_interval 300_000
 
   defstruct topology: :caravan,
             connect: {:net_kernel, :connect_node, []},
@@ -31,6 +32,7 @@ defmodule Caravan.Cluster.Config do
             prune: false,
             node_host: :auto,
             max_nodes: @default_max_nodes,
+            report_interval: @default_report_interval,
             record_type: :srv,
             node_basename: nil,
             libcluster: false
@@ -52,6 +54,7 @@ defmodule Caravan.Cluster.Config do
           prune: boolean(),
           node_host: :auto | :target | :ip,
           max_nodes: pos_integer(),
+          report_interval: pos_integer(),
           record_type: :srv | :a | :aaaa | :ip,
           node_basename: String.t() | nil,
           libcluster: boolean()
@@ -93,7 +96,8 @@ defmodule Caravan.Cluster.Config do
 
     defaults = %__MODULE__{}
 
-    with {:ok, query} <-
+    with :ok <- known_keys(opts),
+         {:ok, query} <-
            fetch(opts, :query, nil, &queries?/1, "a non-empty string or a list of them"),
          {:ok, record_type} <-
            fetch(
@@ -165,7 +169,15 @@ defmodule Caravan.Cluster.Config do
              ":auto, :target or :ip"
            ),
          {:ok, max_nodes} <-
-           fetch(opts, :max_nodes, defaults.max_nodes, &pos_int/1, "a positive integer") do
+           fetch(opts, :max_nodes, defaults.max_nodes, &pos_int/1, "a positive integer"),
+         {:ok, report_interval} <-
+           fetch(
+             opts,
+             :report_interval,
+             defaults.report_interval,
+             &pos_int/1,
+             "a positive integer (ms)"
+           ) do
       {:ok,
        %__MODULE__{
          topology: topology,
@@ -185,9 +197,47 @@ defmodule Caravan.Cluster.Config do
          connect_concurrency: concurrency,
          prune: prune,
          node_host: node_host,
-         max_nodes: max_nodes
+         max_nodes: max_nodes,
+         report_interval: report_interval
        }}
     end
+  end
+
+  # Every key the strategy reads; anything else is a typo or a key of
+  # another strategy, refused so that it never passes silently.
+  @known_keys ~w(query consul_service node_sname node_host poll_interval nameservers timeout
+                 prune max_nodes connect_timeout connect_concurrency dns_client topology
+                 connect disconnect list_nodes report_interval record_type node_basename
+                 polling_interval)a
+
+  @doc """
+  The config keys a topology accepts (see `Caravan.Cluster.DnsStrategy`).
+  """
+  @spec known_keys() :: [atom()]
+  def known_keys, do: @known_keys
+
+  defp known_keys(opts) do
+    case Enum.uniq(for {key, _} <- opts, key not in @known_keys, do: key) do
+      [] ->
+        :ok
+
+      unknown ->
+        {:error,
+         Enum.map_join(unknown, "; ", fn key ->
+           "unknown key #{inspect(key)}" <>
+             case nearest_key(key) do
+               nil -> ""
+               near -> "; did you mean #{inspect(near)}?"
+             end
+         end) <> " (known keys: #{Enum.map_join(@known_keys, ", ", &inspect/1)})"}
+    end
+  end
+
+  # The known key nearest to `key` (String.jaro_distance/2), if near at all.
+  defp nearest_key(key) do
+    name = to_string(key)
+    near = Enum.max_by(@known_keys, &String.jaro_distance(name, to_string(&1)))
+    if String.jaro_distance(name, to_string(near)) >= 0.7, do: near
   end
 
   # SRV records name nodes "<node_sname>-<port>@<target>"; A/AAAA records

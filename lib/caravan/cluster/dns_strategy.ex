@@ -77,6 +77,8 @@ defmodule Caravan.Cluster.DnsStrategy do
     * `:dns_client` - a `Caravan.DnsClient`. Default
       `Caravan.DnsClient.Native`; `Caravan.DnsClient.InetRes` is Caravan
       1.x's client on OTP's `:inet_res`.
+    * `:report_interval` - ms between repeated warnings about a node DNS
+      lists that stays unreachable. Default 300000.
     * `:topology`, `:connect`, `:disconnect`, `:list_nodes` - given by
       libcluster; when started without it: `:caravan`,
       `{:net_kernel, :connect_node, []}`, `{:erlang, :disconnect_node, []}`,
@@ -95,8 +97,13 @@ defmodule Caravan.Cluster.DnsStrategy do
   changes nothing: the cluster stays as it is, a warning is logged once per
   failure streak, and the next poll tries again. NXDOMAIN and NODATA mean
   "no instances". Records that cannot make a valid node name (bad target,
-  port 0) are skipped with one warning. An invalid config logs an error and
-  the strategy returns `:ignore` instead of taking the supervisor down.
+  port 0) are skipped with one warning.
+
+  An invalid config fails the start (as dns_cluster does), so a typo stops
+  the boot instead of leaving the node unclustered: an unknown key (named
+  with the nearest known key, `String.jaro_distance/2`) or a bad value is
+  logged at error and `start_link/1` returns
+  `{:error, {:invalid_config, message}}`.
 
   ## Pruning
 
@@ -117,6 +124,22 @@ defmodule Caravan.Cluster.DnsStrategy do
   that is not distributed says so at warning once, when the topology
   starts. See `Caravan.Telemetry` for the events.
 
+  Silence is not health, and a failed connect says why:
+
+    * At start, a warning when this node's own name is not
+      `<node_sname>-<port>@<host>`, the name its peers will dial.
+    * A streak of #{Caravan.Cluster.Silence.polls()} authoritative polls that
+      find no instances (NXDOMAIN, NODATA, no records), or only this node,
+      is a warning once, naming the queries and nameservers; an info line
+      when DNS lists nodes again.
+    * A connect that fails is explained at warning (`Caravan.diagnose/1`'s
+      probe, in its own process: the host did not resolve, naming the
+      nameservers asked; nothing listens on IP:PORT, refused or timed out;
+      the peer answered but the handshake failed, a cookie or name
+      mismatch; not a Caravan name), then again every `:report_interval` ms
+      while DNS lists the node and it stays unreachable; the failures in
+      between are debug.
+
   ## Under libcluster
 
   When libcluster is loaded (`Cluster.Strategy` exists when the topology
@@ -135,7 +158,8 @@ defmodule Caravan.Cluster.DnsStrategy do
   use GenServer
   require Logger
 
-  alias Caravan.Cluster.{Config, Connector, Libcluster, Poll, Warnings}
+  alias Caravan.Cluster.{Config, Connector, Libcluster, Poll, Silence, Unreachable, Warnings}
+  alias Caravan.Diagnose.Probe
 
   @doc """
   A child spec. The id is the `:topology` (libcluster gives each topology
@@ -157,8 +181,10 @@ defmodule Caravan.Cluster.DnsStrategy do
   `%Cluster.Strategy.State{}`; a keyword list starts it without libcluster
   (options in the module doc).
 
-  Returns `{:ok, pid}`, or `:ignore` after logging an error when the config
-  is invalid.
+  Returns `{:ok, pid}`, or `{:error, {:invalid_config, message}}` after
+  logging the message when the config is invalid (an unknown key, with the
+  nearest known one, or a bad value): the start fails, so a typo stops
+  the application's boot instead of leaving the node unclustered.
   """
   @spec start_link([map()] | keyword()) :: GenServer.on_start()
   def start_link([%{config: _} = state]), do: GenServer.start_link(__MODULE__, state)
@@ -172,6 +198,7 @@ defmodule Caravan.Cluster.DnsStrategy do
       {:ok, config} ->
         warn_if_not_distributed(config)
         send(self(), :poll)
+        warn_name_mismatch(config)
 
         {:ok,
          %{
@@ -181,12 +208,27 @@ defmodule Caravan.Cluster.DnsStrategy do
            # The nodes DNS listed (the only ones prune may disconnect).
            known: MapSet.new(),
            warnings: Warnings.new(),
-           connector: Connector.new(config)
+           connector: Connector.new(config),
+           # Streaks of polls that found nobody, or only this node.
+           silence: Silence.new(),
+           # When each unreachable node was last reported.
+           unreachable: Unreachable.new(config.report_interval),
+           # The last poll's outcome, for Caravan.diagnose/1 (:sys.get_state).
+           last_poll: nil
          }}
 
       {:error, {_kind, message}} ->
         Logger.error("[caravan] #{inspect(__MODULE__)} not started: #{message}")
-        :ignore
+        {:stop, {:invalid_config, message}}
+    end
+  end
+
+  # Peers dial "<node_sname>-<port>@<host>": say so at start when this
+  # node's own name is not of that form.
+  defp warn_name_mismatch(config) do
+    case Probe.name_mismatch(node(), config.node_sname) do
+      nil -> :ok
+      problem -> Logger.warning("[caravan] topology #{config.topology}: #{problem}")
     end
   end
 
@@ -209,6 +251,16 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   def handle_info({:DOWN, monitor, :process, _pid, reason}, %{poll: {_tag, monitor}} = state),
     do: {:noreply, warn(%{state | poll: nil}, :poll_crash, "poll crashed: #{inspect(reason)}")}
+
+  def handle_info({:caravan_why, node, why}, %{config: config} = state) do
+    Logger.warning(
+      "[caravan] topology #{config.topology}: cannot connect to #{node}: #{why} " <>
+        "(reported again every #{div(config.report_interval, 1000)} s while DNS lists it " <>
+        "and it stays unreachable)"
+    )
+
+    {:noreply, state}
+  end
 
   def handle_info(message, state) do
     case Connector.handle(state.connector, message) do
@@ -242,9 +294,25 @@ defmodule Caravan.Cluster.DnsStrategy do
         do: MapSet.new(result.found),
         else: MapSet.union(state.known, MapSet.new(result.found))
 
+    # Forget unreachable nodes DNS no longer lists, so the ledger stays as
+    # small as the answer.
+    last_poll =
+      result
+      |> Map.take([:found, :answered, :errors, :invalid])
+      |> Map.put(:at, System.monotonic_time())
+
+    state =
+      %{
+        state
+        | warnings: warnings,
+          known: known,
+          last_poll: last_poll,
+          unreachable: Unreachable.keep(state.unreachable, MapSet.new(result.found))
+      }
+      |> silence(result)
+
     Enum.each(result.departed, &prune(config, &1))
-    connector = Connector.enqueue(state.connector, result.new)
-    %{state | warnings: warnings, known: known, connector: connector}
+    %{state | connector: Connector.enqueue(state.connector, result.new)}
   end
 
   defp prune(%Config{disconnect: {m, f, a}} = config, node) do
@@ -272,7 +340,7 @@ defmodule Caravan.Cluster.DnsStrategy do
   # Under libcluster, libcluster has logged the connect at info already.
   defp connected(%{config: config} = state, node, true) do
     log(if(config.libcluster, do: :debug, else: :info), config, "connected to #{node}")
-    %{state | warnings: Warnings.clear(state.warnings, {:connect, node})}
+    %{state | unreachable: Unreachable.clear(state.unreachable, node)}
   end
 
   defp connected(%{config: config} = state, node, :ignored) do
@@ -280,8 +348,70 @@ defmodule Caravan.Cluster.DnsStrategy do
     state
   end
 
-  defp connected(state, node, failure),
-    do: warn(state, {:connect, node}, "cannot connect to #{node}: #{inspect(failure)}")
+  # A failed connect: the first of a streak, and then one every
+  # report_interval, is explained (Caravan.Diagnose.Probe, in its own
+  # process, which sends {:caravan_why, node, text}); the others are debug.
+  defp connected(%{config: config} = state, node, failure) do
+    now = System.monotonic_time(:millisecond)
+
+    case Unreachable.failed(state.unreachable, node, now) do
+      {true, unreachable} ->
+        owner = self()
+        result = describe_failure(failure)
+        spawn(fn -> send(owner, {:caravan_why, node, result <> Probe.why(node)}) end)
+        %{state | unreachable: unreachable}
+
+      {false, _} ->
+        log(:debug, config, "cannot connect to #{node}: #{inspect(failure)}")
+        state
+    end
+  end
+
+  defp describe_failure(false), do: ""
+  defp describe_failure(:timeout), do: "no answer within connect_timeout; "
+  defp describe_failure(other), do: "#{inspect(other)}; "
+
+  # Silence is not health: a streak of polls that found no instances, or
+  # only this node, is a warning once (Caravan.Cluster.Silence).
+  defp silence(%{config: config} = state, result) do
+    found = if result.authoritative?, do: result.found, else: :unknown
+    {event, silence} = Silence.track(state.silence, found, node())
+    state = %{state | silence: silence}
+
+    case event do
+      {:start, kind} ->
+        Logger.warning("[caravan] topology #{config.topology}: #{silence_text(kind, config)}")
+        state
+
+      {:end, _kind} ->
+        Logger.info(
+          "[caravan] topology #{config.topology}: DNS lists #{length(result.found)} node(s) again"
+        )
+
+        state
+
+      nil ->
+        state
+    end
+  end
+
+  defp silence_text(kind, config) do
+    asked =
+      "#{Enum.map_join(config.queries, ", ", &inspect/1)} (nameservers: " <>
+        "#{if config.nameservers == [], do: "the system's resolv.conf", else: Enum.join(config.nameservers, ", ")})"
+
+    case kind do
+      :no_instances ->
+        "DNS has listed no instances for #{Silence.polls()} polls: #{asked} answers " <>
+          "NXDOMAIN/NODATA or no records; this node runs alone. Check the query " <>
+          "(e.g. _app._tcp.service.consul) and that the service is registered and healthy " <>
+          "(Caravan.diagnose() tells more)"
+
+      :only_self ->
+        "DNS has listed only this node (#{node()}) for #{Silence.polls()} polls: #{asked}; " <>
+          "the other instances are not registered or not healthy in DNS"
+    end
+  end
 
   # -- Logs (warn once per streak, Caravan.Cluster.Warnings) ------------------
 

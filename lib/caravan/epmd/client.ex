@@ -63,6 +63,7 @@ defmodule Caravan.Epmd.Client do
   @spec start_link() :: :ignore | {:error, Caravan.error()}
   def start_link do
     with :ok <- Caravan.Native.load(),
+         :ok <- Caravan.Epmd.BootCheck.flags(),
          :ok <- Caravan.Epmd.HostResolver.configure() do
       :ignore
     else
@@ -91,12 +92,13 @@ defmodule Caravan.Epmd.Client do
   @spec register_node(atom() | charlist(), :inet.port_number(), atom()) ::
           {:ok, -1} | {:error, Caravan.Epmd.error()}
   def register_node(name, port, _driver) when is_integer(port) and port in 1..65_535 do
-    case Caravan.Epmd.listen_port(name) do
-      {:ok, _} ->
-        :persistent_term.put(@registered, {to_charlist(name), port})
-        {:ok, -1}
-
-      {:error, _} = error ->
+    with {:ok, expected} <- Caravan.Epmd.listen_port(name),
+         :ok <- Caravan.Epmd.BootCheck.no_epmd(name, port, expected) do
+      :persistent_term.put(@registered, {to_charlist(name), port})
+      {:ok, -1}
+    else
+      {:error, {_kind, message}} = error ->
+        :erlang.display_string(~c"[caravan] " ++ String.to_charlist(message) ++ ~c"\n")
         error
     end
   end
@@ -133,6 +135,7 @@ defmodule Caravan.Epmd.Client do
         {:ok, 0}
 
       {:ok, port} ->
+        Caravan.Epmd.BootCheck.name_without_port(name, host, port)
         report_port_in_use(name, host, port)
         {:ok, port}
 
@@ -161,13 +164,25 @@ defmodule Caravan.Epmd.Client do
           ~c"[caravan] cannot listen: port #{port} on #{:inet.ntoa(ip)}, the port of node " ++
             ~c"name #{name}@#{host}, is already in use (eaddrinuse): another process, or a " ++
             ~c"node with the same name, holds it. Stop it or choose another port in the " ++
-            ~c"node name.\n"
+            ~c"node name." ++ several_nodes_hint(ip) ++ ~c"\n"
         )
 
       {:error, _other} ->
         :ok
     end
   end
+
+  # Nodes on one host that share a port need an address each.
+  defp several_nodes_hint({0, 0, 0, 0}), do: several_nodes_hint(nil)
+  defp several_nodes_hint({0, 0, 0, 0, 0, 0, 0, 0}), do: several_nodes_hint(nil)
+
+  defp several_nodes_hint(nil),
+    do:
+      ~c" Several nodes on one host with the same port each need their own address: " ++
+        ~c"add -kernel inet_dist_use_interface '{127,0,0,2}' (the node's own IP) to " ++
+        ~c"vm.args."
+
+  defp several_nodes_hint(_ip), do: []
 
   # The address and family of the distribution listen socket: the kernel's
   # inet_dist_use_interface, else any address, IPv6 when -proto_dist names

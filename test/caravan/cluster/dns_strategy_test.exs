@@ -154,15 +154,26 @@ defmodule Caravan.Cluster.DnsStrategyTest do
     refute_received {:connect, _}
   end
 
-  test "an invalid config logs an error and returns :ignore" do
+  test "an invalid config logs an error and fails the start, naming the key" do
+    Process.flag(:trap_exit, true)
+
     log =
       capture_log(fn ->
-        assert DnsStrategy.start_link([state([node_sname: "app"], self())]) == :ignore
-        assert DnsStrategy.start_link(query: "q", node_sname: "a.b") == :ignore
+        assert {:error, {:invalid_config, "missing :query" <> _}} =
+                 DnsStrategy.start_link([state([node_sname: "app"], self())])
+
+        assert {:error, {:invalid_config, ~s(invalid :node_sname: "a.b") <> _}} =
+                 DnsStrategy.start_link(query: "q", node_sname: "a.b")
+
+        assert {:error, {:invalid_config, message}} =
+                 DnsStrategy.start_link(query: "q", node_sname: "app", pol_interval: 1000)
+
+        assert message =~ "unknown key :pol_interval; did you mean :poll_interval?"
       end)
 
     assert log =~ "missing :query"
     assert log =~ ~s(invalid :node_sname: "a.b")
+    assert log =~ "unknown key :pol_interval; did you mean :poll_interval?"
   end
 
   describe "Config.new/1" do
