@@ -221,14 +221,15 @@ defmodule Caravan.Cluster.Config do
         :ok
 
       unknown ->
-        {:error,
-         Enum.map_join(unknown, "; ", fn key ->
-           "unknown key #{inspect(key)}" <>
-             case nearest_key(key) do
-               nil -> ""
-               near -> "; did you mean #{inspect(near)}?"
-             end
-         end) <> " (known keys: #{Enum.map_join(@known_keys, ", ", &inspect/1)})"}
+        invalid(
+          Enum.map_join(unknown, "; ", fn key ->
+            "unknown key #{inspect(key)}" <>
+              case nearest_key(key) do
+                nil -> ""
+                near -> "; did you mean #{inspect(near)}?"
+              end
+          end) <> " (known keys: #{Enum.map_join(@known_keys, ", ", &inspect/1)})"
+        )
     end
   end
 

@@ -89,7 +89,8 @@ defmodule Caravan.Epmd.HostResolver do
              {:ok, [ip | _]} <-
                Caravan.DNS.lookup_host(to_string(host), family,
                  nameservers: nameservers,
-                 timeout: timeout
+                 timeout: timeout,
+                 trace: false
                ) do
           {:ok, ip}
         else
