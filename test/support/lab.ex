@@ -139,7 +139,9 @@ defmodule Caravan.Test.Lab do
   def stop(%__MODULE__{} = lab) do
     for {_i, host} <- lab.hosts do
       # A frozen node would never answer.
-      if host[:os_pid], do: System.cmd("kill", ["-CONT", "#{host.os_pid}"], stderr_to_stdout: true)
+      if host[:os_pid],
+        do: System.cmd("kill", ["-CONT", "#{host.os_pid}"], stderr_to_stdout: true)
+
       if host[:peer], do: BeamNode.stop(host.peer)
     end
 
@@ -149,7 +151,8 @@ defmodule Caravan.Test.Lab do
     for ns <- namespaces do
       {pids, _} = System.cmd("ip", ["netns", "pids", ns], stderr_to_stdout: true)
 
-      for pid <- String.split(pids), pid =~ ~r/\A\d+\z/,
+      for pid <- String.split(pids),
+          pid =~ ~r/\A\d+\z/,
           do: System.cmd("kill", ["-KILL", pid], stderr_to_stdout: true)
 
       System.cmd("ip", ["netns", "del", ns], stderr_to_stdout: true)
@@ -190,12 +193,15 @@ defmodule Caravan.Test.Lab do
   @doc "DNS lists exactly `hosts` from the next query on."
   def set_listed(lab, hosts) do
     records = for i <- hosts, do: {1, 1, 4370, addr_target(ip_of(i))}
-    :ok = BeamNode.call(lab.dns_peer, Caravan.Test.FaultDns, :set_records, [lab.dns_server, records])
+
+    :ok =
+      BeamNode.call(lab.dns_peer, Caravan.Test.FaultDns, :set_records, [lab.dns_server, records])
   end
 
   @doc "Sets the DNS server's fault mode (see `Caravan.Test.FaultDns`), e.g. `:silent`."
   def set_dns_mode(lab, mode),
-    do: :ok = BeamNode.call(lab.dns_peer, Caravan.Test.FaultDns, :set_mode, [lab.dns_server, mode])
+    do:
+      :ok = BeamNode.call(lab.dns_peer, Caravan.Test.FaultDns, :set_mode, [lab.dns_server, mode])
 
   @doc "The nodes host `i` is connected to (visible), sorted."
   def connected(lab, i), do: lab |> call(i, Node, :list, []) |> Enum.sort()
@@ -271,7 +277,8 @@ defmodule Caravan.Test.Lab do
   Every nodedown seen on `hosts` since `since`, as `{host, node, reason}`.
   """
   def nodedowns(lab, hosts, since) do
-    for i <- hosts, {_ms, :nodedown, node, reason} <- node_events(lab, i, since),
+    for i <- hosts,
+        {_ms, :nodedown, node, reason} <- node_events(lab, i, since),
         do: {i, node, reason}
   end
 
@@ -344,7 +351,11 @@ defmodule Caravan.Test.Lab do
 
   # Consul's .addr. form: 8 hex digits of the IPv4 address.
   defp addr_target({a, b, c, d}) do
-    hex = for byte <- [a, b, c, d], into: "", do: byte |> Integer.to_string(16) |> String.pad_leading(2, "0")
+    hex =
+      for byte <- [a, b, c, d],
+          into: "",
+          do: byte |> Integer.to_string(16) |> String.pad_leading(2, "0")
+
     String.downcase(hex) <> ".addr.dc1.consul"
   end
 

@@ -14,6 +14,7 @@ defmodule Caravan.Cluster.Config do
   @default_connect_timeout 10_000
   @default_connect_concurrency 16
   @default_max_nodes 1024
+  @default_leave_after 3
 
   defstruct topology: :caravan,
             connect: {:net_kernel, :connect_node, []},
@@ -29,7 +30,8 @@ defmodule Caravan.Cluster.Config do
             connect_concurrency: @default_connect_concurrency,
             prune: false,
             node_host: :auto,
-            max_nodes: @default_max_nodes
+            max_nodes: @default_max_nodes,
+            leave_after: @default_leave_after
 
   @type mfa_tuple :: {module(), atom(), [term()]}
   @type t :: %__MODULE__{
@@ -47,7 +49,8 @@ defmodule Caravan.Cluster.Config do
           connect_concurrency: pos_integer(),
           prune: boolean(),
           node_host: :auto | :target | :ip,
-          max_nodes: pos_integer()
+          max_nodes: pos_integer(),
+          leave_after: pos_integer()
         }
 
   @doc """
@@ -140,7 +143,15 @@ defmodule Caravan.Cluster.Config do
              ":auto, :target or :ip"
            ),
          {:ok, max_nodes} <-
-           fetch(opts, :max_nodes, defaults.max_nodes, &pos_int/1, "a positive integer") do
+           fetch(opts, :max_nodes, defaults.max_nodes, &pos_int/1, "a positive integer"),
+         {:ok, leave_after} <-
+           fetch(
+             opts,
+             :leave_after,
+             defaults.leave_after,
+             &pos_int/1,
+             "a positive integer (authoritative polls)"
+           ) do
       {:ok,
        %__MODULE__{
          topology: topology,
@@ -157,7 +168,8 @@ defmodule Caravan.Cluster.Config do
          connect_concurrency: concurrency,
          prune: prune,
          node_host: node_host,
-         max_nodes: max_nodes
+         max_nodes: max_nodes,
+         leave_after: leave_after
        }}
     end
   end

@@ -98,7 +98,7 @@ defmodule Caravan.Cluster.DnsStrategy do
   use GenServer
   require Logger
 
-  alias Caravan.Cluster.Config
+  alias Caravan.Cluster.{Config, Membership}
 
   @doc """
   A child spec. The id is the `:topology` (libcluster gives each topology
@@ -196,15 +196,28 @@ defmodule Caravan.Cluster.DnsStrategy do
     case Config.new(arg) do
       {:ok, config} ->
         send(self(), :poll)
+        # nodeup events, to keep out nodes DNS no longer lists (see
+        # Caravan.Cluster.Membership); leave requests arrive under this name.
+        :ok = :net_kernel.monitor_nodes(true)
+        _ = register_topology(config)
+        warn_otp_settings(config)
 
         {:ok,
          %{
            config: config,
            poll: nil,
+           # A nodeup of a departed node asks for a fresh look at DNS
+           # while a poll runs: it runs once that one is done.
+           repoll: false,
            warned: MapSet.new(),
-           known: MapSet.new(),
-           # monitor ref => node, for connects in flight; queue: nodes waiting
-           # for a free slot (connect_concurrency).
+           membership:
+             Membership.new(node(),
+               prune: config.prune,
+               leave_after: config.leave_after,
+               max_departed: config.max_nodes
+             ),
+           # monitor ref => {node, pid}, for connects in flight; queue:
+           # nodes waiting for a free slot (connect_concurrency).
            connecting: %{},
            queue: []
          }}
@@ -223,27 +236,32 @@ defmodule Caravan.Cluster.DnsStrategy do
       log(:debug, config, "previous poll still running; skipping this one")
       {:noreply, state}
     else
-      known = state.known
-      {_pid, ref} = spawn_monitor(fn -> exit({:caravan_poll, poll(config, known)}) end)
-      {:noreply, %{state | poll: ref}}
+      {:noreply, start_poll(state)}
     end
+  end
+
+  # A fresh look at DNS, out of the timer's rhythm (see the nodeup clause).
+  def handle_info(:repoll, state) do
+    if state.poll, do: {:noreply, %{state | repoll: true}}, else: {:noreply, start_poll(state)}
   end
 
   def handle_info({:DOWN, ref, :process, _pid, reason}, %{poll: ref} = state) do
     state = %{state | poll: nil}
 
-    case reason do
-      {:caravan_poll, result} ->
-        {:noreply, report(result, state)}
+    state =
+      case reason do
+        {:caravan_poll, result} -> report(result, state)
+        other -> warn_once(state, :poll_crash, "poll crashed: #{inspect(other)}")
+      end
 
-      other ->
-        {:noreply, warn_once(state, :poll_crash, "poll crashed: #{inspect(other)}")}
-    end
+    if state.repoll,
+      do: {:noreply, start_poll(%{state | repoll: false})},
+      else: {:noreply, state}
   end
 
   def handle_info({:DOWN, ref, :process, _pid, reason}, %{connecting: connecting} = state)
       when is_map_key(connecting, ref) do
-    {node, connecting} = Map.pop(connecting, ref)
+    {{node, _pid}, connecting} = Map.pop(connecting, ref)
 
     result =
       case reason do
@@ -258,11 +276,42 @@ defmodule Caravan.Cluster.DnsStrategy do
   # A late reply of a lookup that timed out on the Elixir side.
   def handle_info({:caravan_srv, _ref, _answer}, state), do: {:noreply, state}
 
+  # A node DNS no longer lists (as of the last authoritative answer) is
+  # connected again, whoever dialed: look at DNS again now, and ask it to
+  # leave if the fresh answer still does not list it.
+  def handle_info({:nodeup, node}, state) do
+    if Membership.refuse?(state.membership, node) do
+      log(:debug, state.config, "#{node}, which DNS no longer lists, connected; checking DNS")
+      send(self(), :repoll)
+    end
+
+    {:noreply, state}
+  end
+
+  # A member asks this node to leave: its DNS answer no longer lists us.
+  def handle_info({:caravan_leave, _topology, from}, state) when is_atom(from) do
+    {membership, first?} = Membership.asked_to_leave(state.membership, from)
+    state = %{state | membership: membership}
+
+    if first? do
+      Logger.warning(
+        "[caravan] topology #{state.config.topology}: #{from} asked this node to leave: " <>
+          "DNS no longer lists #{node()} there (prune: true). Leaving the cluster; no more " <>
+          "connects until DNS lists this node again"
+      )
+
+      leave_cluster()
+      {:noreply, cancel_connects(state, all_connects(state))}
+    else
+      {:noreply, state}
+    end
+  end
+
   def handle_info(_other, state), do: {:noreply, state}
 
   # -- One poll (runs in its own process) ------------------------------------
 
-  defp poll(config, known) do
+  defp poll(config) do
     answers = lookup_all(config)
     errors = for {query, {:error, reason}} <- answers, do: {query, reason}
     peers = for {_query, {:ok, peers}} <- answers, peer <- peers, do: peer
@@ -274,11 +323,6 @@ defmodule Caravan.Cluster.DnsStrategy do
     authoritative? = errors == [] and dropped == 0
     connected = MapSet.new(list_nodes(config))
 
-    departed =
-      if config.prune and authoritative?,
-        do: known |> MapSet.difference(MapSet.new(nodes)) |> MapSet.intersection(connected),
-        else: MapSet.new()
-
     %{
       found: nodes,
       answered: for({query, {:ok, _}} <- answers, do: query),
@@ -286,8 +330,7 @@ defmodule Caravan.Cluster.DnsStrategy do
       invalid: invalid,
       dropped: dropped,
       authoritative?: authoritative?,
-      new: Enum.reject(nodes, &(&1 == node() or MapSet.member?(connected, &1))),
-      disconnects: disconnect_all(Enum.sort(departed), config)
+      new: Enum.reject(nodes, &(&1 == node() or MapSet.member?(connected, &1)))
     }
   end
 
@@ -380,14 +423,19 @@ defmodule Caravan.Cluster.DnsStrategy do
   # Queues the nodes that are neither connecting nor queued, then starts
   # as many connects as there are free slots.
   defp enqueue(state, nodes) do
-    busy = MapSet.new(Map.values(state.connecting) ++ state.queue)
+    busy = MapSet.new(all_connects(state))
     start_connects(%{state | queue: state.queue ++ Enum.reject(nodes, &MapSet.member?(busy, &1))})
   end
 
   defp start_connects(%{queue: [node | queue], config: config} = state)
        when map_size(state.connecting) < config.connect_concurrency do
-    {_pid, ref} = spawn_monitor(fn -> exit({:caravan_connect, connect(config, node)}) end)
-    start_connects(%{state | queue: queue, connecting: Map.put(state.connecting, ref, node)})
+    {pid, ref} = spawn_monitor(fn -> exit({:caravan_connect, connect(config, node)}) end)
+
+    start_connects(%{
+      state
+      | queue: queue,
+        connecting: Map.put(state.connecting, ref, {node, pid})
+    })
   end
 
   defp start_connects(state), do: state
@@ -437,8 +485,144 @@ defmodule Caravan.Cluster.DnsStrategy do
   defp connect_done(state, node, failure),
     do: warn_once(state, {:connect, node}, "cannot connect to #{node}: #{inspect(failure)}")
 
-  defp disconnect_all(nodes, %Config{disconnect: {m, f, a}} = config) do
-    Enum.map(nodes, fn node ->
+  # The nodes being connected or waiting for a slot.
+  defp all_connects(state),
+    do: Enum.map(Map.values(state.connecting), &elem(&1, 0)) ++ state.queue
+
+  # Drops `nodes` from the queue and stops their connects in flight: the
+  # connect process is killed, and a connection setup still pending in
+  # net_kernel is aborted (erlang:disconnect_node/1 on a pending connection
+  # cancels it; OTP would otherwise run it to net_setuptime, 7 s). A
+  # connection that came up meanwhile is left alone (a departed node that
+  # is connected is asked to leave instead).
+  defp cancel_connects(state, []), do: state
+
+  defp cancel_connects(%{config: config} = state, nodes) do
+    cancel = MapSet.new(nodes)
+
+    {cancelled, connecting} =
+      Enum.split_with(state.connecting, fn {_ref, {node, _pid}} -> node in cancel end)
+
+    up = MapSet.new(Node.list([:visible, :hidden]))
+
+    for {ref, {node, pid}} <- cancelled do
+      Process.demonitor(ref, [:flush])
+      Process.exit(pid, :kill)
+      unless MapSet.member?(up, node), do: :erlang.disconnect_node(node)
+    end
+
+    if cancelled != [] do
+      names = Enum.map(cancelled, fn {_ref, {node, _pid}} -> node end)
+      log(:debug, config, "cancelled connects to #{inspect(names)}: DNS no longer lists them")
+    end
+
+    start_connects(%{
+      state
+      | connecting: Map.new(connecting),
+        queue: Enum.reject(state.queue, &(&1 in cancel))
+    })
+  end
+
+  # -- Membership: prune, leave (decisions in Caravan.Cluster.Membership) ---
+
+  # Applies one poll's answer to the membership and carries out what it
+  # decides. Returns the state.
+  defp membership(%{config: config} = state, result) do
+    {membership, events} =
+      if result.authoritative?,
+        do: Membership.authoritative(state.membership, result.found),
+        else: Membership.partial(state.membership, result.found)
+
+    state = Enum.reduce(events, %{state | membership: membership}, &membership_event/2)
+
+    if result.authoritative? do
+      connected = list_nodes(config)
+      {membership, ask, force} = Membership.enforce(state.membership, connected)
+      Enum.each(ask, &ask_to_leave(config, &1))
+      state = disconnect_forced(%{state | membership: membership}, force)
+      cancel_connects(state, Membership.cancel(state.membership, all_connects(state)))
+    else
+      state
+    end
+  end
+
+  defp membership_event({:departed, nodes}, %{config: config} = state) do
+    if config.prune,
+      do:
+        Logger.info(
+          "[caravan] topology #{config.topology}: DNS no longer lists #{Enum.join(nodes, ", ")}; " <>
+            "keeping it out (prune: true) until DNS lists it again"
+        )
+
+    state
+  end
+
+  defp membership_event({:returned, nodes}, %{config: config} = state) do
+    log(:debug, config, "DNS lists #{Enum.join(nodes, ", ")} again")
+    state
+  end
+
+  defp membership_event({:self_missing, n}, %{config: config} = state) do
+    log(
+      :debug,
+      config,
+      "DNS does not list this node (#{n} of #{config.leave_after} authoritative answers)"
+    )
+
+    state
+  end
+
+  defp membership_event({:leave, :missing}, %{config: config} = state) do
+    action =
+      if config.prune,
+        do: "left the cluster (prune: true) and stopped connecting",
+        else: "stopped connecting (prune: false: existing connections stay)"
+
+    Logger.warning(
+      "[caravan] topology #{config.topology}: DNS has not listed this node (#{node()}) in " <>
+        "#{config.leave_after} authoritative answers in a row; #{action} until DNS lists it " <>
+        "again (a failed health check or readiness probe?)"
+    )
+
+    if config.prune, do: leave_cluster()
+    cancel_connects(state, all_connects(state))
+  end
+
+  defp membership_event(:back, %{config: config} = state) do
+    Logger.info(
+      "[caravan] topology #{config.topology}: DNS lists this node again; connecting again"
+    )
+
+    state
+  end
+
+  # Asks `node`'s strategy (same topology) to leave: it then runs
+  # global:disconnect/0, which drops it from every node without the
+  # overlapping-partition collateral an erlang:disconnect_node/1 from here
+  # would cause. Never sets up a connection (noconnect).
+  defp ask_to_leave(%Config{topology: topology} = config, node) do
+    _ =
+      :erlang.send({registered_name(topology), node}, {:caravan_leave, topology, node()}, [
+        :noconnect
+      ])
+
+    Logger.info(
+      "[caravan] topology #{topology}: asked #{node} to leave: DNS no longer lists it (prune: true)"
+    )
+
+    Caravan.Telemetry.execute(
+      [:caravan, :disconnect],
+      %{system_time: System.system_time()},
+      %{topology: config.topology, node: node, reason: :asked_to_leave}
+    )
+  end
+
+  # Nodes that did not leave when asked (no Caravan 1.2+ or OTP < 25.1
+  # there): disconnected from here through the :disconnect MFA.
+  defp disconnect_forced(state, []), do: state
+
+  defp disconnect_forced(%{config: %Config{disconnect: {m, f, a}} = config} = state, nodes) do
+    for node <- nodes do
       result =
         try do
           apply(m, f, a ++ [node])
@@ -452,8 +636,87 @@ defmodule Caravan.Cluster.DnsStrategy do
         %{topology: config.topology, node: node, reason: :pruned}
       )
 
-      {node, result}
-    end)
+      Logger.warning(
+        "[caravan] topology #{config.topology}: #{node}, which DNS no longer lists, did not " <>
+          "leave when asked #{config.leave_after} times (prune: true); disconnected it " <>
+          "(#{inspect(result)}). With connect_all and prevent_overlapping_partitions on, " <>
+          "OTP's global may disconnect healthy peers as well"
+      )
+    end
+
+    state
+  end
+
+  # This node leaves every node global knows, so that no other node sees
+  # a lost connection it must act on (global:disconnect/0, OTP 25.1+).
+  defp leave_cluster do
+    cond do
+      not Node.alive?() ->
+        :ok
+
+      function_exported?(:global, :disconnect, 0) ->
+        spawn(fn -> :global.disconnect() end)
+
+      true ->
+        for node <- Node.list(), do: :erlang.disconnect_node(node)
+    end
+
+    :ok
+  end
+
+  @doc """
+  The name the strategy of `topology` registers on each node:
+  `:"Elixir.Caravan.Cluster.DnsStrategy.<topology>"`. Members send leave
+  requests to it (prune), so every node of a cluster must use the same
+  topology name, as one libcluster config does.
+  """
+  @spec registered_name(atom()) :: atom()
+  def registered_name(topology) when is_atom(topology), do: :"#{__MODULE__}.#{topology}"
+
+  defp register_topology(config) do
+    Process.register(self(), registered_name(config.topology))
+    true
+  rescue
+    ArgumentError ->
+      Logger.warning(
+        "[caravan] topology #{config.topology}: #{inspect(registered_name(config.topology))} is " <>
+          "already registered (two strategies with one topology name?); this one will not " <>
+          "hear leave requests"
+      )
+
+      false
+  end
+
+  # Settings with which a prune cannot remove only the departed node.
+  defp warn_otp_settings(%Config{prune: true} = config) do
+    overlapping? =
+      :application.get_env(:kernel, :prevent_overlapping_partitions, true) == true and
+        connect_all?()
+
+    unless function_exported?(:global, :disconnect, 0) do
+      Logger.warning(
+        "[caravan] topology #{config.topology}: prune: true on OTP " <>
+          "#{:erlang.system_info(:otp_release)} without global:disconnect/0 (OTP 25.1+): " <>
+          "this node cannot leave by itself; members disconnect it after " <>
+          "#{config.leave_after} polls" <>
+          if(overlapping?,
+            do:
+              ", and with connect_all and prevent_overlapping_partitions on, OTP's global " <>
+                "then disconnects healthy peers too. Upgrade OTP, or start nodes with " <>
+                "-kernel prevent_overlapping_partitions false",
+            else: ""
+          )
+      )
+    end
+  end
+
+  defp warn_otp_settings(_config), do: :ok
+
+  defp connect_all? do
+    case :application.get_env(:kernel, :connect_all) do
+      {:ok, value} -> value == true
+      :undefined -> :init.get_argument(:connect_all) != {:ok, [[~c"false"]]}
+    end
   end
 
   # -- Reporting (in the strategy process, which keeps what it warned of) ----
@@ -474,11 +737,6 @@ defmodule Caravan.Cluster.DnsStrategy do
         )
       end)
 
-    known =
-      if result.authoritative?,
-        do: MapSet.new(result.found),
-        else: MapSet.union(state.known, MapSet.new(result.found))
-
     if result.answered != [] do
       log(:debug, config, "DNS lists #{length(result.found)} node(s): #{inspect(result.found)}")
     end
@@ -492,7 +750,7 @@ defmodule Caravan.Cluster.DnsStrategy do
       end)
 
     state =
-      %{state | warned: warned, known: known}
+      %{state | warned: warned}
       |> warn_if(
         result.invalid != [],
         :invalid_records,
@@ -507,14 +765,11 @@ defmodule Caravan.Cluster.DnsStrategy do
         end
       )
 
-    for {node, outcome} <- result.disconnects do
-      Logger.info(
-        "[caravan] topology #{config.topology}: disconnected #{node}, which DNS no longer " <>
-          "lists (prune: true; disconnect returned #{inspect(outcome)})"
-      )
-    end
+    state = membership(state, result)
 
-    enqueue(state, result.new)
+    if Membership.dial?(state.membership),
+      do: enqueue(state, result.new),
+      else: state
   end
 
   # warn_once/3 while `condition` holds; forgets the warning once it stops.
@@ -540,6 +795,11 @@ defmodule Caravan.Cluster.DnsStrategy do
     else
       state
     end
+  end
+
+  defp start_poll(%{config: config} = state) do
+    {_pid, ref} = spawn_monitor(fn -> exit({:caravan_poll, poll(config)}) end)
+    %{state | poll: ref}
   end
 
   defp log(:debug, config, message),
