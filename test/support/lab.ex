@@ -408,7 +408,10 @@ defmodule Caravan.Test.Lab do
 
       {:ok, _} = Application.ensure_all_started(:logger)
       :logger.add_primary_filter(:no_progress, {&:logger_filters.progress/2, :stop})
-      :logger.set_handler_config(:default, :level, :warning)
+      # The node's own console stays quiet (its output reaches the test
+      # runner's); the probe records what the tests look at.
+      Logger.configure_backend(:console, level: :error)
+      :logger.set_handler_config(:default, :level, :error)
       :ok = :logger.add_handler(@name, __MODULE__, %{level: :all})
       :ok
     end

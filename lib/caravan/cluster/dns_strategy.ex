@@ -47,8 +47,12 @@ defmodule Caravan.Cluster.DnsStrategy do
       Default `[]`: the system's resolv.conf.
     * `:timeout` - bound on one lookup, ms. Default 2000 (at most
       `:poll_interval`).
-    * `:prune` - disconnect nodes that DNS no longer lists. Default `false`
-      (as Caravan 1.x). See "Pruning" below.
+    * `:prune` - keep nodes that DNS no longer lists out of the cluster.
+      Default `false` (as Caravan 1.x). See "Pruning" below.
+    * `:leave_after` - authoritative answers in a row without this node
+      (once listed) after which it stops connecting (and leaves, with
+      `prune: true`); also how many times a departed node is asked to leave
+      before it is disconnected. Default 3.
     * `:max_nodes` - the most nodes one poll takes from DNS. Default 1024.
       Node names become atoms, which are never collected: a poll creates at
       most `:max_nodes` new atoms, whatever the answer holds.
@@ -79,14 +83,36 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   ## Pruning
 
-  With `prune: true`, a node this strategy found in DNS before is
-  disconnected (through the `:disconnect` MFA) once an authoritative answer
-  no longer lists it: every query answered (NXDOMAIN and NODATA count) and
-  no more than `:max_nodes` nodes. A failed lookup never disconnects
-  anything, and nodes DNS never listed (a remote shell, another topology's
-  nodes) are left alone. OTP's `global` connects nodes transitively, so a
-  pruned node that another node still lists may come back; start nodes
-  with `-connect_all false` if DNS is to be the only source of membership.
+  With `prune: true`, DNS is the source of membership while it answers
+  authoritatively (every query answered, NXDOMAIN and NODATA count, no
+  more than `:max_nodes` nodes). A node this strategy found in DNS before
+  and that an authoritative answer no longer lists is *departed*:
+
+    * if it is connected, it is asked to leave: its strategy (the same
+      topology name) runs `:global.disconnect/0` (OTP 25.1+), which drops
+      it from every node without the collateral disconnects that an
+      `erlang:disconnect_node/1` from a member causes under OTP's
+      `prevent_overlapping_partitions` (see `:global`); it then connects to
+      nobody until its own DNS answer lists it again;
+    * whenever it connects again (whoever dialed), DNS is asked again at
+      once, and it is asked to leave again if still not listed;
+    * connects in flight to it are cancelled;
+    * a node that does not leave after `:leave_after` requests (no Caravan
+      with this mechanism there, or OTP < 25.1) is disconnected through the
+      `:disconnect` MFA, with a warning.
+
+  A node that DNS listed before and that is missing from `:leave_after`
+  authoritative answers in a row (a failed health check) stops connecting
+  and says so once; with `prune: true` it also leaves the cluster. A node
+  DNS has never listed (booting before its health check passes) keeps
+  connecting. Both sides come back at the first poll that lists the node
+  again. A failed lookup changes nothing, and nodes DNS never listed (a
+  remote shell, another topology's nodes) are left alone.
+
+  Works with OTP's defaults (`connect_all` and
+  `prevent_overlapping_partitions` true) and with either turned off. On OTP
+  without `global:disconnect/0` (25.0) a warning at start says that prune
+  may disconnect healthy peers.
 
   ## Logs and telemetry
 
