@@ -665,8 +665,13 @@ defmodule Caravan.Cluster.DnsStrategy do
       Logger.warning(
         "[caravan] topology #{config.topology}: #{node}, which DNS no longer lists, did not " <>
           "leave when asked #{config.leave_after} times (prune: true); disconnected it " <>
-          "(#{inspect(result)}). With connect_all and prevent_overlapping_partitions on, " <>
-          "OTP's global may disconnect healthy peers as well"
+          "(#{inspect(result)})" <>
+          if(overlapping_partitions?(),
+            do:
+              ". With connect_all and prevent_overlapping_partitions on, OTP's global may " <>
+                "disconnect healthy peers as well",
+            else: ""
+          )
       )
     end
 
@@ -715,9 +720,7 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   # Settings with which a prune cannot remove only the departed node.
   defp warn_otp_settings(%Config{prune: true} = config) do
-    overlapping? =
-      :application.get_env(:kernel, :prevent_overlapping_partitions, true) == true and
-        connect_all?()
+    overlapping? = overlapping_partitions?()
 
     unless function_exported?(:global, :disconnect, 0) do
       Logger.warning(
@@ -737,6 +740,12 @@ defmodule Caravan.Cluster.DnsStrategy do
   end
 
   defp warn_otp_settings(_config), do: :ok
+
+  # OTP's global drops healthy peers on a disconnect (OTP 25's defaults).
+  defp overlapping_partitions? do
+    :application.get_env(:kernel, :prevent_overlapping_partitions, true) == true and
+      connect_all?()
+  end
 
   defp connect_all? do
     case :application.get_env(:kernel, :connect_all) do
