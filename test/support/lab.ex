@@ -228,24 +228,6 @@ defmodule Caravan.Test.Lab do
     :ok
   end
 
-  @doc "Drops `probability` (0..1) of the packets host `i` receives (iptables statistic)."
-  def loss(lab, i, probability) do
-    ns!(lab.hosts[i].ns, [
-      "iptables",
-      "-w",
-      "-A",
-      "INPUT",
-      "-m",
-      "statistic",
-      "--mode",
-      "random",
-      "--probability",
-      "#{probability}",
-      "-j",
-      "DROP"
-    ])
-  end
-
   @doc "Removes every iptables rule of every host."
   def heal(lab) do
     for {_i, host} <- lab.hosts, do: ns!(host.ns, ["iptables", "-w", "-F"])

@@ -211,6 +211,12 @@ defmodule Caravan.Cluster.DnsStrategyTest do
       assert {:error, "invalid :prune: 1; expected true or false"} =
                Config.new(query: "q", node_sname: "a", prune: 1)
 
+      assert {:error,
+              "invalid :leave_after: 0; expected a positive integer (authoritative polls)"} =
+               Config.new(query: "q", node_sname: "a", leave_after: 0)
+
+      assert {:ok, %Config{leave_after: 3}} = Config.new(query: "q", node_sname: "a")
+
       assert {:error, "invalid :node_host: :dns; expected :auto, :target or :ip"} =
                Config.new(query: "q", node_sname: "a", node_host: :dns)
 
