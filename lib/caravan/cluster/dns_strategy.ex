@@ -162,7 +162,7 @@ defmodule Caravan.Cluster.DnsStrategy do
         send(self(), :poll)
         # nodeup events, to keep out nodes DNS no longer lists (see
         # Caravan.Cluster.Membership); leave requests arrive under this name.
-        :ok = :net_kernel.monitor_nodes(true)
+        _ = :net_kernel.monitor_nodes(true)
         _ = register_topology(config)
         warn_otp_settings(config)
 
@@ -345,10 +345,13 @@ defmodule Caravan.Cluster.DnsStrategy do
   # Applies one poll's answer to the membership and carries out what it
   # decides. Returns the state.
   defp membership(%{config: config} = state, result) do
+    # This node's name, as of now (distribution may start after init).
+    membership = %{state.membership | self: node()}
+
     {membership, events} =
       if result.authoritative?,
-        do: Membership.authoritative(state.membership, result.found),
-        else: Membership.partial(state.membership, result.found)
+        do: Membership.authoritative(membership, result.found),
+        else: Membership.partial(membership, result.found)
 
     state = Enum.reduce(events, %{state | membership: membership}, &membership_event/2)
 
