@@ -86,7 +86,7 @@ defmodule Caravan.LabTest do
     assert Lab.mesh?(lab, members)
 
     downs = Lab.nodedowns(lab, members, since)
-    assert collateral(lab, members, since) == []
+    assert collateral(lab, members, since) == [], inspect(prune_logs(lab, @all, since))
 
     assert Enum.sort(for {i, node, _} <- downs, do: {i, node}) ==
              for(i <- members, do: {i, dnode})
@@ -99,6 +99,19 @@ defmodule Caravan.LabTest do
     assert Enum.any?(Lab.logs(lab, d, since), fn {_, text} ->
              text =~ "asked this node to leave"
            end)
+
+    # It dials a member itself (an operator, an old node): the members
+    # refuse it again, still without collateral. Host 4 has prune off in
+    # the "some" case: global then connects it to the others, who refuse it.
+    redial = Lab.now()
+    assert Lab.call(lab, d, :net_kernel, :connect_node, [Lab.node_of(4)])
+
+    assert BeamNode.eventually(fn -> Lab.connected(lab, d) == [] end),
+           "#{dnode} dialed back in and stayed: #{inspect(Lab.connected(lab, d))}"
+
+    assert collateral(lab, members, since) == [], inspect(prune_logs(lab, @all, since))
+    assert Lab.mesh?(lab, members)
+    assert Enum.any?(Lab.nodedowns(lab, members, redial), &match?({_, ^dnode, _}, &1))
 
     # DNS lists it again: back.
     Lab.set_listed(lab, @all)

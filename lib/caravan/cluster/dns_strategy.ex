@@ -234,22 +234,23 @@ defmodule Caravan.Cluster.DnsStrategy do
   def handle_info({:nodedown, _node}, state), do: {:noreply, state}
 
   # A member asks this node to leave: its DNS answer no longer lists us.
+  # Every request is carried out (global may have connected this node to
+  # others since the last one); the warning is said once.
   def handle_info({:caravan_leave, _topology, from}, state) when is_atom(from) do
     {membership, first?} = Membership.asked_to_leave(state.membership, from)
     state = %{state | membership: membership}
 
-    if first? do
-      Logger.warning(
-        "[caravan] topology #{state.config.topology}: #{from} asked this node to leave: " <>
-          "DNS no longer lists #{node()} there (prune: true). Leaving the cluster; no more " <>
-          "connects until DNS lists this node again"
-      )
+    if first?,
+      do:
+        Logger.warning(
+          "[caravan] topology #{state.config.topology}: #{from} asked this node to leave: " <>
+            "DNS no longer lists #{node()} there (prune: true). Leaving the cluster; no more " <>
+            "connects until DNS lists this node again"
+        ),
+      else: log(:debug, state.config, "#{from} asked this node to leave again")
 
-      leave_cluster()
-      {:noreply, cancel_connects(state, Connector.pending(state.connector))}
-    else
-      {:noreply, state}
-    end
+    leave_cluster()
+    {:noreply, cancel_connects(state, Connector.pending(state.connector))}
   end
 
   def handle_info(message, state) do

@@ -35,6 +35,11 @@ defmodule Caravan.Cluster.Membership do
             # node => authoritative polls it stayed connected after it
             # was asked to leave.
             asked: %{},
+            # Departed nodes seen gone after being asked: they can leave by
+            # themselves, so they are asked again, never disconnected from
+            # here (global may reconnect one for a moment while the others
+            # sync).
+            leavers: MapSet.new(),
             polls: 0,
             ever_listed?: false,
             # Authoritative answers in a row that do not list this node.
@@ -82,7 +87,15 @@ defmodule Caravan.Cluster.Membership do
       |> Map.merge(Map.new(gone, &{&1, polls}))
       |> cap(m.max_departed)
 
-    m = %{m | listed: now, departed: departed, polls: polls, asked: Map.drop(m.asked, nodes)}
+    m = %{
+      m
+      | listed: now,
+        departed: departed,
+        polls: polls,
+        asked: Map.drop(m.asked, nodes),
+        leavers: MapSet.difference(m.leavers, now)
+    }
+
     {m, self_events} = self_seen(m, MapSet.member?(now, m.self))
 
     events =
@@ -106,7 +119,8 @@ defmodule Caravan.Cluster.Membership do
       m
       | listed: MapSet.union(m.listed, MapSet.new(nodes)),
         departed: Map.drop(m.departed, returned),
-        asked: Map.drop(m.asked, nodes)
+        asked: Map.drop(m.asked, nodes),
+        leavers: MapSet.difference(m.leavers, MapSet.new(nodes))
     }
 
     {m, self_events} = if m.self in nodes, do: self_seen(m, true), else: {m, []}
@@ -160,18 +174,25 @@ defmodule Caravan.Cluster.Membership do
   What to do, after an authoritative answer, about the departed nodes
   still `connected`: `{membership, ask, force}`. `ask` are asked to leave
   (again); `force` stayed connected for `leave_after` answers after being
-  asked (a node that cannot leave by itself: no Caravan or OTP < 25.1
-  there) and are disconnected from here. Empty unless `prune` is on.
+  asked and never left when asked (a node that cannot leave by itself: no
+  Caravan or OTP < 25.1 there): they are disconnected from here. A node
+  that left when asked once is only ever asked. Empty unless `prune` is on.
   """
   @spec enforce(t(), [node()]) :: {t(), [node()], [node()]}
   def enforce(%__MODULE__{prune: false} = m, _connected), do: {%{m | asked: %{}}, [], []}
 
   def enforce(%__MODULE__{} = m, connected) do
     stay = for node <- connected, is_map_key(m.departed, node), do: node
+    # Asked before and gone since: it can leave by itself.
+    gone = for {node, _} <- m.asked, node not in stay, do: node
+    leavers = MapSet.union(m.leavers, MapSet.new(gone))
     asked = Map.new(stay, &{&1, Map.get(m.asked, &1, -1) + 1})
-    {force, ask} = Enum.split_with(stay, &(asked[&1] >= m.leave_after))
+
+    {force, ask} =
+      Enum.split_with(stay, &(asked[&1] >= m.leave_after and not MapSet.member?(leavers, &1)))
+
     asked = Map.drop(asked, force)
-    {%{m | asked: asked}, Enum.sort(ask), Enum.sort(force)}
+    {%{m | asked: asked, leavers: leavers}, Enum.sort(ask), Enum.sort(force)}
   end
 
   @doc """

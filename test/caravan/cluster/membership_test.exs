@@ -75,12 +75,23 @@ defmodule Caravan.Cluster.MembershipTest do
       assert {_, [@b], []} = m |> auth!([@me, @a]) |> Membership.enforce([@a, @b])
     end
 
-    test "a node that left when asked is not counted towards force" do
+    test "a node that left when asked once is only ever asked again, never forced" do
       m = new(leave_after: 2) |> auth!([@me, @a, @b]) |> auth!([@me, @a])
       {m, [@b], []} = Membership.enforce(m, [@a, @b])
       {m, [], []} = Membership.enforce(m, [@a])
-      {_m, ask, force} = Membership.enforce(m, [@a, @b])
-      assert {ask, force} == {[@b], []}
+
+      m =
+        Enum.reduce(1..5, m, fn _, m ->
+          {m, ask, force} = Membership.enforce(m, [@a, @b])
+          assert {ask, force} == {[@b], []}
+          m
+        end)
+
+      # Listed again, then departed again: it may be forced again.
+      m = m |> auth!([@me, @a, @b]) |> auth!([@me, @a])
+      {m, [@b], []} = Membership.enforce(m, [@a, @b])
+      {m, [@b], []} = Membership.enforce(m, [@a, @b])
+      assert {_, [], [@b]} = Membership.enforce(m, [@a, @b])
     end
   end
 
