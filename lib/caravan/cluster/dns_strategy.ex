@@ -638,12 +638,11 @@ defmodule Caravan.Cluster.DnsStrategy do
     :ok
   end
 
-  @doc """
-  The name the strategy of `topology` registers on each node:
-  `:"Elixir.Caravan.Cluster.DnsStrategy.<topology>"`. Members send leave
-  requests to it (prune), so every node of a cluster must use the same
-  topology name, as one libcluster config does.
-  """
+  @doc false
+  # The name the strategy of `topology` registers on each node:
+  # :"Elixir.Caravan.Cluster.DnsStrategy.<topology>". Members send leave
+  # requests to it (prune), so every node of a cluster must use the same
+  # topology name, as one libcluster config does (see "Pruning").
   @spec registered_name(atom()) :: atom()
   def registered_name(topology) when is_atom(topology), do: :"#{__MODULE__}.#{topology}"
 
