@@ -13,8 +13,10 @@ defmodule Caravan.Test.Lab do
   Addresses are in 198.18.0.0/24 (RFC 2544's benchmark range) and exist
   only inside the lab: no namespace has a default route, nothing is
   created in the namespace the test runs in, and every fault (iptables)
-  is applied inside a host namespace. Names start with `cvl` plus the
-  test runner's OS pid and a counter, so two runs never collide.
+  is applied inside a host namespace. Names start with `cvl`, the test
+  runner's OS pid (base 36), `_` and a counter, so two runs never collide;
+  `start/2` first removes labs whose runner is gone (killed before its
+  `on_exit` ran).
 
   Every node runs `Caravan.Test.Lab.Probe`, which records each
   nodeup/nodedown it sees with its reason (`:net_kernel.monitor_nodes/2`
@@ -83,7 +85,8 @@ defmodule Caravan.Test.Lab do
   """
   @spec start(pos_integer(), keyword()) :: t()
   def start(n, opts \\ []) do
-    prefix = "cvl#{Integer.to_string(String.to_integer(System.pid()), 36)}" <> counter()
+    remove_stale()
+    prefix = "cvl#{Integer.to_string(String.to_integer(System.pid()), 36)}_" <> counter()
 
     lab = %__MODULE__{prefix: prefix, bridge_ns: prefix <> "b", dns_ns: prefix <> "d"}
 
@@ -149,6 +152,28 @@ defmodule Caravan.Test.Lab do
     namespaces = [lab.dns_ns, lab.bridge_ns | for({_, h} <- lab.hosts, do: h.ns)]
 
     for ns <- namespaces do
+      {pids, _} = System.cmd("ip", ["netns", "pids", ns], stderr_to_stdout: true)
+
+      for pid <- String.split(pids),
+          pid =~ ~r/\A\d+\z/,
+          do: System.cmd("kill", ["-KILL", pid], stderr_to_stdout: true)
+
+      System.cmd("ip", ["netns", "del", ns], stderr_to_stdout: true)
+    end
+
+    :ok
+  end
+
+  # Labs left by a test runner that was killed (on_exit never ran): the
+  # namespaces whose name holds the OS pid of a process that is gone.
+  # A live run's lab is never touched.
+  defp remove_stale do
+    {list, _} = System.cmd("ip", ["netns", "list"], stderr_to_stdout: true)
+
+    for line <- String.split(list, "\n", trim: true),
+        [ns | _] = String.split(line),
+        [_, pid36] <- [Regex.run(~r/\Acvl([0-9A-Z]+)_/, ns)],
+        not File.exists?("/proc/#{String.to_integer(pid36, 36)}") do
       {pids, _} = System.cmd("ip", ["netns", "pids", ns], stderr_to_stdout: true)
 
       for pid <- String.split(pids),
