@@ -1,6 +1,6 @@
 defmodule Caravan.Cluster.PollTest do
   # The poll's pure parts: records -> node names (capped before atoms are
-  # made), authoritative or not, and the diff against known/connected nodes.
+  # made), authoritative or not, and the diff against connected nodes.
   # Lookups against real DNS servers are in DnsStrategyTest and DiscoveryTest.
   use ExUnit.Case, async: true
 
@@ -45,16 +45,11 @@ defmodule Caravan.Cluster.PollTest do
     assert_raise ArgumentError, fn -> String.to_existing_atom("#{sname}-5003@h") end
   end
 
-  test "diff: new is found minus connected; departed only with prune and authority" do
+  test "diff: new is found minus connected and this node" do
     result = %{found: [:a@h, :b@h], authoritative?: true}
-    known = MapSet.new([:a@h, :c@h, :d@h])
     connected = MapSet.new([:a@h, :c@h])
 
-    assert %{new: [:b@h], departed: [:c@h]} = Poll.diff(result, known, connected, true)
-    assert %{departed: []} = Poll.diff(result, known, connected, false)
-
-    assert %{departed: []} = Poll.diff(%{result | authoritative?: false}, known, connected, true)
-
-    assert %{new: []} = Poll.diff(%{result | found: [node()]}, known, connected, true)
+    assert %{new: [:b@h]} = Poll.diff(result, connected)
+    assert %{new: []} = Poll.diff(%{result | found: [node()]}, connected)
   end
 end
