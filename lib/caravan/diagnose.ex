@@ -222,7 +222,7 @@ defmodule Caravan.Diagnose do
   defp checked(source, config) do
     case Config.new(config) do
       {:ok, config} -> {source, config, nil}
-      {:error, message} -> {:invalid, source, message}
+      {:error, {_kind, message}} -> {:invalid, source, message}
     end
   end
 
