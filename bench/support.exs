@@ -1,7 +1,10 @@
 defmodule Caravan.Bench.Stats do
   @moduledoc false
 
-  @doc "The median (nearest rank) of a list of numbers; nil for []."
+  @doc """
+  The median (nearest rank) of a list of numbers and `:timeout`s (which
+  sort after every number); nil for [].
+  """
   def median([]), do: nil
 
   def median(values) do
@@ -11,6 +14,7 @@ defmodule Caravan.Bench.Stats do
 
   @doc "A number for the table: integers as they are, floats to 3 significant digits."
   def fmt(nil), do: "-"
+  def fmt(:timeout), do: "timeout"
   def fmt(x) when is_integer(x), do: Integer.to_string(x)
   def fmt(x) when is_float(x) and x >= 100, do: x |> round() |> Integer.to_string()
   def fmt(x) when is_float(x) and x >= 10, do: :erlang.float_to_binary(x, decimals: 1)
