@@ -40,28 +40,37 @@ out = opts[:out] || Path.join([bench_dir, "results", if(quick, do: "quick.md", e
 systems = Formation.systems()
 started = System.monotonic_time(:millisecond)
 
-query_log = Path.join(System.tmp_dir!(), "caravan-bench-dnsmasq-#{System.os_time()}.log")
-File.write!(query_log, "")
 records = Formation.dns_records(sizes ++ [join_formed + 1])
 
-dns =
-  Dnsmasq.start(
-    listen: "127.0.1.1",
-    port: 8700,
-    srv: records[:srv],
-    hosts: records[:hosts],
-    # dnsmasq's default limits (20 TCP connections, 150 concurrent
-    # forwards) are kept: the bench stands for a default server.
-    log_facility: query_log,
-    extra: ["--log-queries"]
-  )
+# One dnsmasq per DNS-using system, both with dnsmasq's default limits (20
+# TCP connections, 150 concurrent forwards): what one system does to its
+# server (e.g. holding TCP connections open) does not slow the other.
+servers =
+  for {system, ip} <- [caravan: "127.0.1.1", dns_poll: "127.0.1.2"], into: %{} do
+    log = Path.join(System.tmp_dir!(), "caravan-bench-#{system}-#{System.os_time()}.log")
+    File.write!(log, "")
 
-OsProcs.record(dns.os_pid)
-inetrc = Dnsmasq.inetrc(dns, Path.join(System.tmp_dir!(), "caravan-bench-inetrc"))
-ctx = %{nameserver: "127.0.1.1:8700", query_log: query_log}
+    dns =
+      Dnsmasq.start(
+        listen: ip,
+        port: 8700,
+        srv: records[:srv],
+        hosts: records[:hosts],
+        log_facility: log,
+        extra: ["--log-queries"]
+      )
+
+    OsProcs.record(dns.os_pid)
+    {system, %{dns: dns, log: log, nameserver: "#{ip}:8700"}}
+  end
+
+inetrc =
+  Dnsmasq.inetrc(servers.dns_poll.dns, Path.join(System.tmp_dir!(), "caravan-bench-inetrc"))
+
+ctx = %{servers: servers}
 count = max(Enum.max(sizes), join_formed + 1)
 Log.say("booting #{count} nodes")
-nodes = Peers.start_many(Enum.map(1..count, &Formation.ip/1), inetrc, ctx.nameserver)
+nodes = Peers.start_many(Enum.map(1..count, &Formation.ip/1), inetrc, servers.caravan.nameserver)
 indexed = Enum.with_index(nodes, 1)
 
 {formation, join} =
@@ -96,10 +105,9 @@ indexed = Enum.with_index(nodes, 1)
     {formation, join}
   after
     Peers.each(nodes, &Peers.stop/1)
-    Dnsmasq.stop(dns)
+    for {_, server} <- servers, do: Dnsmasq.stop(server.dns) && File.rm(server.log)
   end
 
-File.rm(query_log)
 med = fn n, system, key -> formation[n][system] |> Enum.map(& &1[key]) |> Stats.median() end
 worst = fn n, system, key -> formation[n][system] |> Enum.map(& &1[key]) |> Enum.max() end
 # Numbers compare below atoms: a :timeout median fails every "at most" check.

@@ -62,22 +62,23 @@ defmodule Caravan.Bench.Formation do
     n = length(members)
     names = for {_, i} <- members, do: name(system, i)
     Peers.each(members, fn {node, i} -> call(node, :distribute, [name(system, i)]) end)
-    opts = strategy_opts(system, n, names, ctx.nameserver)
+    opts = strategy_opts(system, n, names, ctx.servers.caravan.nameserver)
     nodes = Enum.map(members, &elem(&1, 0))
     t0 = System.os_time(:microsecond) + 200_000 + 5_000 * n
     cpu0 = cpu(nodes)
-    q0 = QueryLog.offset(ctx.query_log)
+    log = query_log(ctx, system)
+    q0 = QueryLog.offset(log)
     Peers.each(nodes, &call(&1, :start_round, [system, n - 1, opts, t0, nil]))
     full = wait_for_mesh(nodes, deadline())
     cpu_s = (cpu(nodes) - cpu0) / 100
-    queries = QueryLog.count(ctx.query_log, q0).total
+    queries = QueryLog.count(log, q0).total
     lookup_us = nodes |> Peers.each(&call(&1, :lookup_max, [])) |> Enum.max()
 
     {rest_qpp, rest_types} =
       if rest_ms > 0 and system in [:caravan, :dns_poll] do
-        q1 = QueryLog.offset(ctx.query_log)
+        q1 = QueryLog.offset(log)
         Process.sleep(rest_ms)
-        %{total: total, by_type: types} = QueryLog.count(ctx.query_log, q1)
+        %{total: total, by_type: types} = QueryLog.count(log, q1)
         {total / (n * rest_ms / @poll), types}
       else
         {nil, nil}
@@ -107,7 +108,7 @@ defmodule Caravan.Bench.Formation do
     names = for {_, i} <- all, do: name(system, i)
     call(joiner, :undistribute, [])
     Peers.each(formed, fn {node, i} -> call(node, :distribute, [name(system, i)]) end)
-    opts = strategy_opts(system, n, names, ctx.nameserver)
+    opts = strategy_opts(system, n, names, ctx.servers.caravan.nameserver)
     formed_nodes = Enum.map(formed, &elem(&1, 0))
     t0 = System.os_time(:microsecond) + 200_000 + 5_000 * n
     Peers.each(formed_nodes, &call(&1, :start_round, [system, n - 2, opts, t0, nil]))
@@ -131,6 +132,11 @@ defmodule Caravan.Bench.Formation do
   # ms from t0 (µs) to the last full view; :timeout when there was none.
   defp since(:timeout, _t0), do: :timeout
   defp since(full, t0), do: (Enum.max(full) - t0) / 1000
+
+  # The floors ask no DNS; their rounds read Caravan's server's log (the
+  # epmd module's host lookups would show there).
+  defp query_log(ctx, :dns_poll), do: ctx.servers.dns_poll.log
+  defp query_log(ctx, _system), do: ctx.servers.caravan.log
 
   defp call(node, f, a), do: Peers.call(node.peer, Caravan.Bench.PeerSide, f, a)
   defp cpu(nodes), do: nodes |> Enum.map(&Peers.cpu_ticks(&1.os_pid)) |> Enum.sum()

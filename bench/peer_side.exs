@@ -236,7 +236,7 @@ defmodule Caravan.Bench.DnsPollLike do
   #     :erlang.nodes(:connected) are connected one at a time with
   #     :net_kernel.connect_node/1, in the order of the set difference
   #     (MapSet); a connect that fails is dropped from the remembered list.
-  #   * a log line per connect (info; the bench's nodes log at error).
+  #   * a log line per connect (info; the bench's nodes log at critical).
   # libcluster also emits :telemetry events per connect; there is no
   # telemetry library on the bench's nodes, so those are not paid for.
   use GenServer

@@ -75,7 +75,7 @@ defmodule Caravan.Bench.Peers do
     args =
       ["-start_epmd", "false", "-epmd_module", "Elixir.Caravan.Epmd.Client"] ++
         ["-kernel", "inet_dist_use_interface", ip_term(ip)] ++
-        ["-kernel", "logger_level", "error", "-caravan_nameservers", nameserver] ++
+        ["-kernel", "logger_level", "critical", "-caravan_nameservers", nameserver] ++
         ["+S", "1:1"] ++ Caravan.Test.BeamNode.code_path_args()
 
     {:ok, peer, _not_distributed} =
