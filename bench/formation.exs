@@ -106,6 +106,10 @@ defmodule Caravan.Bench.Formation do
     all = formed ++ [{joiner, j}]
     n = length(all)
     names = for {_, i} <- all, do: name(system, i)
+    # The joiner's epmd module (and its NIF) loaded once before, as on a
+    # booted node: the join is timed from its distribution and strategy
+    # starting.
+    call(joiner, :distribute, [:"warmup-4399@127.0.2.#{j}"])
     call(joiner, :undistribute, [])
     Peers.each(formed, fn {node, i} -> call(node, :distribute, [name(system, i)]) end)
     opts = strategy_opts(system, n, names, ctx.servers.caravan.nameserver)
