@@ -92,9 +92,12 @@ indexed = Enum.with_index(nodes, 1)
 
     {formed, [joiner | _]} = Enum.split(indexed, join_formed)
 
+    # floor_lower cannot join (the formed nodes never dial again).
+    join_systems = systems -- [:floor_lower]
+
     join =
       for rep <- 1..reps,
-          system <- if(rem(rep, 2) == 1, do: systems, else: Enum.reverse(systems)),
+          system <- if(rem(rep, 2) == 1, do: join_systems, else: Enum.reverse(join_systems)),
           reduce: %{} do
         acc ->
           ms = Formation.join(formed, joiner, system, ctx)
@@ -151,7 +154,7 @@ cost_rows = [
     end
 ]
 
-[jc, jd, jfp, jfs] = for s <- systems, do: Stats.median(join[s])
+[jc, jd, jfp, jfs] = for s <- systems -- [:floor_lower], do: Stats.median(join[s])
 join_bound = if is_number(jfp), do: Formation.poll_interval() + 2 * jfp
 
 join_rows = [
@@ -195,7 +198,10 @@ rounds_lines =
   for n <- sizes, s <- systems do
     "N=#{n} #{s}: #{formation[n][s] |> Enum.map(&f.(&1.ms)) |> Enum.join(", ")} ms"
   end ++
-    for(s <- systems, do: "join #{s}: #{join[s] |> Enum.reverse() |> Enum.map_join(", ", f)} ms")
+    for(
+      s <- systems -- [:floor_lower],
+      do: "join #{s}: #{join[s] |> Enum.reverse() |> Enum.map_join(", ", f)} ms"
+    )
 
 cpu =
   File.read!("/proc/cpuinfo") |> then(&Regex.run(~r/model name\s*:\s*(.+)/, &1)) |> List.last()

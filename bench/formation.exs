@@ -10,6 +10,8 @@ defmodule Caravan.Bench.Formation do
   #              does: A (+ AAAA) formN.bench.consul, nodes bench-4370@127.0.2.I
   #   floor_par  no DNS: every node is given all names, connects to all at once
   #   floor_seq  no DNS: the same list, one connect at a time
+  #   floor_lower  no DNS: the same list, all at once, but only to the names
+  #              that sort after one's own (nobody dials simultaneously)
   #
   # A round: every node gets its name for the system, a watcher and, at one
   # common OS time t0, its strategy; formation time = the last node's first
@@ -19,7 +21,7 @@ defmodule Caravan.Bench.Formation do
 
   @port 4370
   @poll 1_000
-  @systems [:caravan, :dns_poll, :floor_par, :floor_seq]
+  @systems [:caravan, :dns_poll, :floor_par, :floor_seq, :floor_lower]
 
   def systems, do: @systems
   def poll_interval, do: @poll

@@ -112,6 +112,9 @@ defmodule Caravan.Bench.PeerSide do
   defp child_spec(:floor_par, opts), do: {Caravan.Bench.Floor, [{:parallel, true} | opts]}
   defp child_spec(:floor_seq, opts), do: {Caravan.Bench.Floor, [{:parallel, false} | opts]}
 
+  defp child_spec(:floor_lower, opts),
+    do: {Caravan.Bench.Floor, [{:parallel, true}, {:lower_dials, true} | opts]}
+
   defp watch(target, full_at) do
     full_at =
       if full_at == nil and length(Node.list()) >= target,
@@ -321,13 +324,21 @@ defmodule Caravan.Bench.Floor do
   # The floors: no DNS at all. The node is given every node name up front
   # and connects to each one not yet connected, all at once (one process
   # per connect, `parallel: true`) or one at a time (`parallel: false`).
+  # `lower_dials: true`: only to the names that sort after its own, so no
+  # two nodes dial each other at once (a dialing rule, measured).
   use GenServer
 
   def start_link(opts), do: GenServer.start_link(__MODULE__, opts)
 
   @impl true
   def init(opts) do
-    peers = for n <- Keyword.fetch!(opts, :nodes), n != node(), do: n
+    lower_dials = Keyword.get(opts, :lower_dials, false)
+
+    peers =
+      for n <- Keyword.fetch!(opts, :nodes),
+          n != node(),
+          not lower_dials or n > node(),
+          do: n
 
     if Keyword.fetch!(opts, :parallel),
       do: Enum.each(peers, &spawn(:net_kernel, :connect_node, [&1])),

@@ -63,8 +63,10 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   ## Behaviour
 
-  The first lookup runs right after start without blocking the supervisor,
-  then one every `:poll_interval` ms. Each poll runs in its own process:
+  The first lookup runs soon after start without blocking the supervisor
+  (after a random 0 to min(`:poll_interval` / 10, 50) ms, so nodes booted
+  together do not all ask DNS in the same millisecond), then one every
+  `:poll_interval` ms. Each poll runs in its own process:
   the queries are asked in parallel, and new nodes (not this node, not in
   `list_nodes`) are connected in parallel, each bounded by
   `:connect_timeout`; a slow poll never delays the timer (the next poll is
@@ -133,7 +135,7 @@ defmodule Caravan.Cluster.DnsStrategy do
   def init(arg) do
     case Config.new(arg) do
       {:ok, config} ->
-        send(self(), :poll)
+        Process.send_after(self(), :poll, Poll.first_delay(config.poll_interval))
 
         {:ok,
          %{

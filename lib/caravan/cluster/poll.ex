@@ -158,4 +158,15 @@ defmodule Caravan.Cluster.Poll do
     do: {:error, {:invalid_record, "expected {port, host}, got: #{inspect(other)}"}}
 
   defp list_nodes(%Config{list_nodes: {m, f, a}}), do: apply(m, f, a)
+
+  @doc """
+  The delay (ms) of a topology's first poll: uniform in
+  0..min(poll_interval / 10, 50), so nodes booted together do not all ask
+  DNS in the same millisecond, at a cost of at most 50 ms.
+  """
+  @spec first_delay(pos_integer()) :: non_neg_integer()
+  def first_delay(poll_interval) do
+    spread = min(div(poll_interval, 10), 50)
+    :rand.uniform(spread + 1) - 1
+  end
 end
