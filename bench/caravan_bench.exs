@@ -118,10 +118,12 @@ rest = fn n, system -> formation[n][system] |> Enum.map(& &1.rest_qpp) |> Enum.f
 f = &Stats.fmt/1
 
 formation_rows = [
-  ~w(N floor_par floor_seq Caravan DNSPoll-like Caravan/floor_par DNSPoll-like/Caravan)
+  ~w(N floor_par floor_seq Caravan DNSPoll-like Caravan/floor_par DNSPoll-like/Caravan floor_lower)
   | for n <- sizes do
-      [c, d, fp, fs] = for s <- systems, do: med.(n, s, :ms)
-      [to_string(n), f.(fp), f.(fs), f.(c), f.(d), Stats.ratio(c, fp), Stats.ratio(d, c)]
+      [c, d, fp, fs, fl] = for s <- systems, do: med.(n, s, :ms)
+
+      [to_string(n), f.(fp), f.(fs), f.(c), f.(d), Stats.ratio(c, fp), Stats.ratio(d, c)] ++
+        ["#{f.(fl)} (#{Stats.ratio(fl, fp)})"]
     end
 ]
 

@@ -64,7 +64,7 @@ defmodule Caravan.Cluster.DnsStrategy do
   ## Behaviour
 
   The first lookup runs soon after start without blocking the supervisor
-  (after a random 0 to min(`:poll_interval` / 10, 50) ms, so nodes booted
+  (after a random 0 to min(`:poll_interval` / 100, 10) ms, so nodes booted
   together do not all ask DNS in the same millisecond), then one every
   `:poll_interval` ms. Each poll runs in its own process:
   the queries are asked in parallel, and new nodes (not this node, not in
