@@ -109,6 +109,7 @@ indexed = Enum.with_index(nodes, 1)
   after
     Peers.each(nodes, &Peers.stop/1)
     for {_, server} <- servers, do: Dnsmasq.stop(server.dns) && File.rm(server.log)
+    File.rm(inetrc)
   end
 
 med = fn n, system, key -> formation[n][system] |> Enum.map(& &1[key]) |> Stats.median() end
@@ -178,7 +179,7 @@ le = fn a, b -> is_number(a) and is_number(b) and a <= b end
 scale = fn x, k -> if is_number(x), do: k * x end
 
 checks = [
-  {"forms within 1.5x floor_par at N=32 and 48 (#{Enum.join(big, ", ")} run)",
+  {"forms within 1.5x floor_par at N=32 and 48 (#{if big == [], do: "not run", else: "N=#{Enum.join(big, ", ")}"})",
    big != [] and
      Enum.all?(big, &le.(med.(&1, :caravan, :ms), scale.(med.(&1, :floor_par, :ms), 1.5)))},
   {"ahead of DNSPoll-like at every N",
