@@ -1,26 +1,59 @@
 defmodule Caravan.MixProject do
   use Mix.Project
 
-  @version "2.0.0-dev"
+  # The one version of Caravan (hex package, application, precompiled
+  # artifact names). The Rust crates under native/ are internal
+  # (publish = false) and keep their own 0.1.0.
+  @version "2.0.0"
 
   def project do
     [
       app: :caravan,
       version: @version,
       elixir: "~> 1.14",
+      description:
+        "Erlang/Elixir distribution without epmd: the distribution port comes from the " <>
+          "node name, peers come from DNS SRV records (Consul, Kubernetes). Drop-in " <>
+          "successor of Caravan 1.x, with a Rust NIF core.",
+      package: package(),
       start_permanent: Mix.env() == :prod,
       elixirc_paths: elixirc_paths(Mix.env()),
       # The native compiler runs after :elixir, which compiles it
       # (lib/mix/tasks/compile.caravan_native.ex): no hex package needed.
       compilers: Mix.compilers() ++ [:caravan_native],
       deps: [],
-      docs: [main: "Caravan"],
+      # :httpc, :ssl and :public_key are used at build time only, by the
+      # compile task fetching a precompiled library (Caravan.Precompiled);
+      # the application does not start them.
+      xref: [exclude: [:httpc, :ssl, :public_key, :inets]],
       test_coverage: [summary: [threshold: 0]]
     ]
   end
 
   def application do
     [extra_applications: [:logger | test_applications(Mix.env())]]
+  end
+
+  # What `mix hex.build` puts in the package: the Elixir sources, the crates'
+  # sources and lock file (for source builds), the checksum file (for
+  # precompiled libraries). Never target/ or priv/native (build output).
+  defp package do
+    [
+      licenses: ["Apache-2.0"],
+      files: [
+        "lib",
+        "native/*/src",
+        "native/*/Cargo.toml",
+        "Cargo.toml",
+        "Cargo.lock",
+        "checksum-Elixir.Caravan.Native.exs",
+        "mix.exs",
+        ".formatter.exs",
+        "README.md",
+        "LICENSE",
+        "CHANGELOG.md"
+      ]
+    ]
   end
 
   # test/support makes TLS certificates with :public_key.

@@ -17,7 +17,7 @@ defmodule Caravan.DNS do
       or Caravan 1.x's `{"IP", port}` tuples (port an integer or a string).
       Default `[]`: the system's `/etc/resolv.conf`.
     * `:timeout` - bound on the whole lookup, retries and TCP included, in
-      ms. Default #{2_000}.
+      ms. Default #{Caravan.DNS.Options.default_timeout()}.
     * `:node_host` - how each record's `:host` (the host part of the node
       name) is chosen: `:auto` (default) the target, except Consul
       `<hex>.addr.<dc>.consul` targets, which become their IP address;
@@ -34,12 +34,17 @@ defmodule Caravan.DNS do
   "no records"; `:timeout`, `:server_failure` (SERVFAIL, REFUSED, ...),
   `:cname_loop` (the name leads into a CNAME loop) and `:transport`
   (malformed answers, closed connections, ...) mean the answer is unknown.
-  `:internal` means Caravan's native code failed (a bug; the message says
-  where). `:invalid_query`,
-  `:invalid_nameserver` and `:invalid_option` name the bad argument.
+  `:config` (the resolver cannot be set up, e.g. an unreadable
+  resolv.conf) and `:runtime` (Caravan's tokio runtime cannot start) are
+  about this machine. `:internal` means Caravan's native code failed (a
+  bug; the message says where). `:invalid_query`, `:invalid_nameserver`
+  and `:invalid_option` name the bad argument. Every kind is listed in
+  `t:Caravan.error_kind/0`.
   """
 
-  @default_timeout 2_000
+  require Logger
+  alias Caravan.DNS.Options
+
   # How long past its own bound the caller waits for the native reply.
   @reply_grace 1_000
 
@@ -58,7 +63,7 @@ defmodule Caravan.DNS do
           host: String.t() | nil
         }
 
-  @type reason :: {atom(), String.t()}
+  @type reason :: Caravan.error()
 
   @doc """
   Looks up the SRV records of `query` and waits for the answer.
@@ -68,79 +73,87 @@ defmodule Caravan.DNS do
   """
   @spec lookup_srv(String.t(), keyword()) :: {:ok, [record()]} | {:error, reason()}
   def lookup_srv(query, opts \\ []) do
-    with {:ok, ref, timeout} <- start(query, opts) do
-      await(ref, timeout + @reply_grace)
+    with {:ok, ref, timeout} <- start(query, opts, trace?()) do
+      await(:caravan_srv, ref, timeout + @reply_grace, query)
     end
   end
 
-  @doc """
-  Starts an SRV lookup and returns `{:ok, ref}` at once (the NIF call takes
-  microseconds). The calling process later receives exactly one message
-  `{:caravan_srv, ref, {:ok, [record]} | {:error, {kind, message}}}` within
-  `:timeout` ms.
-
-  Returns `{:error, {kind, message}}` at once for an invalid query, option
-  or nameserver.
-  """
+  @doc false
+  # Starts an SRV lookup and returns `{:ok, ref}` at once (the NIF call takes
+  # microseconds). The calling process later receives exactly one message
+  # `{:caravan_srv, ref, {:ok, [record]} | {:error, {kind, message}}}` within
+  # `:timeout` ms.
+  #
+  # Returns `{:error, {kind, message}}` at once for an invalid query, option
+  # or nameserver.
   @spec lookup_srv_async(String.t(), keyword()) :: {:ok, reference()} | {:error, reason()}
   def lookup_srv_async(query, opts \\ [])
 
   def lookup_srv_async(query, opts) do
-    with {:ok, ref, _timeout} <- start(query, opts), do: {:ok, ref}
+    with {:ok, ref, _timeout} <- start(query, opts, false), do: {:ok, ref}
   end
 
   # Validates the arguments once and starts the native lookup:
   # {:ok, ref, timeout_ms} or {:error, reason}.
-  defp start(query, opts) when is_binary(query) and is_list(opts) do
-    with {:ok, timeout} <- timeout(opts),
-         {:ok, nameservers} <- nameservers(opts),
-         {:ok, node_host} <- node_host(opts),
-         {:ok, ref} <- Caravan.Native.srv_lookup(query, nameservers, timeout, node_host) do
-      {:ok, ref, timeout}
+  defp start(query, opts, trace) when is_binary(query) and is_list(opts) do
+    with {:ok, %Options{} = o} <- Options.new(opts),
+         {:ok, ref} <-
+           Caravan.Native.srv_lookup(query, o.nameservers, o.timeout, o.node_host, trace) do
+      {:ok, ref, o.timeout}
     end
   end
 
-  defp start(query, _opts),
+  defp start(query, _opts, _trace),
     do: {:error, {:invalid_query, "expected the query as a binary, got: #{inspect(query)}"}}
 
-  @doc """
-  Waits up to `timeout` ms for the answer to `lookup_srv_async/2`.
-
-  Returns the answer, or `{:error, {:timeout, message}}`; a reply that
-  arrives later stays in the mailbox as `{:caravan_srv, ref, _}`.
-  """
+  @doc false
+  # Waits up to `timeout` ms for the answer to `lookup_srv_async/2`.
+  #
+  # Returns the answer, or `{:error, {:timeout, message}}`; a reply that
+  # arrives later stays in the mailbox as `{:caravan_srv, ref, _}`.
   @spec await(reference(), timeout()) :: {:ok, [record()]} | {:error, reason()}
-  def await(ref, timeout), do: await(:caravan_srv, ref, timeout)
+  def await(ref, timeout), do: await(:caravan_srv, ref, timeout, nil)
 
-  defp await(tag, ref, timeout) do
+  # A traced reply carries the lookup's tracing events (hickory's and
+  # Caravan's: the nameservers asked, retries, truncation and the switch to
+  # TCP), logged here at debug as one entry.
+  defp await(tag, ref, timeout, query) do
     receive do
-      {^tag, ^ref, answer} -> answer
+      {^tag, ^ref, answer} ->
+        answer
+
+      {^tag, ^ref, answer, lines} ->
+        Logger.debug(fn ->
+          "[caravan] lookup of #{inspect(query)}: #{summary(answer)}; trace:\n  " <>
+            Enum.join(lines, "\n  ")
+        end)
+
+        answer
     after
       timeout -> {:error, {:timeout, "no answer from Caravan's resolver within #{timeout} ms"}}
     end
   end
 
-  @doc """
-  Looks up the addresses of `host` (a string) for `family` (`:inet`: A
-  records, `:inet6`: AAAA records) through the `:nameservers` option, and
-  waits for the answer. An IP literal of that family is returned without a
-  lookup. Options: `:nameservers`, `:timeout` (ms), as above.
-
-  Returns `{:ok, [ip_tuple]}` (at least one) or `{:error, {kind, message}}`
-  with the kinds of `lookup_srv/2`.
-
-      {:ok, [{10, 0, 0, 1}]} =
-        Caravan.DNS.lookup_host("web1.node.dc1.consul", :inet, nameservers: ["127.0.0.1:8600"])
-  """
+  @doc false
+  # Looks up the addresses of `host` (a string) for `family` (`:inet`: A
+  # records, `:inet6`: AAAA records) through the `:nameservers` option, and
+  # waits for the answer. An IP literal of that family is returned without a
+  # lookup. Options: `:nameservers`, `:timeout` (ms), as above.
+  #
+  # Returns `{:ok, [ip_tuple]}` (at least one) or `{:error, {kind, message}}`
+  # with the kinds of `lookup_srv/2`.
+  #
+  # {:ok, [{10, 0, 0, 1}]} =
+  # Caravan.DNS.lookup_host("web1.node.dc1.consul", :inet, nameservers: ["127.0.0.1:8600"])
   @spec lookup_host(String.t(), :inet | :inet6, keyword()) ::
           {:ok, [:inet.ip_address()]} | {:error, reason()}
   def lookup_host(host, family, opts \\ [])
 
   def lookup_host(host, family, opts) when is_binary(host) and family in [:inet, :inet6] do
-    with {:ok, timeout} <- timeout(opts),
-         {:ok, nameservers} <- nameservers(opts),
-         {:ok, ref} <- Caravan.Native.host_lookup(host, family, nameservers, timeout) do
-      await(:caravan_host, ref, timeout + @reply_grace)
+    with {:ok, %Options{} = o} <- Options.new(Keyword.delete(opts, :node_host)),
+         {:ok, ref} <-
+           Caravan.Native.host_lookup(host, family, o.nameservers, o.timeout, trace?()) do
+      await(:caravan_host, ref, o.timeout + @reply_grace, host)
     end
   end
 
@@ -150,92 +163,11 @@ defmodule Caravan.DNS do
        {:invalid_query,
         "expected a host name as a binary and :inet or :inet6, got: #{inspect({host, family})}"}}
 
-  @doc """
-  Checks and normalises the `:nameservers` option to `"IP:PORT"` strings
-  (port 53 when a string gives none), with the same parser the lookups use.
+  # Whether lookups are traced: only when Logger would print debug entries
+  # of this module (the primary level, or a module level set with
+  # Logger.put_module_level/2). Otherwise no tracing subscriber exists.
+  defp trace?, do: :logger.allow(:debug, __MODULE__)
 
-  Returns `{:ok, [String.t()]}` or `{:error, {:invalid_nameserver, message}}`
-  naming the bad entry.
-
-      iex> Caravan.DNS.nameservers(nameservers: ["127.0.0.1:8600", "10.0.0.1", {"10.0.0.2", "8600"}, {{10, 0, 0, 3}, 53}])
-      {:ok, ["127.0.0.1:8600", "10.0.0.1:53", "10.0.0.2:8600", "10.0.0.3:53"]}
-      iex> Caravan.DNS.nameservers(nameservers: ["consul:8600"])
-      {:error, {:invalid_nameserver, ~s(invalid nameserver "consul:8600"; expected "IP" or "IP:PORT", e.g. "127.0.0.1:8600" or "[::1]:53")}}
-      iex> Caravan.DNS.nameservers(nameservers: [:consul])
-      {:error, {:invalid_nameserver, ~s(invalid nameserver :consul; expected "IP", "IP:PORT", {"IP", port} or {ip_tuple, port})}}
-  """
-  @spec nameservers(keyword()) :: {:ok, [String.t()]} | {:error, reason()}
-  def nameservers(opts) do
-    opts
-    |> Keyword.get(:nameservers, [])
-    |> List.wrap()
-    |> Enum.reduce_while({:ok, []}, fn ns, {:ok, acc} ->
-      case nameserver(ns) do
-        {:ok, text} -> {:cont, {:ok, [text | acc]}}
-        {:error, message} -> {:halt, {:error, {:invalid_nameserver, message}}}
-        :error -> {:halt, {:error, {:invalid_nameserver, invalid_nameserver(ns)}}}
-      end
-    end)
-    |> case do
-      {:ok, list} -> {:ok, Enum.reverse(list)}
-      error -> error
-    end
-  end
-
-  defp nameserver(text) when is_binary(text) do
-    case Caravan.Native.nameserver(text) do
-      {:ok, normalised} -> {:ok, normalised}
-      {:error, {:invalid_nameserver, message}} -> {:error, message}
-    end
-  end
-
-  defp nameserver({ip, port}) when is_binary(port) do
-    case Integer.parse(port) do
-      {port, ""} -> nameserver({ip, port})
-      _ -> :error
-    end
-  end
-
-  defp nameserver({ip, port}) when is_binary(ip) and port in 1..65_535 do
-    case :inet.parse_address(String.to_charlist(ip)) do
-      {:ok, ip} -> nameserver({ip, port})
-      {:error, _} -> :error
-    end
-  end
-
-  defp nameserver({ip, port}) when is_tuple(ip) and port in 1..65_535 do
-    case :inet.ntoa(ip) do
-      {:error, _} -> :error
-      text when tuple_size(ip) == 8 -> {:ok, "[#{text}]:#{port}"}
-      text -> {:ok, "#{text}:#{port}"}
-    end
-  end
-
-  defp nameserver(_), do: :error
-
-  defp invalid_nameserver(ns),
-    do:
-      "invalid nameserver #{inspect(ns)}; expected \"IP\", \"IP:PORT\", {\"IP\", port} or {ip_tuple, port}"
-
-  defp node_host(opts) do
-    case Keyword.get(opts, :node_host, :auto) do
-      mode when mode in [:auto, :target, :ip] ->
-        {:ok, mode}
-
-      other ->
-        {:error,
-         {:invalid_option, "expected :node_host as :auto, :target or :ip, got: #{inspect(other)}"}}
-    end
-  end
-
-  defp timeout(opts) do
-    case Keyword.get(opts, :timeout, @default_timeout) do
-      ms when is_integer(ms) and ms > 0 ->
-        {:ok, ms}
-
-      other ->
-        {:error,
-         {:invalid_option, "expected :timeout as a positive integer (ms), got: #{inspect(other)}"}}
-    end
-  end
+  defp summary({:ok, found}), do: "#{length(found)} answer(s)"
+  defp summary({:error, {kind, message}}), do: "#{kind}: #{message}"
 end

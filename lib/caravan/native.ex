@@ -12,11 +12,11 @@ defmodule Caravan.Native do
   @doc """
   Loads the NIF library from `priv/native/caravan_native.so`.
 
-  Returns `:ok` (also when already loaded) or `{:error, message}` with a
-  message naming the library path and the reason. Safe to call at boot,
-  before the file server exists.
+  Returns `:ok` (also when already loaded) or `{:error, {:native_library,
+  message}}` with a message naming the library path and the reason. Safe
+  to call at boot, before the file server exists.
   """
-  @spec load() :: :ok | {:error, String.t()}
+  @spec load() :: :ok | {:error, {:native_library, String.t()}}
   def load do
     path = library_path()
 
@@ -26,8 +26,9 @@ defmodule Caravan.Native do
 
       {:error, reason} ->
         {:error,
-         "Caravan could not load its native library #{path}.so: #{reason}. " <>
-           "Build it again with `mix compile` (needs cargo) and copy it whole."}
+         {:native_library,
+          "Caravan could not load its native library #{path}.so: #{reason}. " <>
+            "Build it again with `mix compile` (needs cargo) and copy it whole."}}
     end
   end
 
@@ -41,9 +42,10 @@ defmodule Caravan.Native do
 
       {:error, {reason, text}} ->
         {:error,
-         "Caravan could not load its native library #{path}.so: #{reason}: #{text}. " <>
-           "Build it with `mix compile` (needs cargo) and check that the file exists " <>
-           "and matches this machine."}
+         {:native_library,
+          "Caravan could not load its native library #{path}.so: #{reason}: #{text}. " <>
+            "Build it with `mix compile` (needs cargo) and check that the file exists " <>
+            "and matches this machine."}}
     end
   end
 
@@ -149,40 +151,71 @@ defmodule Caravan.Native do
     :filename.join([priv, ~c"native", @library])
   end
 
-  # The stubs load the library on first use, then call the NIF that replaced
-  # them. load/0 returns :ok only once the NIFs are in place, so the retry
-  # cannot loop.
-  def dist_port(node), do: retry(:dist_port, [node])
-  def listen_port(node), do: retry(:listen_port, [node])
+  # The stubs. The library is loaded by the epmd module at boot; when
+  # Caravan is used without it (mix tasks, a node started with epmd), the
+  # first stub called loads it and calls the NIF that replaced it. A stub
+  # runs at most twice: a stub that runs while the library is loaded has no
+  # NIF behind it and raises :nif_not_loaded at once (it used to loop).
+  def dist_port(node), do: load_and_call(:dist_port, [node])
+  def listen_port(node), do: load_and_call(:listen_port, [node])
 
-  # Does nothing: the cost of the cheapest NIF call, for bench/.
-  def floor, do: retry(:floor, [])
+  # trace: true makes the reply {tag, ref, result, [line]}, the lines being
+  # the lookup's tracing events (native/caravan_core/src/trace.rs).
+  def srv_lookup(query, nameservers, timeout_ms, node_host, trace),
+    do: load_and_call(:srv_lookup, [query, nameservers, timeout_ms, node_host, trace])
 
+  # Untraced, and with node_host :auto (not NIFs).
   def srv_lookup(query, nameservers, timeout_ms, node_host),
-    do: retry(:srv_lookup, [query, nameservers, timeout_ms, node_host])
+    do: srv_lookup(query, nameservers, timeout_ms, node_host, false)
 
-  # The SRV lookup with node_host :auto (not a NIF).
   def srv_lookup(query, nameservers, timeout_ms),
-    do: srv_lookup(query, nameservers, timeout_ms, :auto)
+    do: srv_lookup(query, nameservers, timeout_ms, :auto, false)
 
-  def host_lookup(host, family, nameservers, timeout_ms),
-    do: retry(:host_lookup, [host, family, nameservers, timeout_ms])
+  def host_lookup(host, family, nameservers, timeout_ms, trace),
+    do: load_and_call(:host_lookup, [host, family, nameservers, timeout_ms, trace])
 
-  def nameserver(text), do: retry(:nameserver, [text])
+  def nameserver(text), do: load_and_call(:nameserver, [text])
 
-  # %{started: boolean, in_flight: lookups spawned and not yet replied}.
-  def runtime_info, do: retry(:runtime_info, [])
+  # Test hooks: NIFs of the library built with the cargo feature
+  # `test-hooks` (MIX_ENV=test, see Mix.Tasks.Compile.CaravanNative), and
+  # their stubs, compiled only then, so a production node has neither.
+  if Mix.Tasks.Compile.CaravanNative.test_hooks?() do
+    # Does nothing: the cost of the cheapest NIF call.
+    def floor, do: load_and_call(:floor, [])
 
-  # Internal, for the tests only: panics on purpose in the NIF call (:nif,
-  # raises :nif_panicked) or in a runtime task (:runtime, returns {:ok, ref};
-  # the reply is {:caravan_srv, ref, {:error, {:internal, message}}}), to
-  # check that a panic in Rust always becomes an Elixir error.
-  def __panic__(place), do: retry(:__panic__, [place])
+    # %{started: boolean, in_flight: lookups spawned and not yet replied}.
+    def runtime_info, do: load_and_call(:runtime_info, [])
 
-  defp retry(fun, args) do
-    case load() do
-      :ok -> apply(__MODULE__, fun, args)
-      {:error, message} -> :erlang.nif_error({:nif_not_loaded, message})
+    # Panics on purpose in the NIF call (:nif, raises :nif_panicked) or in
+    # a runtime task (:runtime, returns {:ok, ref}; the reply is
+    # {:caravan_srv, ref, {:error, {:internal, message}}}), to check that a
+    # panic in Rust always becomes an Elixir error.
+    def __panic__(place), do: load_and_call(:__panic__, [place])
+
+    # A stub with no NIF behind it in any build: must raise, not spin.
+    def __no_nif__, do: load_and_call(:__no_nif__, [])
+  end
+
+  @calling {__MODULE__, :calling}
+
+  defp load_and_call(fun, args) do
+    cond do
+      Process.get(@calling) ->
+        # Loaded, and still this stub: the library has no such NIF.
+        :erlang.nif_error(:nif_not_loaded)
+
+      (result = load()) != :ok ->
+        {:error, {_kind, message}} = result
+        :erlang.nif_error({:nif_not_loaded, message})
+
+      true ->
+        Process.put(@calling, true)
+
+        try do
+          apply(__MODULE__, fun, args)
+        after
+          Process.delete(@calling)
+        end
     end
   end
 end

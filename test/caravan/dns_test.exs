@@ -1,13 +1,17 @@
 defmodule Caravan.DNSTest do
-  # Lookups against a real dnsmasq on 127.0.0.1:8653.
-  use ExUnit.Case, async: false
+  # Lookups against a real dnsmasq, on a loopback address of this file's own
+  # (Caravan.Test.Loopback), so the file runs async.
+  use ExUnit.Case, async: true
   doctest Caravan.DNS
 
-  alias Caravan.Test.Dnsmasq
+  alias Caravan.Test.{Dnsmasq, Loopback}
 
   setup_all do
+    listen = Loopback.address()
+
     dns =
       Dnsmasq.start(
+        listen: listen,
         port: 8653,
         srv: [
           {"_web._tcp.service.consul", "web1.node.dc1.consul", 4370},
@@ -17,7 +21,8 @@ defmodule Caravan.DNSTest do
       )
 
     on_exit(fn -> Dnsmasq.stop(dns) end)
-    %{ns: Dnsmasq.nameserver(dns)}
+    # Nothing listens on `dead`.
+    %{ns: Dnsmasq.nameserver(dns), listen: listen, dead: Loopback.address() <> ":8654"}
   end
 
   test "SRV records come back with priority, weight, port, target and the additional section's addresses",
@@ -46,10 +51,10 @@ defmodule Caravan.DNSTest do
            ]
   end
 
-  test "1.x-style {ip, port} nameservers work", %{ns: _} do
+  test "1.x-style {ip, port} nameservers work", %{listen: listen} do
     assert {:ok, [_, _]} =
              Caravan.DNS.lookup_srv("_web._tcp.service.consul",
-               nameservers: [{"127.0.0.1", "8653"}]
+               nameservers: [{listen, "8653"}]
              )
   end
 
@@ -67,11 +72,11 @@ defmodule Caravan.DNSTest do
     assert message =~ "Refused"
   end
 
-  test "a dead nameserver ends in a timeout from the native resolver" do
+  test "a dead nameserver ends in a timeout from the native resolver", %{dead: dead} do
     # Nothing listens on this loopback port.
     assert {:error, {:timeout, "no answer within the lookup timeout"}} =
              Caravan.DNS.lookup_srv("_web._tcp.service.consul",
-               nameservers: ["127.0.0.1:8654"],
+               nameservers: [dead],
                timeout: 300
              )
   end
@@ -125,10 +130,10 @@ defmodule Caravan.DNSTest do
                Caravan.DnsClient.Native.get_nodes("web1.node.dc1.consul", nameservers: [ns])
     end
 
-    test "never reads a failure as no peers" do
+    test "never reads a failure as no peers", %{dead: dead} do
       assert {:error, {:timeout, _}} =
                Caravan.DnsClient.Native.get_nodes("_web._tcp.service.consul",
-                 nameservers: ["127.0.0.1:8654"],
+                 nameservers: [dead],
                  timeout: 200
                )
     end

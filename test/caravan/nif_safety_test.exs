@@ -38,6 +38,29 @@ defmodule Caravan.NifSafetyTest do
     end
   end
 
+  test "a stub with no NIF behind it raises :nif_not_loaded at once instead of looping" do
+    # __no_nif__/0 is a stub (test builds only) whose NIF no library has:
+    # the loaded library's NIFs replace every other stub, not this one. The
+    # old stubs loaded the library and called themselves again, forever.
+    task =
+      Task.async(fn ->
+        try do
+          Caravan.Native.__no_nif__()
+        catch
+          :error, error -> {:raised, error}
+        end
+      end)
+
+    case Task.yield(task, 5_000) || Task.shutdown(task, :brutal_kill) do
+      {:ok, result} -> assert result == {:raised, :nif_not_loaded}
+      nil -> flunk("Caravan.Native.__no_nif__/0 still runs after 5 s: the stub loops")
+    end
+
+    # The real NIFs are untouched, and the stub raises again, as promptly.
+    assert Caravan.Epmd.dist_port(:"app-4800@h") == 4800
+    assert_raise ErlangError, ~r/nif_not_loaded/, fn -> Caravan.Native.__no_nif__() end
+  end
+
   test "1000 callers that die before their reply leave nothing behind" do
     server = start_supervised!({FaultDns, ip: {127, 0, 2, 3}, port: 8724, mode: {:delay, 1_500}})
     ns = FaultDns.nameserver(server)

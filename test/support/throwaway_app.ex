@@ -1,43 +1,82 @@
 defmodule Caravan.Test.ThrowawayApp do
   @moduledoc """
   Builds a throwaway Mix project (`mix new`) that uses Caravan as a `path:`
-  dependency, the way a user's app does. Caravan's sources are copied first,
-  so nothing the throwaway build writes (`priv/`, `_build/`) lands in this
-  checkout. No hex package is involved.
+  dependency, the way a user's app does. The dependency is a copy of the
+  files Caravan's hex package would hold (`package_files/1`), so nothing the
+  throwaway build writes lands in this checkout, and a file the build needs
+  but the package lacks makes the build fail. No hex package is involved.
   """
+
+  alias Caravan.Precompiled
 
   @root Path.expand("../..", __DIR__)
 
   @doc """
-  Copies Caravan's sources (`mix.exs`, `Cargo.*`, `lib/`, `native/`) into
-  `<dir>/caravan` and returns that path.
+  The files of Caravan's hex package, relative to `root`: the `package[:files]`
+  entries of mix.exs expanded the way `mix hex.build` expands them (each
+  entry joined to the root and wildcard-expanded, directories taken
+  recursively, regular files only, duplicates dropped). Sorted.
+  """
+  @spec package_files(Path.t()) :: [Path.t()]
+  def package_files(root \\ @root) do
+    Mix.Project.config()[:app] == :caravan || raise "package_files/1 runs in Caravan's project"
 
-  Options: `:prebuilt_native` (default false): when true, also copies this
-  checkout's built `priv/native/caravan_native.so`, last, so it is newer than
-  the crate sources and the dependency's compiler does not run cargo. When
-  false the copy has no library and its first `mix compile` builds it.
+    Mix.Project.config()[:package][:files]
+    |> Enum.map(&Path.join(root, &1))
+    |> Enum.flat_map(&Path.wildcard/1)
+    |> Enum.flat_map(&if(File.dir?(&1), do: Path.wildcard(Path.join(&1, "**")), else: [&1]))
+    |> Enum.filter(&File.regular?/1)
+    |> Enum.uniq()
+    |> Enum.map(&Path.relative_to(&1, root))
+    |> Enum.sort()
+  end
+
+  @doc """
+  Copies Caravan's package files (`package_files/1`) into `<dir>/caravan`
+  and returns that path.
+
+  Options: `:prebuilt_native` (default false): when true, the library this
+  checkout's test build installed (`:code.priv_dir(:caravan)`) is packed as
+  the precompiled artifact for this machine into `<dir>/precompiled`, and
+  the copy's checksum file records it; `new/3` then points the app at that
+  directory, so the dependency installs it and cargo does not run. When
+  false the copy's checksum file is the checkout's.
   """
   @spec copy_caravan(Path.t(), keyword()) :: Path.t()
   def copy_caravan(dir, opts \\ []) do
     caravan = Path.join(dir, "caravan")
-    File.mkdir_p!(caravan)
 
-    for entry <- ["mix.exs", "Cargo.toml", "Cargo.lock", "lib", "native"],
-        do: File.cp_r!(Path.join(@root, entry), Path.join(caravan, entry))
-
-    if opts[:prebuilt_native] do
-      library = Path.join(@root, "priv/native/caravan_native.so")
-      File.exists?(library) || raise "#{library} is missing: run MIX_ENV=test mix compile"
-      File.mkdir_p!(Path.join(caravan, "priv/native"))
-      File.cp!(library, Path.join(caravan, "priv/native/caravan_native.so"))
+    for file <- package_files() do
+      File.mkdir_p!(Path.dirname(Path.join(caravan, file)))
+      File.cp!(Path.join(@root, file), Path.join(caravan, file))
     end
 
+    if opts[:prebuilt_native], do: add_precompiled(dir, caravan)
     caravan
+  end
+
+  defp add_precompiled(dir, caravan) do
+    library = Path.join(to_string(:code.priv_dir(:caravan)), "native/caravan_native.so")
+    File.exists?(library) || raise "#{library} is missing: run MIX_ENV=test mix compile"
+    {:ok, nif} = Precompiled.nif_version()
+    version = Mix.Project.config()[:version]
+    name = Precompiled.artifact_name("caravan_native", version, nif, Precompiled.target())
+    data = Precompiled.pack(library, name)
+    File.mkdir_p!(Path.join(dir, "precompiled"))
+    File.write!(Path.join([dir, "precompiled", name]), data)
+
+    Precompiled.write_checksums(
+      Path.join(caravan, "checksum-Elixir.Caravan.Native.exs"),
+      %{name => Precompiled.checksum(data)}
+    )
   end
 
   @doc """
   Generates `<dir>/<name>` with `mix new <name>` and adds
-  `{:caravan, path: caravan}` to its deps. Returns the app's path.
+  `{:caravan, path: caravan}` to its deps. When `<dir>/precompiled` exists
+  (`copy_caravan/2` with `prebuilt_native: true`), the app's
+  `config/config.exs` sets `config :caravan, precompiled_path:` to it.
+  Returns the app's path.
   """
   @spec new(Path.t(), String.t(), Path.t()) :: Path.t()
   def new(dir, name, caravan) do
@@ -56,6 +95,17 @@ defmodule Caravan.Test.ThrowawayApp do
         "[\n      {:caravan, path: #{inspect(caravan)}},\n      # {:dep_from_hexpm"
       )
     )
+
+    precompiled = Path.join(dir, "precompiled")
+
+    if File.dir?(precompiled) do
+      File.mkdir_p!(Path.join(app, "config"))
+
+      File.write!(
+        Path.join(app, "config/config.exs"),
+        "import Config\nconfig :caravan, precompiled_path: #{inspect(precompiled)}\n"
+      )
+    end
 
     app
   end

@@ -20,6 +20,17 @@ defmodule Caravan.Cluster.DnsStrategy do
           ]
         ]
 
+  ## From A/AAAA records (libcluster DNSPoll, dns_cluster)
+
+  With `record_type: :a`, `:aaaa` or `:ip` (both), every address the query
+  lists is a peer named `"<node_basename>@<ip>"`, as libcluster's `DNSPoll`
+  and `dns_cluster` name them, so their users keep their node names. The
+  distribution port follows the port rule: `"app"` listens on 4370,
+  `"app-4371"` on 4371 (`Caravan.Epmd`). IPv6 addresses are written as
+  `:inet.ntoa/1` writes them (`app@fd00::1`).
+
+      config: [query: "app.internal", record_type: :ip, node_basename: "app"]
+
   ## Without libcluster
 
       children = [
@@ -34,18 +45,26 @@ defmodule Caravan.Cluster.DnsStrategy do
       `"_epmd._tcp.app.default.svc.cluster.local"`; or a list of them, all
       looked up at each poll (the nodes found are the union). Caravan 1.x's
       `:consul_service` is accepted as an alias.
-    * `:node_sname` (required) - the name part before the port, e.g. `"app"`
-      for nodes named `app-4370@host`.
+    * `:node_sname` (required with SRV records) - the name part before
+      the port, e.g. `"app"` for nodes named `app-4370@host`.
+    * `:record_type` - `:srv` (default): SRV records; `:a`, `:aaaa` or
+      `:ip` (A and AAAA): address records, nodes named
+      `<node_basename>@<ip>` (see above). `:dns_client` applies to SRV
+      only.
+    * `:node_basename` - with address records, the name part of every
+      node, e.g. `"app"` (port 4370) or `"app-4371"`. Default: this node's
+      name part (as `dns_cluster` does).
     * `:node_host` - the host part of each node name: `:auto` (default) the
       SRV target, except Consul `<hex>.addr.<dc>.consul` targets (Nomad
       jobs), which become their IP address; `:target` the SRV target as
       given (Caravan 1.x); `:ip` the target's IP address (decoded from
       `.addr.`, else the answer's additional section, else resolved).
       See `Caravan.DNS`.
-    * `:poll_interval` - ms between lookups. Default 5000.
+    * `:poll_interval` - ms between lookups. Default 5000. libcluster
+      DNSPoll's `:polling_interval` is accepted as an alias.
     * `:nameservers` - e.g. `["127.0.0.1:8600"]` (see `Caravan.DNS`).
       Default `[]`: the system's resolv.conf.
-    * `:timeout` - bound on one lookup, ms. Default 2000 (at most
+    * `:timeout` - bound on one lookup, ms. Default #{Caravan.DNS.Options.default_timeout()} (at most
       `:poll_interval`).
     * `:prune` - disconnect nodes that DNS no longer lists. Default `false`
       (as Caravan 1.x). See "Pruning" below.
@@ -56,6 +75,8 @@ defmodule Caravan.Cluster.DnsStrategy do
     * `:connect_concurrency` - connects in flight at once. Default 16.
     * `:dns_client` - a `Caravan.DnsClient`. Default
       `Caravan.DnsClient.Native`.
+    * `:report_interval` - ms between repeated warnings about a node DNS
+      lists that stays unreachable. Default 300000.
     * `:topology`, `:connect`, `:disconnect`, `:list_nodes` - given by
       libcluster; when started without it: `:caravan`,
       `{:net_kernel, :connect_node, []}`, `{:erlang, :disconnect_node, []}`,
@@ -76,8 +97,13 @@ defmodule Caravan.Cluster.DnsStrategy do
   changes nothing: the cluster stays as it is, a warning is logged once per
   failure streak, and the next poll tries again. NXDOMAIN and NODATA mean
   "no instances". Records that cannot make a valid node name (bad target,
-  port 0) are skipped with one warning. An invalid config logs an error and
-  the strategy returns `:ignore` instead of taking the supervisor down.
+  port 0) are skipped with one warning.
+
+  An invalid config fails the start (as dns_cluster does), so a typo stops
+  the boot instead of leaving the node unclustered: an unknown key (named
+  with the nearest known key, `String.jaro_distance/2`) or a bad value is
+  logged at error and `start_link/1` returns
+  `{:error, {:invalid_config, message}}`.
 
   ## Pruning
 
@@ -94,13 +120,46 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   Logs are prefixed `[caravan]`: info when a node is connected or pruned
   or a failed lookup works again, a warning once per failure streak, debug
-  otherwise; a healthy, unchanged cluster logs nothing above debug. See
-  `Caravan.Telemetry` for the events.
+  otherwise; a healthy, unchanged cluster logs nothing above debug. A node
+  that is not distributed says so at warning once, when the topology
+  starts. See `Caravan.Telemetry` for the events.
+
+  Silence is not health, and a failed connect says why:
+
+    * At start, a warning when this node's own name is not
+      `<node_sname>-<port>@<host>`, the name its peers will dial.
+    * A streak of #{Caravan.Cluster.Silence.polls()} authoritative polls that
+      find no instances (NXDOMAIN, NODATA, no records), or only this node,
+      is a warning once, naming the queries and nameservers; an info line
+      when DNS lists nodes again.
+    * A connect that fails is explained at warning (`Caravan.diagnose/1`'s
+      probe, in its own process: the host did not resolve, naming the
+      nameservers asked; nothing listens on IP:PORT, refused or timed out;
+      the peer answered but the handshake failed, a cookie or name
+      mismatch; not a Caravan name), then again every `:report_interval` ms
+      while DNS lists the node and it stays unreachable; the failures in
+      between are debug.
+
+  ## Under libcluster
+
+  When libcluster is loaded (`Cluster.Strategy` exists when the topology
+  starts), every connect and prune goes through libcluster's own
+  `Cluster.Strategy.connect_nodes/4` and `disconnect_nodes/4`, one node
+  per call from Caravan's connect processes (still parallel and bounded by
+  `:connect_timeout`), so libcluster logs `[libcluster:<topology>]
+  connected to ...` and sends its `[:libcluster, :connect_node |
+  :disconnect_node, :ok | :error]` telemetry as for its own strategies;
+  Caravan's own `connected to` line is then debug, and its debug lines
+  appear only with `config :libcluster, debug: true`, as libcluster's do.
+  A connect that `:connect_timeout` cuts short is killed before libcluster
+  reports it (Caravan's `[:caravan, :connect]` event reports `:timeout`).
+  Without libcluster, Caravan calls the MFAs itself.
   """
   use GenServer
   require Logger
 
-  alias Caravan.Cluster.{Config, Connector, Poll, Warnings}
+  alias Caravan.Cluster.{Config, Connector, Libcluster, Poll, Silence, Unreachable, Warnings}
+  alias Caravan.Diagnose.Probe
 
   @doc """
   A child spec. The id is the `:topology` (libcluster gives each topology
@@ -122,8 +181,10 @@ defmodule Caravan.Cluster.DnsStrategy do
   `%Cluster.Strategy.State{}`; a keyword list starts it without libcluster
   (options in the module doc).
 
-  Returns `{:ok, pid}`, or `:ignore` after logging an error when the config
-  is invalid.
+  Returns `{:ok, pid}`, or `{:error, {:invalid_config, message}}` after
+  logging the message when the config is invalid (an unknown key, with the
+  nearest known one, or a bad value): the start fails, so a typo stops
+  the application's boot instead of leaving the node unclustered.
   """
   @spec start_link([map()] | keyword()) :: GenServer.on_start()
   def start_link([%{config: _} = state]), do: GenServer.start_link(__MODULE__, state)
@@ -135,7 +196,9 @@ defmodule Caravan.Cluster.DnsStrategy do
   def init(arg) do
     case Config.new(arg) do
       {:ok, config} ->
+        warn_if_not_distributed(config)
         Process.send_after(self(), :poll, Poll.first_delay(config.poll_interval))
+        warn_name_mismatch(config)
 
         {:ok,
          %{
@@ -145,12 +208,27 @@ defmodule Caravan.Cluster.DnsStrategy do
            # The nodes DNS listed (the only ones prune may disconnect).
            known: MapSet.new(),
            warnings: Warnings.new(),
-           connector: Connector.new(config)
+           connector: Connector.new(config),
+           # Streaks of polls that found nobody, or only this node.
+           silence: Silence.new(),
+           # When each unreachable node was last reported.
+           unreachable: Unreachable.new(config.report_interval),
+           # The last poll's outcome, for Caravan.diagnose/1 (:sys.get_state).
+           last_poll: nil
          }}
 
-      {:error, message} ->
+      {:error, {_kind, message}} ->
         Logger.error("[caravan] #{inspect(__MODULE__)} not started: #{message}")
-        :ignore
+        {:stop, {:invalid_config, message}}
+    end
+  end
+
+  # Peers dial "<node_sname>-<port>@<host>": say so at start when this
+  # node's own name is not of that form.
+  defp warn_name_mismatch(config) do
+    case Probe.name_mismatch(node(), config.node_sname) do
+      nil -> :ok
+      problem -> Logger.warning("[caravan] topology #{config.topology}: #{problem}")
     end
   end
 
@@ -174,6 +252,16 @@ defmodule Caravan.Cluster.DnsStrategy do
   def handle_info({:DOWN, monitor, :process, _pid, reason}, %{poll: {_tag, monitor}} = state),
     do: {:noreply, warn(%{state | poll: nil}, :poll_crash, "poll crashed: #{inspect(reason)}")}
 
+  def handle_info({:caravan_why, node, why}, %{config: config} = state) do
+    Logger.warning(
+      "[caravan] topology #{config.topology}: cannot connect to #{node}: #{why} " <>
+        "(reported again every #{div(config.report_interval, 1000)} s while DNS lists it " <>
+        "and it stays unreachable)"
+    )
+
+    {:noreply, state}
+  end
+
   def handle_info(message, state) do
     case Connector.handle(state.connector, message) do
       {:done, node, result, connector} ->
@@ -195,52 +283,33 @@ defmodule Caravan.Cluster.DnsStrategy do
     {tag, monitor}
   end
 
-  # Act on a poll's result: log what changed, prune the departed nodes,
-  # connect the new ones.
+  # Act on a poll's result: log what changed (Warnings decides what is
+  # news), prune the departed nodes, connect the new ones.
   defp act(result, %{config: config} = state) do
-    state =
-      Enum.reduce(result.answered, state, fn query, state ->
-        recover(state, {:lookup, query}, "lookup of #{inspect(query)} works again")
-      end)
-
-    state =
-      Enum.reduce(result.errors, state, fn {query, reason}, state ->
-        warn(
-          state,
-          {:lookup, query},
-          "lookup of #{inspect(query)} failed (#{format_reason(reason)}); " <>
-            "keeping the cluster as it is, retrying every #{config.poll_interval} ms"
-        )
-      end)
+    {warnings, entries} = Warnings.poll(state.warnings, result, config)
+    Enum.each(entries, fn {level, message} -> log(level, config, message) end)
 
     known =
       if result.authoritative?,
         do: MapSet.new(result.found),
         else: MapSet.union(state.known, MapSet.new(result.found))
 
-    if result.answered != [] do
-      log(:debug, config, "DNS lists #{length(result.found)} node(s): #{inspect(result.found)}")
-    end
-
-    # Forget connect warnings about nodes DNS no longer lists, so the set
-    # of warnings stays as small as the answer.
-    found = MapSet.new(result.found)
-
-    warnings =
-      Warnings.clear_if(state.warnings, fn
-        {:connect, node} -> not MapSet.member?(found, node)
-        _other -> false
-      end)
+    # Forget unreachable nodes DNS no longer lists, so the ledger stays as
+    # small as the answer.
+    last_poll =
+      result
+      |> Map.take([:found, :answered, :errors, :invalid])
+      |> Map.put(:at, System.monotonic_time())
 
     state =
-      %{state | warnings: warnings, known: known}
-      |> warn_if(result.invalid != [], :invalid_records, fn ->
-        "skipped SRV records: #{Enum.join(result.invalid, "; ")}"
-      end)
-      |> warn_if(result.dropped > 0, :max_nodes, fn ->
-        "DNS lists #{length(result.found) + result.dropped} nodes, more than max_nodes " <>
-          "(#{config.max_nodes}); ignored #{result.dropped} of them and pruned none"
-      end)
+      %{
+        state
+        | warnings: warnings,
+          known: known,
+          last_poll: last_poll,
+          unreachable: Unreachable.keep(state.unreachable, MapSet.new(result.found))
+      }
+      |> silence(result)
 
     Enum.each(result.departed, &prune(config, &1))
     %{state | connector: Connector.enqueue(state.connector, result.new)}
@@ -249,7 +318,9 @@ defmodule Caravan.Cluster.DnsStrategy do
   defp prune(%Config{disconnect: {m, f, a}} = config, node) do
     outcome =
       try do
-        apply(m, f, a ++ [node])
+        if config.libcluster,
+          do: Libcluster.disconnect(config.topology, config.disconnect, config.list_nodes, node),
+          else: apply(m, f, a ++ [node])
       catch
         kind, reason -> {:raised, Exception.format_banner(kind, reason)}
       end
@@ -266,9 +337,10 @@ defmodule Caravan.Cluster.DnsStrategy do
     )
   end
 
+  # Under libcluster, libcluster has logged the connect at info already.
   defp connected(%{config: config} = state, node, true) do
-    Logger.info("[caravan] topology #{config.topology}: connected to #{node}")
-    %{state | warnings: Warnings.clear(state.warnings, {:connect, node})}
+    log(if(config.libcluster, do: :debug, else: :info), config, "connected to #{node}")
+    %{state | unreachable: Unreachable.clear(state.unreachable, node)}
   end
 
   defp connected(%{config: config} = state, node, :ignored) do
@@ -276,16 +348,72 @@ defmodule Caravan.Cluster.DnsStrategy do
     state
   end
 
-  defp connected(state, node, failure),
-    do: warn(state, {:connect, node}, "cannot connect to #{node}: #{inspect(failure)}")
+  # A failed connect: the first of a streak, and then one every
+  # report_interval, is explained (Caravan.Diagnose.Probe, in its own
+  # process, which sends {:caravan_why, node, text}); the others are debug.
+  defp connected(%{config: config} = state, node, failure) do
+    now = System.monotonic_time(:millisecond)
+
+    case Unreachable.failed(state.unreachable, node, now) do
+      {true, unreachable} ->
+        owner = self()
+        result = describe_failure(failure)
+        spawn(fn -> send(owner, {:caravan_why, node, result <> Probe.why(node)}) end)
+        %{state | unreachable: unreachable}
+
+      {false, _} ->
+        log(:debug, config, "cannot connect to #{node}: #{inspect(failure)}")
+        state
+    end
+  end
+
+  defp describe_failure(false), do: ""
+  defp describe_failure(:timeout), do: "no answer within connect_timeout; "
+  defp describe_failure(other), do: "#{inspect(other)}; "
+
+  # Silence is not health: a streak of polls that found no instances, or
+  # only this node, is a warning once (Caravan.Cluster.Silence).
+  defp silence(%{config: config} = state, result) do
+    found = if result.authoritative?, do: result.found, else: :unknown
+    {event, silence} = Silence.track(state.silence, found, node())
+    state = %{state | silence: silence}
+
+    case event do
+      {:start, kind} ->
+        Logger.warning("[caravan] topology #{config.topology}: #{silence_text(kind, config)}")
+        state
+
+      {:end, _kind} ->
+        Logger.info(
+          "[caravan] topology #{config.topology}: DNS lists #{length(result.found)} node(s) again"
+        )
+
+        state
+
+      nil ->
+        state
+    end
+  end
+
+  defp silence_text(kind, config) do
+    asked =
+      "#{Enum.map_join(config.queries, ", ", &inspect/1)} (nameservers: " <>
+        "#{if config.nameservers == [], do: "the system's resolv.conf", else: Enum.join(config.nameservers, ", ")})"
+
+    case kind do
+      :no_instances ->
+        "DNS has listed no instances for #{Silence.polls()} polls: #{asked} answers " <>
+          "NXDOMAIN/NODATA or no records; this node runs alone. Check the query " <>
+          "(e.g. _app._tcp.service.consul) and that the service is registered and healthy " <>
+          "(Caravan.diagnose() tells more)"
+
+      :only_self ->
+        "DNS has listed only this node (#{node()}) for #{Silence.polls()} polls: #{asked}; " <>
+          "the other instances are not registered or not healthy in DNS"
+    end
+  end
 
   # -- Logs (warn once per streak, Caravan.Cluster.Warnings) ------------------
-
-  # warn/3 while `condition` holds; forgets the warning once it stops.
-  defp warn_if(state, true, key, message), do: warn(state, key, message.())
-
-  defp warn_if(state, false, key, _message),
-    do: %{state | warnings: Warnings.clear(state.warnings, key)}
 
   defp warn(state, key, message) do
     {level, warnings} = Warnings.warn(state.warnings, key)
@@ -293,19 +421,29 @@ defmodule Caravan.Cluster.DnsStrategy do
     %{state | warnings: warnings}
   end
 
-  defp recover(state, key, message) do
-    {level, warnings} = Warnings.recover(state.warnings, key)
-    log(level, state.config, message)
-    %{state | warnings: warnings}
+  # Once, when a topology starts (dns_cluster and libcluster warn too): a
+  # node without -name/-sname cannot connect to anything it finds.
+  defp warn_if_not_distributed(config) do
+    unless Node.alive?() do
+      Logger.warning(
+        "[caravan] topology #{config.topology}: this node is not distributed (started " <>
+          "without -name or -sname), so it will look up peers but cannot connect to them; " <>
+          "start it with -name <name>@<host> (or -sname) and Caravan's epmd module"
+      )
+    end
   end
 
   defp log(nil, _config, _message), do: :ok
 
+  # Under libcluster, debug lines follow `config :libcluster, debug: true`,
+  # as libcluster's own strategies do.
+  defp log(:debug, %Config{libcluster: true} = config, message) do
+    if Libcluster.debug?(),
+      do: Logger.debug("[caravan] topology #{config.topology}: #{message}")
+
+    :ok
+  end
+
   defp log(level, config, message),
     do: Logger.log(level, "[caravan] topology #{config.topology}: #{message}")
-
-  defp format_reason({kind, message}) when is_atom(kind) and is_binary(message),
-    do: "#{kind}: #{message}"
-
-  defp format_reason(reason), do: inspect(reason)
 end

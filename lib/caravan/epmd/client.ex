@@ -17,6 +17,30 @@ defmodule Caravan.Epmd.Client do
   The callbacks are those of OTP's `erl_epmd` (kernel docs, "epmd_module").
   They run at boot, before the file server and Logger exist, so errors are
   written with `:erlang.display_string/1`.
+
+  ## Resolving peer host names
+
+  Peer host names are resolved through Caravan's own resolver, so nodes
+  named after Consul names (`app-4370@web1.node.dc1.consul`) connect with
+  no `erl_inetrc` and no `/etc/resolv.conf` edits. Configured at boot from
+  a vm.args flag or, when the flag is absent, the OS environment:
+
+      ## vm.args
+      -caravan_nameservers 127.0.0.1:8600
+      -caravan_dns_timeout 1000
+
+      # or the environment
+      CARAVAN_NAMESERVERS=127.0.0.1:8600,10.0.0.2:8600
+      CARAVAN_DNS_TIMEOUT=1000
+
+  Nameservers are `IP` or `IP:PORT` (`[IPv6]:PORT`), comma-separated; the
+  timeout is in ms (default 1000). With no nameservers configured nothing
+  changes: hosts resolve with `:inet.getaddr/2` as in plain OTP. Order for
+  a host: an IP literal of the asked family is used as it is; then the
+  configured nameservers are asked for A (`:inet`) or AAAA (`:inet6`)
+  records; when they do not answer with an address, `:inet.getaddr/2`
+  tries `/etc/hosts`, any inetrc and the OS resolver. An invalid value
+  stops the boot with a message naming it.
   """
 
   # Distribution protocol version returned with the port (OTP 23+ speak 6).
@@ -28,21 +52,22 @@ defmodule Caravan.Epmd.Client do
   @doc """
   Started by `net_sup` before any application. Loads the NIF library
   (in a release `@on_load` would run too late), reads the boot-time
-  resolver configuration (`Caravan.Epmd.HostResolver`) and returns
+  resolver configuration (see "Resolving peer host names") and returns
   `:ignore`.
 
-  Returns `{:error, message}` when the library cannot be loaded (the
-  message names the library path and the reason) or the resolver
-  configuration is invalid, after printing the message: the node does not
-  boot.
+  Returns `{:error, {kind, message}}` when the library cannot be loaded
+  (`:native_library`; the message names the library path and the reason)
+  or the resolver configuration is invalid (`:invalid_option`), after
+  printing the message: the node does not boot.
   """
-  @spec start_link() :: :ignore | {:error, String.t()}
+  @spec start_link() :: :ignore | {:error, Caravan.error()}
   def start_link do
     with :ok <- Caravan.Native.load(),
+         :ok <- Caravan.Epmd.BootCheck.flags(),
          :ok <- Caravan.Epmd.HostResolver.configure() do
       :ignore
     else
-      {:error, message} = error ->
+      {:error, {_kind, message}} = error ->
         :erlang.display_string(~c"[caravan] " ++ String.to_charlist(message) ++ ~c"\n")
         error
     end
@@ -67,12 +92,13 @@ defmodule Caravan.Epmd.Client do
   @spec register_node(atom() | charlist(), :inet.port_number(), atom()) ::
           {:ok, -1} | {:error, Caravan.Epmd.error()}
   def register_node(name, port, _driver) when is_integer(port) and port in 1..65_535 do
-    case Caravan.Epmd.listen_port(name) do
-      {:ok, _} ->
-        :persistent_term.put(@registered, {to_charlist(name), port})
-        {:ok, -1}
-
-      {:error, _} = error ->
+    with {:ok, expected} <- Caravan.Epmd.listen_port(name),
+         :ok <- Caravan.Epmd.BootCheck.no_epmd(name, port, expected) do
+      :persistent_term.put(@registered, {to_charlist(name), port})
+      {:ok, -1}
+    else
+      {:error, {_kind, message}} = error ->
+        :erlang.display_string(~c"[caravan] " ++ String.to_charlist(message) ++ ~c"\n")
         error
     end
   end
@@ -109,6 +135,7 @@ defmodule Caravan.Epmd.Client do
         {:ok, 0}
 
       {:ok, port} ->
+        Caravan.Epmd.BootCheck.name_without_port(name, host, port)
         report_port_in_use(name, host, port)
         {:ok, port}
 
@@ -137,13 +164,25 @@ defmodule Caravan.Epmd.Client do
           ~c"[caravan] cannot listen: port #{port} on #{:inet.ntoa(ip)}, the port of node " ++
             ~c"name #{name}@#{host}, is already in use (eaddrinuse): another process, or a " ++
             ~c"node with the same name, holds it. Stop it or choose another port in the " ++
-            ~c"node name.\n"
+            ~c"node name." ++ several_nodes_hint(ip) ++ ~c"\n"
         )
 
       {:error, _other} ->
         :ok
     end
   end
+
+  # Nodes on one host that share a port need an address each.
+  defp several_nodes_hint({0, 0, 0, 0}), do: several_nodes_hint(nil)
+  defp several_nodes_hint({0, 0, 0, 0, 0, 0, 0, 0}), do: several_nodes_hint(nil)
+
+  defp several_nodes_hint(nil),
+    do:
+      ~c" Several nodes on one host with the same port each need their own address: " ++
+        ~c"add -kernel inet_dist_use_interface '{127,0,0,2}' (the node's own IP) to " ++
+        ~c"vm.args."
+
+  defp several_nodes_hint(_ip), do: []
 
   # The address and family of the distribution listen socket: the kernel's
   # inet_dist_use_interface, else any address, IPv6 when -proto_dist names
@@ -190,7 +229,7 @@ defmodule Caravan.Epmd.Client do
 
   @doc """
   Resolves a peer: `{:ok, ip, port, version}`, the host resolved for
-  `family` (`:inet` or `:inet6`) by `Caravan.Epmd.HostResolver` (IP
+  `family` (`:inet` or `:inet6`) by Caravan's resolver (see "Resolving peer host names"; IP
   literals as they are; the `-caravan_nameservers` when configured; else
   `:inet.getaddr/2`, so `/etc/hosts`, any inetrc and the OS resolver
   apply) and the port from the name part.

@@ -1,39 +1,38 @@
 defmodule Caravan.Epmd.HostResolver do
-  @moduledoc """
-  Resolves peer host names for `Caravan.Epmd.Client.address_please/3`
-  through Caravan's own resolver, so nodes named after Consul names
-  (`app-4370@web1.node.dc1.consul`) connect with no `erl_inetrc` and no
-  `/etc/resolv.conf` edits.
-
-  Configured at boot, before any application starts, from a vm.args flag
-  or, when the flag is absent, the OS environment:
-
-      ## vm.args
-      -caravan_nameservers 127.0.0.1:8600
-      -caravan_dns_timeout 1000
-
-      # or the environment
-      CARAVAN_NAMESERVERS=127.0.0.1:8600,10.0.0.2:8600
-      CARAVAN_DNS_TIMEOUT=1000
-
-  Nameservers are `IP` or `IP:PORT` (`[IPv6]:PORT`), comma-separated;
-  the timeout is in ms (default #{1_000}). With no nameservers configured
-  nothing changes: hosts resolve with `:inet.getaddr/2` as in plain OTP.
-
-  Order for a host: an IP literal of the asked family is used as it is;
-  then the configured nameservers are asked for A (`:inet`) or AAAA
-  (`:inet6`) records; when they do not answer with an address (a name
-  outside Consul such as `localhost`, a dead nameserver), `:inet.getaddr/2`
-  tries `/etc/hosts`, any inetrc and the OS resolver.
-
-  With nameservers configured, an address they gave is kept for at most
-  #{1_000} ms, so a connect storm (OTP asks `address_please/3` twice per
-  connect, and every node connects to every other at once) is not also a
-  DNS storm. The strategy's SRV answers put the targets' addresses from
-  their additional section in the same place (`remember/2`) at every poll,
-  so a changed address is seen at the next poll, and within #{1_000} ms
-  for a host no poll mentions.
-  """
+  @moduledoc false
+  # Resolves peer host names for `Caravan.Epmd.Client.address_please/3`
+  # through Caravan's own resolver, so nodes named after Consul names
+  # (`app-4370@web1.node.dc1.consul`) connect with no `erl_inetrc` and no
+  # `/etc/resolv.conf` edits.
+  #
+  # Configured at boot, before any application starts, from a vm.args flag
+  # or, when the flag is absent, the OS environment:
+  #
+  #     ## vm.args
+  #     -caravan_nameservers 127.0.0.1:8600
+  #     -caravan_dns_timeout 1000
+  #
+  #     # or the environment
+  #     CARAVAN_NAMESERVERS=127.0.0.1:8600,10.0.0.2:8600
+  #     CARAVAN_DNS_TIMEOUT=1000
+  #
+  # Nameservers are `IP` or `IP:PORT` (`[IPv6]:PORT`), comma-separated;
+  # the timeout is in ms (default #{1_000}). With no nameservers configured
+  # nothing changes: hosts resolve with `:inet.getaddr/2` as in plain OTP.
+  #
+  # Order for a host: an IP literal of the asked family is used as it is;
+  # then the configured nameservers are asked for A (`:inet`) or AAAA
+  # (`:inet6`) records; when they do not answer with an address (a name
+  # outside Consul such as `localhost`, a dead nameserver), `:inet.getaddr/2`
+  # tries `/etc/hosts`, any inetrc and the OS resolver.
+  #
+  # With nameservers configured, an address they gave is kept for at most
+  # 1000 ms, so a connect storm (OTP asks `address_please/3` twice per
+  # connect, and every node connects to every other at once) is not also a
+  # DNS storm. The strategy's SRV answers put the targets' addresses from
+  # their additional section in the same place (`remember/2`) at every
+  # poll, so a changed address is seen at the next poll, and within
+  # 1000 ms for a host no poll mentions.
 
   @default_timeout 1_000
   @key {__MODULE__, :config}
@@ -41,14 +40,13 @@ defmodule Caravan.Epmd.HostResolver do
   @cache __MODULE__.Cache
   @cache_ms 1_000
 
-  @doc """
-  Reads the boot configuration (see the module doc) and keeps it for
-  `resolve/2`. Runs at boot, before the file server exists.
-
-  Returns `:ok`, or `{:error, message}` naming the bad value (the epmd
-  module then stops the boot).
-  """
-  @spec configure() :: :ok | {:error, String.t()}
+  # Reads the boot configuration (see the module doc) and keeps it for
+  # `resolve/2`. Runs at boot, before the file server exists.
+  #
+  # Returns `:ok`, or `{:error, {:invalid_option, message}}` naming the bad
+  # value (the epmd module then stops the boot).
+  @doc false
+  @spec configure() :: :ok | {:error, {:invalid_option, String.t()}}
   def configure do
     with {:ok, nameservers} <- boot_nameservers(),
          {:ok, timeout} <- boot_timeout() do
@@ -57,13 +55,12 @@ defmodule Caravan.Epmd.HostResolver do
     end
   end
 
-  @doc """
-  Keeps `addresses` (IP tuples, e.g. from an SRV answer's additional
-  section) as `host`'s (a string) for the next #{1_000} ms, the first of
-  each family being what `resolve/2` returns. Does nothing when no
-  nameservers are configured (hosts then resolve as in plain OTP).
-  Returns `:ok`.
-  """
+  # Keeps `addresses` (IP tuples, e.g. from an SRV answer's additional
+  # section) as `host`'s (a string) for the next 1000 ms, the first of
+  # each family being what `resolve/2` returns. Does nothing when no
+  # nameservers are configured (hosts then resolve as in plain OTP).
+  # Returns `:ok`.
+  @doc false
   @spec remember(String.t(), [:inet.ip_address()]) :: :ok
   def remember(host, addresses) when is_binary(host) and is_list(addresses) do
     if :ets.whereis(@cache) != :undefined do
@@ -113,21 +110,19 @@ defmodule Caravan.Epmd.HostResolver do
     end
   end
 
-  @doc """
-  The configuration in use: `{nameservers, timeout_ms}`, `{[], timeout_ms}`
-  when none is configured.
-  """
+  # The configuration in use: `{nameservers, timeout_ms}`, `{[], timeout_ms}`
+  # when none is configured.
+  @doc false
   @spec config() :: {[String.t()], pos_integer()}
   def config, do: :persistent_term.get(@key, {[], @default_timeout})
 
-  @doc """
-  Resolves `host` (a charlist or string) for `family` (`:inet` or
-  `:inet6`) in the order of the module doc.
-
-  Returns `{:ok, ip_tuple}` or `{:error, reason}` as `:inet.getaddr/2` does;
-  `{:error, :einval}` for a host that is not a flat charlist, a UTF-8
-  string or an atom (nothing is asked then).
-  """
+  # Resolves `host` (a charlist or string) for `family` (`:inet` or
+  # `:inet6`) in the order of the module doc.
+  #
+  # Returns `{:ok, ip_tuple}` or `{:error, reason}` as `:inet.getaddr/2` does;
+  # `{:error, :einval}` for a host that is not a flat charlist, a UTF-8
+  # string or an atom (nothing is asked then).
+  @doc false
   @spec resolve(charlist() | String.t(), :inet | :inet6) ::
           {:ok, :inet.ip_address()} | {:error, term()}
   def resolve(host, family) do
@@ -195,13 +190,14 @@ defmodule Caravan.Epmd.HostResolver do
       text ->
         list = text |> String.split(",", trim: true) |> Enum.map(&String.trim/1)
 
-        case Caravan.DNS.nameservers(nameservers: list) do
+        case Caravan.DNS.Options.nameservers(list) do
           {:ok, nameservers} ->
             {:ok, nameservers}
 
           {:error, {_kind, message}} ->
             {:error,
-             "invalid -caravan_nameservers / CARAVAN_NAMESERVERS #{inspect(text)}: #{message}"}
+             {:invalid_option,
+              "invalid -caravan_nameservers / CARAVAN_NAMESERVERS #{inspect(text)}: #{message}"}}
         end
     end
   end
@@ -218,8 +214,9 @@ defmodule Caravan.Epmd.HostResolver do
 
           _ ->
             {:error,
-             "invalid -caravan_dns_timeout / CARAVAN_DNS_TIMEOUT #{inspect(text)}: " <>
-               "expected a positive integer (ms)"}
+             {:invalid_option,
+              "invalid -caravan_dns_timeout / CARAVAN_DNS_TIMEOUT #{inspect(text)}: " <>
+                "expected a positive integer (ms)"}}
         end
     end
   end

@@ -17,7 +17,7 @@ defmodule Mix.Tasks.Caravan.Lookup do
       first label of the query without its leading `_` (`app` above).
     * `--node-host auto|target|ip` - as the strategy's `:node_host`.
       Default `auto`.
-    * `--timeout MS` - bound on the lookup. Default 2000.
+    * `--timeout MS` - bound on the lookup. Default #{Caravan.DNS.Options.default_timeout()}.
 
   Exits with status 1 and the typed error (`nxdomain`, `timeout`, ...)
   when the lookup fails.
@@ -40,7 +40,7 @@ defmodule Mix.Tasks.Caravan.Lookup do
 
     lookup_opts = [
       nameservers: Keyword.get_values(opts, :nameserver),
-      timeout: opts[:timeout] || 2_000,
+      timeout: opts[:timeout] || Caravan.DNS.Options.default_timeout(),
       node_host: node_host(opts[:node_host] || "auto")
     ]
 

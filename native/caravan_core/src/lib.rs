@@ -6,7 +6,10 @@
 //! - [`resolver`]: SRV and host lookups with hickory, and their typed errors.
 //! - [`target`]: SRV targets -> the host part of node names (Consul
 //!   `.addr.` decoding, the `node_host` choice).
+//! - [`trace`]: the `tracing` events of one lookup, as lines for Elixir's
+//!   Logger.
 
 pub mod node_name;
 pub mod resolver;
 pub mod target;
+pub mod trace;

@@ -19,14 +19,12 @@ use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::TokioResolver;
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
+use tracing::instrument::WithSubscriber;
 
 use crate::target::{self, NoAddress, NodeHost};
 
 /// The DNS port (RFC 1035), used for a nameserver given without a port.
 pub const DNS_PORT: u16 = 53;
-
-/// Lookup time bound used when the caller gives none, in milliseconds.
-pub const DEFAULT_TIMEOUT_MS: u64 = 2_000;
 
 /// EDNS0 UDP payload size advertised in queries (RFC 6891). 1232 bytes is
 /// the DNS Flag Day 2020 recommendation: large enough for dozens of SRV
@@ -38,7 +36,8 @@ pub const EDNS_PAYLOAD_LEN: u16 = 1232;
 /// records; longer counts as a loop. hickory itself follows 8.
 pub const MAX_CNAME_HOPS: usize = 8;
 
-/// Where and how long to ask.
+/// Where and how long to ask. Built by the NIF layer from the options
+/// `Caravan.DNS` validated (the defaults live there, once).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LookupConfig {
     /// Nameservers to ask, in order. Empty means the system's
@@ -46,15 +45,6 @@ pub struct LookupConfig {
     pub nameservers: Vec<SocketAddr>,
     /// Bound on the whole lookup, every retry and transport included.
     pub timeout: Duration,
-}
-
-impl Default for LookupConfig {
-    fn default() -> Self {
-        Self {
-            nameservers: Vec::new(),
-            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
-        }
-    }
 }
 
 /// One SRV answer record (RFC 2782), target without its trailing dot.
@@ -199,12 +189,19 @@ pub async fn lookup_srv(
     name: Name,
     node_host: NodeHost,
 ) -> Result<Vec<SrvRecord>, LookupError> {
-    tokio::time::timeout(
+    tracing::debug!(query = %name, nameservers = ?config.nameservers, timeout = ?config.timeout, ?node_host, "SRV lookup");
+    let result = tokio::time::timeout(
         config.timeout,
         lookup_srv_unbounded(config, name, node_host),
     )
     .await
-    .map_err(|_| LookupError::Timeout)?
+    .map_err(|_| LookupError::Timeout)
+    .and_then(|result| result);
+    match &result {
+        Ok(records) => tracing::debug!(records = records.len(), "SRV lookup answered"),
+        Err(err) => tracing::debug!(kind = err.kind(), "SRV lookup failed: {err}"),
+    }
+    result
 }
 
 async fn lookup_srv_unbounded(
@@ -244,6 +241,11 @@ async fn lookup_srv_unbounded(
             )
         })
         .collect();
+    tracing::debug!(
+        srv = srvs.len(),
+        additional = lookup.additionals().len(),
+        "SRV answer: records and additional records"
+    );
     if node_host == NodeHost::Ip {
         resolve_missing(&resolver, &mut targets).await;
     }
@@ -330,10 +332,15 @@ async fn resolve_missing(resolver: &TokioResolver, targets: &mut [(String, Vec<I
         if target::needs_resolution(target, addresses) && asked.insert(target.clone()) {
             let resolver = resolver.clone();
             let target = target.clone();
-            pending.spawn(async move {
-                let found = resolve_any(&resolver, &target).await.unwrap_or_default();
-                (target, found)
-            });
+            tracing::debug!(%target, "no address in the answer; resolving");
+            // The lookup's tracing subscriber (if any) follows the task.
+            pending.spawn(
+                async move {
+                    let found = resolve_any(&resolver, &target).await.unwrap_or_default();
+                    (target, found)
+                }
+                .with_current_subscriber(),
+            );
         }
     }
     let mut found = HashMap::new();

@@ -13,10 +13,12 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use caravan_core::trace::Collector;
 use futures_util::FutureExt;
 use once_cell::sync::Lazy;
 use rustler::{Encoder, Env, OwnedEnv, Term};
 use tokio::runtime::{Builder, Runtime};
+use tracing::instrument::WithSubscriber;
 
 mod atoms {
     rustler::atoms! {
@@ -30,11 +32,13 @@ static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// The number of spawned tasks that have not replied yet (lookups in
 /// flight). Exposed to tests to show that nothing is left behind.
+#[cfg(feature = "test-hooks")]
 pub fn in_flight() -> usize {
     IN_FLIGHT.load(Ordering::Relaxed)
 }
 
 /// True once the runtime has been started (by the first lookup).
+#[cfg(feature = "test-hooks")]
 pub fn started() -> bool {
     Lazy::get(&RUNTIME).is_some()
 }
@@ -105,8 +109,17 @@ static RUNTIME: Lazy<Result<Runtime, String>> = Lazy::new(|| {
 /// {:internal, message}}}` if `work` panicked. If the caller has died by
 /// then, the message is dropped with the environment that held it.
 ///
+/// With `trace`, `work` runs under a [`Collector`] and the message is
+/// `{tag, reference, result, [line]}`, the lines being the `tracing` events
+/// of the work (`caravan_core::trace`). Without it no subscriber exists.
+///
 /// Errors: the runtime could not be started (the message says why).
-pub fn spawn_reply<'a, W, T, Tag>(env: Env<'a>, tag: Tag, work: W) -> Result<Term<'a>, String>
+pub fn spawn_reply<'a, W, T, Tag>(
+    env: Env<'a>,
+    tag: Tag,
+    trace: bool,
+    work: W,
+) -> Result<Term<'a>, String>
 where
     W: Future<Output = T> + Send + 'static,
     T: Encoder + Send + 'static,
@@ -118,14 +131,30 @@ where
     let mut owned = OwnedEnv::new();
     let saved = owned.save(reference);
     let in_flight = InFlight::enter();
+    let collector = trace.then(Collector::new);
     runtime.spawn(async move {
         let _in_flight = in_flight;
-        let result = match AssertUnwindSafe(work).catch_unwind().await {
+        let caught = match &collector {
+            Some(collector) => {
+                AssertUnwindSafe(work.with_subscriber(collector.dispatch()))
+                    .catch_unwind()
+                    .await
+            }
+            None => AssertUnwindSafe(work).catch_unwind().await,
+        };
+        let result = match caught {
             Ok(result) => Reply::Done(result),
             Err(payload) => Reply::Panicked(panic_message(payload)),
         };
+        let lines = collector.map(|collector| collector.lines());
         // An Err here means the caller is gone; nothing is waiting for it.
-        let _ = owned.send_and_clear(&pid, |msg_env| (tag, saved.load(msg_env), result));
+        let _ = owned.send_and_clear(&pid, |msg_env| {
+            let reference = saved.load(msg_env);
+            match &lines {
+                Some(lines) => (&tag, reference, &result, lines).encode(msg_env),
+                None => (&tag, reference, &result).encode(msg_env),
+            }
+        });
     });
     Ok(reference.encode(env))
 }

@@ -154,15 +154,26 @@ defmodule Caravan.Cluster.DnsStrategyTest do
     refute_received {:connect, _}
   end
 
-  test "an invalid config logs an error and returns :ignore" do
+  test "an invalid config logs an error and fails the start, naming the key" do
+    Process.flag(:trap_exit, true)
+
     log =
       capture_log(fn ->
-        assert DnsStrategy.start_link([state([node_sname: "app"], self())]) == :ignore
-        assert DnsStrategy.start_link(query: "q", node_sname: "a.b") == :ignore
+        assert {:error, {:invalid_config, "missing :query" <> _}} =
+                 DnsStrategy.start_link([state([node_sname: "app"], self())])
+
+        assert {:error, {:invalid_config, ~s(invalid :node_sname: "a.b") <> _}} =
+                 DnsStrategy.start_link(query: "q", node_sname: "a.b")
+
+        assert {:error, {:invalid_config, message}} =
+                 DnsStrategy.start_link(query: "q", node_sname: "app", pol_interval: 1000)
+
+        assert message =~ "unknown key :pol_interval; did you mean :poll_interval?"
       end)
 
     assert log =~ "missing :query"
     assert log =~ ~s(invalid :node_sname: "a.b")
+    assert log =~ "unknown key :pol_interval; did you mean :poll_interval?"
   end
 
   describe "Config.new/1" do
@@ -188,33 +199,37 @@ defmodule Caravan.Cluster.DnsStrategyTest do
     end
 
     test "errors name the key, the value and what was expected" do
-      assert {:error, "invalid :poll_interval: 0; expected a positive integer (ms)"} =
+      assert {:error,
+              {:invalid_option, "invalid :poll_interval: 0; expected a positive integer (ms)"}} =
                Config.new(query: "q", node_sname: "a", poll_interval: 0)
 
-      assert {:error, "missing :node_sname" <> _} = Config.new(query: "q")
+      assert {:error, {:invalid_option, "missing :node_sname" <> _}} = Config.new(query: "q")
 
-      assert {:error, "invalid :dns_client: NoSuchModule" <> _} =
+      assert {:error, {:invalid_option, "invalid :dns_client: NoSuchModule" <> _}} =
                Config.new(query: "q", node_sname: "a", dns_client: NoSuchModule)
 
-      assert {:error, "invalid :nameservers" <> _} =
+      assert {:error, {:invalid_option, "invalid :nameservers" <> _}} =
                Config.new(query: "q", node_sname: "a", nameservers: [:x])
 
       # Strings go through the same parser as the lookups, at init.
-      assert {:error, "invalid :nameservers: invalid nameserver \"consul:8600\"" <> _} =
+      assert {:error,
+              {:invalid_option, "invalid :nameservers: invalid nameserver \"consul:8600\"" <> _}} =
                Config.new(query: "q", node_sname: "a", nameservers: ["consul:8600"])
 
-      assert {:error, "invalid :query: []" <> _} = Config.new(query: [], node_sname: "a")
+      assert {:error, {:invalid_option, "invalid :query: []" <> _}} =
+               Config.new(query: [], node_sname: "a")
 
-      assert {:error, "invalid :query: [\"a\", 1]" <> _} =
+      assert {:error, {:invalid_option, "invalid :query: [\"a\", 1]" <> _}} =
                Config.new(query: ["a", 1], node_sname: "a")
 
-      assert {:error, "invalid :prune: 1; expected true or false"} =
+      assert {:error, {:invalid_option, "invalid :prune: 1; expected true or false"}} =
                Config.new(query: "q", node_sname: "a", prune: 1)
 
-      assert {:error, "invalid :node_host: :dns; expected :auto, :target or :ip"} =
+      assert {:error,
+              {:invalid_option, "invalid :node_host: :dns; expected :auto, :target or :ip"}} =
                Config.new(query: "q", node_sname: "a", node_host: :dns)
 
-      assert {:error, "invalid :max_nodes: 0" <> _} =
+      assert {:error, {:invalid_option, "invalid :max_nodes: 0" <> _}} =
                Config.new(query: "q", node_sname: "a", max_nodes: 0)
 
       assert {:error, _} = Config.new("not a list")
