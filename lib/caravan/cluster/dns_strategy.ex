@@ -88,8 +88,10 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   ## Behaviour
 
-  The first lookup runs right after start without blocking the supervisor,
-  then one every `:poll_interval` ms. Each poll runs in its own process:
+  The first lookup runs soon after start without blocking the supervisor
+  (after a random 0 to min(`:poll_interval` / 100, 10) ms, so nodes booted
+  together do not all ask DNS in the same millisecond), then one every
+  `:poll_interval` ms. Each poll runs in its own process:
   the queries are asked in parallel, and new nodes (not this node, not in
   `list_nodes`) are connected in parallel, each bounded by
   `:connect_timeout`; a slow poll never delays the timer (the next poll is
@@ -231,7 +233,7 @@ defmodule Caravan.Cluster.DnsStrategy do
     case Config.new(arg) do
       {:ok, config} ->
         warn_if_not_distributed(config)
-        send(self(), :poll)
+        Process.send_after(self(), :poll, Poll.first_delay(config.poll_interval))
         # nodeup events, to keep out nodes DNS no longer lists (see
         # Caravan.Cluster.Membership); leave requests arrive under this name.
         _ = :net_kernel.monitor_nodes(true)
