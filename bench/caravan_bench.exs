@@ -1,143 +1,267 @@
-# Caravan against what users would pick instead, side by side, in one run on
-# one machine. Prints ratios (these machines are noisy; ratios within one run
-# are what holds) and writes the table as markdown.
+# Cluster formation: Caravan against libcluster's DNSPoll (as
+# Caravan.Bench.DnsPollLike) and two floors with no DNS, side by side in one
+# interleaved run on one machine. Prints ratio tables (shared machines are
+# noisy; ratios within one run are what holds) and writes them as markdown.
 #
-#   ./bench/run            # everything (under 10 minutes on 2 cores)
-#   ./bench/run --quick    # a smaller version of every row (under a minute)
-#   ./bench/run --only 1,2 --out /tmp/table.md
+#   ./bench/run                  # N = 8, 16, 32, 48, 64, join of 16 + 1; 3 repetitions
+#   ./bench/run --quick          # N = 4, join of 4 + 1, 1 repetition (CI)
+#   ./bench/run --sizes 8,32 --reps 5 --out /tmp/t.md
 #
-# Loopback 127.0.1.x, DNS port 8700, distribution port 4700, epmd (row 3
-# only, started and killed by the bench) on port 4469, never 4369.
+# Addresses: dnsmasq on 127.0.1.1:8700, nodes on 127.0.2.1.. port 4370.
+# Run it inside its own network namespace (unshare -n, see GUIDE/README).
 
 bench_dir = __DIR__
-
+# CI compiles the bench by running it: a warning is an error here too.
+Code.put_compiler_option(:warnings_as_errors, true)
 Code.require_file("support.exs", bench_dir)
-# The code that runs on the nodes first: the rows call it locally too.
 Caravan.Bench.Peers.compile_peer_modules(Path.join(bench_dir, "peer_side.exs"))
+Code.require_file("formation.exs", bench_dir)
 
-for file <- ~w(port_from_name.exs srv_lookup.exs connect.exs formation.exs footprint.exs) do
-  Code.require_file(file, bench_dir)
-end
-
-alias Caravan.Bench.{Log, Table}
+alias Caravan.Bench.{Formation, Log, OsProcs, Peers, Stats, Table}
 alias Caravan.Test.Dnsmasq
 
-{opts, _rest} =
-  OptionParser.parse!(System.argv(), strict: [quick: :boolean, out: :string, only: :string])
+{opts, _} =
+  OptionParser.parse!(System.argv(),
+    strict: [quick: :boolean, out: :string, sizes: :string, reps: :integer]
+  )
 
 quick = Keyword.get(opts, :quick, false)
 
-only =
-  opts[:only] |> to_string() |> String.split(",", trim: true) |> Enum.map(&String.to_integer/1)
+sizes =
+  case opts[:sizes] do
+    nil -> if quick, do: [4], else: [8, 16, 32, 48, 64]
+    text -> text |> String.split(",", trim: true) |> Enum.map(&String.to_integer/1)
+  end
 
-run? = fn group -> only == [] or group in only end
-
-out =
-  Keyword.get_lazy(opts, :out, fn ->
-    Path.join([bench_dir, "results", if(quick, do: "quick.md", else: "full.md")])
-  end)
-
+reps = Keyword.get(opts, :reps, if(quick, do: 1, else: 3))
+join_formed = if quick, do: 4, else: 16
+rest_ms = if quick, do: 1_000, else: 3_000
+out = opts[:out] || Path.join([bench_dir, "results", if(quick, do: "quick.md", else: "full.md")])
+systems = Formation.systems()
 started = System.monotonic_time(:millisecond)
 
-# One dnsmasq serves every row: SRV sets of 3, 50 and 500 records (row 2 and
-# the footprint row) and the formation services with A records (row 4).
-dns_ip = {127, 0, 1, 1}
-dns_port = 8700
-formation_sizes = if quick, do: [4], else: [8, 16]
+records = Formation.dns_records(sizes ++ [join_formed + 1])
 
-dns =
-  Dnsmasq.start(
-    listen: "127.0.1.1",
-    port: dns_port,
-    srv:
-      Caravan.Bench.SrvLookup.srv_records() ++
-        Caravan.Bench.Formation.srv_records(formation_sizes),
-    hosts: Caravan.Bench.Formation.host_records(formation_sizes)
-  )
+# One dnsmasq per DNS-using system, both with dnsmasq's default limits (20
+# TCP connections, 150 concurrent forwards): what one system does to its
+# server (e.g. holding TCP connections open) does not slow the other.
+servers =
+  for {system, ip} <- [caravan: "127.0.1.1", dns_poll: "127.0.1.2"], into: %{} do
+    log = Path.join(System.tmp_dir!(), "caravan-bench-#{system}-#{System.os_time()}.log")
+    File.write!(log, "")
 
-Caravan.Bench.OsProcs.record(dns.os_pid)
+    dns =
+      Dnsmasq.start(
+        listen: ip,
+        port: 8700,
+        srv: records[:srv],
+        hosts: records[:hosts],
+        log_facility: log,
+        extra: ["--log-queries"]
+      )
 
-ctx = %{
-  quick: quick,
-  ns: {dns_ip, dns_port},
-  dns: dns,
-  formation_sizes: formation_sizes,
-  tmp: System.tmp_dir!()
-}
+    OsProcs.record(dns.os_pid)
+    {system, %{dns: dns, log: log, nameserver: "#{ip}:8700"}}
+  end
 
-sections = [
-  {1, "port from name", &Caravan.Bench.PortFromName.run/1},
-  {2, "SRV lookup", &Caravan.Bench.SrvLookup.run/1},
-  {3, "connection setup", &Caravan.Bench.Connect.run/1},
-  {4, "cluster formation", &Caravan.Bench.Formation.run/1},
-  {5, "scheduler hygiene and footprint", &Caravan.Bench.Footprint.run/1}
+inetrc =
+  Dnsmasq.inetrc(servers.dns_poll.dns, Path.join(System.tmp_dir!(), "caravan-bench-inetrc"))
+
+ctx = %{servers: servers}
+count = max(Enum.max(sizes), join_formed + 1)
+Log.say("booting #{count} nodes")
+nodes = Peers.start_many(Enum.map(1..count, &Formation.ip/1), inetrc, servers.caravan.nameserver)
+indexed = Enum.with_index(nodes, 1)
+
+{formation, join} =
+  try do
+    formation =
+      for n <- sizes, into: %{} do
+        members = Enum.take(indexed, n)
+
+        rounds =
+          for rep <- 1..reps,
+              system <- if(rem(rep, 2) == 1, do: systems, else: Enum.reverse(systems)) do
+            result = Formation.formation(members, system, ctx, if(rep == 1, do: rest_ms, else: 0))
+            Formation.say("N=#{n} rep #{rep}", system, result)
+            {system, result}
+          end
+
+        {n, Enum.group_by(rounds, &elem(&1, 0), &elem(&1, 1))}
+      end
+
+    {formed, [joiner | _]} = Enum.split(indexed, join_formed)
+
+    # floor_lower cannot join (the formed nodes never dial again).
+    join_systems = systems -- [:floor_lower]
+
+    join =
+      for rep <- 1..reps,
+          system <- if(rem(rep, 2) == 1, do: join_systems, else: Enum.reverse(join_systems)),
+          reduce: %{} do
+        acc ->
+          ms = Formation.join(formed, joiner, system, ctx)
+          Formation.say("join #{join_formed}+1 rep #{rep}", system, ms)
+          Map.update(acc, system, [ms], &[ms | &1])
+      end
+
+    {formation, join}
+  after
+    Peers.each(nodes, &Peers.stop/1)
+    for {_, server} <- servers, do: Dnsmasq.stop(server.dns) && File.rm(server.log)
+    File.rm(inetrc)
+  end
+
+med = fn n, system, key -> formation[n][system] |> Enum.map(& &1[key]) |> Stats.median() end
+worst = fn n, system, key -> formation[n][system] |> Enum.map(& &1[key]) |> Enum.max() end
+# Numbers compare below atoms: a :timeout median fails every "at most" check.
+rest = fn n, system -> formation[n][system] |> Enum.map(& &1.rest_qpp) |> Enum.find(& &1) end
+f = &Stats.fmt/1
+
+formation_rows = [
+  ~w(N floor_par floor_seq Caravan DNSPoll-like Caravan/floor_par DNSPoll-like/Caravan floor_lower)
+  | for n <- sizes do
+      [c, d, fp, fs, fl] = for s <- systems, do: med.(n, s, :ms)
+
+      [to_string(n), f.(fp), f.(fs), f.(c), f.(d), Stats.ratio(c, fp), Stats.ratio(d, c)] ++
+        ["#{f.(fl)} (#{Stats.ratio(fl, fp)})"]
+    end
 ]
 
-{rows, failures} =
-  try do
-    for {group, title, fun} <- sections, run?.(group), reduce: {[], []} do
-      {rows, failures} ->
-        t0 = System.monotonic_time(:millisecond)
-        Log.say("== #{group}. #{title}")
-
-        try do
-          new = fun.(ctx)
-          Log.say("   #{title}: #{System.monotonic_time(:millisecond) - t0} ms")
-          {rows ++ new, failures}
-        rescue
-          e ->
-            message = Exception.format(:error, e, __STACKTRACE__)
-            Log.say("   #{title} FAILED:\n" <> message)
-            {rows, failures ++ [{group, title, Exception.message(e)}]}
-        end
+cost_rows = [
+  [
+    "N",
+    "CPU-s Caravan",
+    "CPU-s DNSPoll-like",
+    "CPU-s floor_par",
+    "queries Caravan",
+    "queries DNSPoll-like",
+    "at rest Caravan",
+    "at rest DNSPoll-like",
+    "worst lookup Caravan",
+    "worst lookup DNSPoll-like"
+  ]
+  | for n <- sizes do
+      [
+        to_string(n),
+        f.(med.(n, :caravan, :cpu_s)),
+        f.(med.(n, :dns_poll, :cpu_s)),
+        f.(med.(n, :floor_par, :cpu_s)),
+        f.(med.(n, :caravan, :queries)),
+        f.(med.(n, :dns_poll, :queries)),
+        f.(rest.(n, :caravan)),
+        f.(rest.(n, :dns_poll)),
+        f.(worst.(n, :caravan, :lookup_ms)),
+        f.(worst.(n, :dns_poll, :lookup_ms))
+      ]
     end
-  after
-    Dnsmasq.stop(dns)
-  end
+]
 
-wall_s = (System.monotonic_time(:millisecond) - started) / 1000
+[jc, jd, jfp, jfs] = for s <- systems -- [:floor_lower], do: Stats.median(join[s])
+join_bound = if is_number(jfp), do: Formation.poll_interval() + 2 * jfp
+
+join_rows = [
+  ~w(cluster floor_par floor_seq Caravan DNSPoll-like bound Caravan/floor_par),
+  [
+    "#{join_formed} + 1",
+    f.(jfp),
+    f.(jfs),
+    f.(jc),
+    f.(jd),
+    f.(join_bound),
+    Stats.ratio(jc, jfp)
+  ]
+]
+
+big = Enum.filter(sizes, &(&1 in [32, 48]))
+# true when both are numbers and a <= b (a timeout meets no bound).
+le = fn a, b -> is_number(a) and is_number(b) and a <= b end
+scale = fn x, k -> if is_number(x), do: k * x end
+
+checks = [
+  {"forms within 1.5x floor_par at N=32 and 48 (#{if big == [], do: "not run", else: "N=#{Enum.join(big, ", ")}"})",
+   big != [] and
+     Enum.all?(big, &le.(med.(&1, :caravan, :ms), scale.(med.(&1, :floor_par, :ms), 1.5)))},
+  {"ahead of DNSPoll-like at every N",
+   Enum.all?(
+     sizes,
+     &(le.(med.(&1, :caravan, :ms), med.(&1, :dns_poll, :ms)) and
+         med.(&1, :caravan, :ms) != med.(&1, :dns_poll, :ms))
+   )},
+  {"join seen by all within poll + 2x floor_par (#{f.(join_bound)} ms)", le.(jc, join_bound)},
+  {"one DNS query per node per poll at rest (<= 1.05)",
+   Enum.all?(sizes, &le.(rest.(&1, :caravan), 1.05))},
+  {"no discovery lookup over 100 ms in the formation rounds",
+   Enum.all?(sizes, &le.(worst.(&1, :caravan, :lookup_ms), 100))}
+]
+
+check_lines = for {text, ok} <- checks, do: "#{if ok, do: "met    ", else: "NOT met"}  #{text}"
+
+rounds_lines =
+  for n <- sizes, s <- systems do
+    "N=#{n} #{s}: #{formation[n][s] |> Enum.map(&f.(&1.ms)) |> Enum.join(", ")} ms"
+  end ++
+    for(
+      s <- systems -- [:floor_lower],
+      do: "join #{s}: #{join[s] |> Enum.reverse() |> Enum.map_join(", ", f)} ms"
+    )
 
 cpu =
-  case File.read("/proc/cpuinfo") do
-    {:ok, text} ->
-      Regex.run(~r/model name\s*:\s*(.+)/, text, capture: :all_but_first)
-      |> List.wrap()
-      |> List.first()
+  File.read!("/proc/cpuinfo") |> then(&Regex.run(~r/model name\s*:\s*(.+)/, &1)) |> List.last()
 
-    _ ->
-      nil
-  end
-
-machine =
-  "#{System.schedulers_online()} schedulers online, #{:erlang.system_info(:logical_processors)} logical CPUs" <>
-    "#{if cpu, do: " (#{cpu})", else: ""}, OTP #{System.otp_release()} (erts #{:erlang.system_info(:version)}), Elixir #{System.version()}"
-
-mode = if quick, do: "--quick", else: "full"
+{load, _} = System.cmd("cat", ["/proc/loadavg"])
 
 header =
-  "Caravan bench, #{mode} run, #{DateTime.utc_now() |> DateTime.truncate(:second)}, " <>
-    "#{:erlang.float_to_binary(wall_s, decimals: 0)} s wall time\n#{machine}"
+  "Caravan formation bench, #{if quick, do: "--quick", else: "full"} run, " <>
+    "#{DateTime.utc_now() |> DateTime.truncate(:second)}, " <>
+    "#{div(System.monotonic_time(:millisecond) - started, 1000)} s wall time; " <>
+    "#{:erlang.system_info(:logical_processors)} logical CPUs (#{cpu}), load #{String.trim(load)}, " <>
+    "OTP #{System.otp_release()}, Elixir #{System.version()}; medians of #{reps} interleaved repetitions"
 
-notes = Table.notes(rows)
+text = """
+#{header}
 
-failure_lines = for {g, t, m} <- failures, do: "row #{g} (#{t}) FAILED: #{m}"
+Formation: ms from t0 until every node sees N-1 peers (poll interval #{Formation.poll_interval()} ms;
+timeout: no full mesh within #{Formation.deadline_ms()} ms)
+#{Table.text(formation_rows)}
 
-IO.puts("\n" <> header <> "\n\n" <> Table.text(rows))
-if notes != [], do: IO.puts("\n" <> Enum.map_join(notes, "\n", &("  * " <> &1)))
-if failure_lines != [], do: IO.puts("\n" <> Enum.join(failure_lines, "\n"))
+Costs during formation (CPU-s: all nodes' user+system CPU; queries: logged by dnsmasq, UDP and TCP)
+and DNS queries per node per poll at rest; worst discovery lookup of the rounds, ms
+#{Table.text(cost_rows)}
+
+Join: ms from the joiner's start until all #{join_formed + 1} see each other
+#{Table.text(join_rows)}
+
+#{Enum.join(check_lines, "\n")}
+
+Rounds:
+#{Enum.join(rounds_lines, "\n")}
+"""
+
+IO.puts(text)
 
 markdown = """
-#{String.replace(header, "\n", "  \n")}
+#{header}
 
-#{Table.markdown(rows)}
-#{if notes != [], do: "\n" <> Enum.map_join(notes, "\n", &("- " <> &1)) <> "\n", else: ""}#{if failure_lines != [], do: "\n" <> Enum.map_join(failure_lines, "\n", &("- " <> &1)) <> "\n", else: ""}
-"vs alt": how many times better than the alternative (> 1: Caravan wins; for
-rates Caravan/alt, for costs alt/Caravan). "x floor": Caravan's cost in
-floors (1: as cheap as the floor).
+Formation, ms (poll interval #{Formation.poll_interval()} ms):
+
+#{Table.markdown(formation_rows)}
+
+Costs during formation; DNS queries per node per poll at rest; worst discovery lookup, ms:
+
+#{Table.markdown(cost_rows)}
+
+Join, ms:
+
+#{Table.markdown(join_rows)}
+
+#{Enum.map_join(check_lines, "\n", &("    " <> &1))}
+
+Rounds:
+
+#{Enum.map_join(rounds_lines, "\n", &("- " <> &1))}
 """
 
 File.mkdir_p!(Path.dirname(out))
 File.write!(out, markdown)
-IO.puts("\nwrote #{out}")
-
-if failures != [], do: System.halt(1)
+IO.puts("wrote #{out}")

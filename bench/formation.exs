@@ -1,180 +1,194 @@
 defmodule Caravan.Bench.Formation do
-  @moduledoc """
-  Row 4: cluster formation. N nodes (separate OS processes on 127.0.1.11..,
-  all on distribution port 4700, Caravan's epmd module on every node) find
-  each other through SRV records in dnsmasq and connect:
+  @moduledoc false
+  # Cluster formation and join, four systems side by side on the same booted
+  # nodes (127.0.2.i, distribution port 4370 each, +S 1:1, no epmd):
+  #
+  #   caravan    Caravan.Cluster.DnsStrategy: SRV _formN._tcp.service.consul,
+  #              nodes bench-4370@fI.node.dc1.consul (peers' hosts resolved by
+  #              Caravan's epmd module through -caravan_nameservers)
+  #   dns_poll   Caravan.Bench.DnsPollLike, what libcluster 3.5.0's DNSPoll
+  #              does: A (+ AAAA) formN.bench.consul, nodes bench-4370@127.0.2.I
+  #   floor_par  no DNS: every node is given all names, connects to all at once
+  #   floor_seq  no DNS: the same list, one connect at a time
+  #   floor_lower  no DNS: the same list, all at once, but only to the names
+  #              that sort after one's own (nobody dials simultaneously)
+  #
+  # A round: every node gets its name for the system, a watcher and, at one
+  # common OS time t0, its strategy; formation time = the last node's first
+  # full view (N-1 peers) - t0. Systems interleaved, the order reversed every
+  # other repetition; medians reported.
+  alias Caravan.Bench.{Log, Peers, QueryLog}
 
-    * Caravan: `Caravan.Cluster.DnsStrategy` (native lookup, connects in
-      parallel).
-    * Alternative: `Caravan.Bench.DnsPollLike` (bench/peer_side.exs), a
-      poller that works like libcluster's DNSPoll: `:inet_res` lookups with
-      the node's resolver settings and no EDNS0, then one connect at a time.
-    * Floor: every node connects in parallel to a list of all node names it
-      is given up front (no DNS at all).
+  @port 4370
+  @poll 1_000
+  @systems [:caravan, :dns_poll, :floor_par, :floor_seq, :floor_lower]
 
-  The same booted nodes serve every round; between rounds every strategy is
-  stopped and every connection dropped. A round starts the strategy on all N
-  nodes at once; each node notes (OS clock, µs) when its strategy started
-  and when it first saw the N-1 others connected. Formation time = last
-  full view - last start. Same poll interval for both strategies.
-  Median over the rounds, strategies alternating.
-  """
-  alias Caravan.Bench.{Log, Peers, Row, Stats}
-  alias Caravan.Test.Dnsmasq
-
-  @port 4700
-  @poll_interval 1_000
-
-  defp query(n), do: "_form#{n}._tcp.service.consul"
+  def systems, do: @systems
+  def poll_interval, do: @poll
+  def ip(i), do: {127, 0, 2, i}
   defp host(i), do: "f#{i}.node.dc1.consul"
-  defp ip(i), do: {127, 0, 1, 10 + i}
+  defp srv_query(n), do: "_form#{n}._tcp.service.consul"
+  defp a_query(n), do: "form#{n}.bench.consul"
 
-  @doc "dnsmasq's SRV records for clusters of each size in `sizes`."
-  def srv_records(sizes), do: for(n <- sizes, i <- 1..n, do: {query(n), host(i), @port})
+  defp name(:caravan, i), do: :"bench-#{@port}@#{host(i)}"
+  defp name(_other, i), do: :"bench-#{@port}@127.0.2.#{i}"
 
-  @doc "dnsmasq's A records for the node hosts."
-  def host_records(sizes),
-    do: for(i <- 1..Enum.max(sizes), do: {host(i), ip(i) |> :inet.ntoa() |> to_string()})
-
-  def run(%{quick: quick, dns: dns, formation_sizes: sizes, tmp: tmp}) do
-    rounds = if quick, do: 3, else: 7
-    inetrc = Dnsmasq.inetrc(dns, Path.join(tmp, "caravan_bench_inetrc"))
+  @doc "dnsmasq's records for clusters of the given sizes: `[srv: ..., hosts: ...]`."
+  def dns_records(sizes) do
     max = Enum.max(sizes)
-    Log.say("row 4: booting #{max} nodes")
 
-    nodes =
-      Peers.start_many(
-        for i <- 1..max do
-          [
-            preload: true,
-            # global warns of every connection the bench drops between rounds.
-            log_level: :error,
-            kind: :caravan,
-            name: "bench-#{@port}",
-            host: host(i),
-            ip: ip(i),
-            inetrc: inetrc
-          ]
-        end
-      )
-
-    try do
-      for n <- sizes do
-        members = Enum.take(nodes, n)
-
-        times =
-          for r <- 1..rounds,
-              strategy <-
-                if(rem(r, 2) == 1,
-                  do: [:caravan, :dns_poll, :static],
-                  else: [:static, :dns_poll, :caravan]
-                ),
-              reduce: %{} do
-            acc ->
-              ms = round(members, strategy, n)
-              Log.say("row 4: N=#{n} round #{r} #{strategy}: #{ms} ms")
-              Map.update(acc, strategy, [ms], &[ms | &1])
-          end
-
-        %Row{
-          group: 4,
-          metric: "formation time, #{n} nodes, median of #{rounds}",
-          caravan: Stats.median(times.caravan),
-          alt: Stats.median(times.dns_poll),
-          floor: Stats.median(times.static),
-          unit: "ms",
-          better: :lower,
-          target: if(n >= 16, do: {:vs_alt_above, 1.0}),
-          note:
-            "rounds (ms): Caravan #{inspect(Enum.reverse(times.caravan))}, DNSPoll-like #{inspect(Enum.reverse(times.dns_poll))}, static list #{inspect(Enum.reverse(times.static))}"
-        }
-      end
-    after
-      for {peer, _} <- nodes, do: Peers.stop(peer)
-    end
+    [
+      srv: for(n <- sizes, i <- 1..n, do: {srv_query(n), host(i), @port}),
+      hosts:
+        for(i <- 1..max, do: {host(i), ip_text(i)}) ++
+          for(n <- sizes, i <- 1..n, do: {a_query(n), ip_text(i)})
+    ]
   end
 
-  # One round on `members`; returns the formation time in ms.
-  defp round(members, strategy, n) do
-    names = for {_, node} <- members, do: node
+  defp ip_text(i), do: ip(i) |> :inet.ntoa() |> to_string()
 
-    opts =
-      case strategy do
-        :caravan ->
-          [
-            query: query(n),
-            node_sname: "bench",
-            nameservers: ["127.0.1.1:8700"],
-            poll_interval: @poll_interval
-          ]
+  defp strategy_opts(:caravan, n, _names, ns),
+    do: [query: srv_query(n), node_sname: "bench", nameservers: [ns], poll_interval: @poll]
 
-        :dns_poll ->
-          [query: query(n), node_sname: "bench", poll_interval: @poll_interval]
+  defp strategy_opts(:dns_poll, n, _names, _ns),
+    do: [query: a_query(n), node_basename: "bench-#{@port}", poll_interval: @poll]
 
-        :static ->
-          [nodes: names]
+  defp strategy_opts(_floor, _n, names, _ns), do: [nodes: names]
+
+  @doc """
+  One formation round of `system` on `members` (`[{node, index}]`), `n` of
+  them. `rest_ms` > 0 also counts DNS queries at rest for that long after
+  the mesh. Returns `%{ms, cpu_s, queries, lookup_ms, rest_qpp}`.
+  """
+  def formation(members, system, ctx, rest_ms) do
+    n = length(members)
+    names = for {_, i} <- members, do: name(system, i)
+    Peers.each(members, fn {node, i} -> call(node, :distribute, [name(system, i)]) end)
+    opts = strategy_opts(system, n, names, ctx.servers.caravan.nameserver)
+    nodes = Enum.map(members, &elem(&1, 0))
+    t0 = System.os_time(:microsecond) + 200_000 + 5_000 * n
+    cpu0 = cpu(nodes)
+    log = query_log(ctx, system)
+    q0 = QueryLog.offset(log)
+    Peers.each(nodes, &call(&1, :start_round, [system, n - 1, opts, t0, nil]))
+    full = wait_for_mesh(nodes, deadline())
+    cpu_s = (cpu(nodes) - cpu0) / 100
+    queries = QueryLog.count(log, q0).total
+    lookup_us = nodes |> Peers.each(&call(&1, :lookup_max, [])) |> Enum.max()
+
+    {rest_qpp, rest_types} =
+      if rest_ms > 0 and system in [:caravan, :dns_poll] do
+        q1 = QueryLog.offset(log)
+        Process.sleep(rest_ms)
+        %{total: total, by_type: types} = QueryLog.count(log, q1)
+        {total / (n * rest_ms / @poll), types}
+      else
+        {nil, nil}
       end
 
-    starts =
-      parallel(members, fn {peer, _} ->
-        Peers.call(peer, Caravan.Bench.PeerSide, :start_round, [strategy, n - 1, opts])
-      end)
+    stop(nodes)
 
-    full_at = wait_for_mesh(members, System.monotonic_time(:millisecond) + 60_000)
-
-    parallel(members, fn {peer, _} ->
-      Peers.call(peer, Caravan.Bench.PeerSide, :stop_round, [])
-    end)
-
-    disconnect_all(members)
-
-    max(0, Enum.max(full_at) - Enum.max(starts)) / 1000
+    %{
+      ms: since(full, t0),
+      cpu_s: cpu_s,
+      queries: queries,
+      lookup_ms: lookup_us / 1000,
+      rest_qpp: rest_qpp,
+      rest_types: rest_types
+    }
   end
 
-  defp wait_for_mesh(members, deadline) do
-    full_at =
-      parallel(members, fn {peer, _} -> Peers.call(peer, Caravan.Bench.PeerSide, :full_at, []) end)
+  @doc """
+  One join round: `formed` (`[{node, index}]`) form a cluster with `system`
+  from a list that already names the joiner; then `joiner` boots its
+  distribution and starts `system` at t0. Returns the ms until every node
+  sees all the others.
+  """
+  def join(formed, {joiner, j}, system, ctx) do
+    all = formed ++ [{joiner, j}]
+    n = length(all)
+    names = for {_, i} <- all, do: name(system, i)
+    # The joiner's epmd module (and its NIF) loaded once before, as on a
+    # booted node: the join is timed from its distribution and strategy
+    # starting.
+    call(joiner, :distribute, [:"warmup-4399@127.0.2.#{j}"])
+    call(joiner, :undistribute, [])
+    Peers.each(formed, fn {node, i} -> call(node, :distribute, [name(system, i)]) end)
+    opts = strategy_opts(system, n, names, ctx.servers.caravan.nameserver)
+    formed_nodes = Enum.map(formed, &elem(&1, 0))
+    t0 = System.os_time(:microsecond) + 200_000 + 5_000 * n
+    Peers.each(formed_nodes, &call(&1, :start_round, [system, n - 2, opts, t0, nil]))
+
+    ms =
+      case wait_for_mesh(formed_nodes, deadline()) do
+        :timeout ->
+          :timeout
+
+        _ ->
+          Peers.each(formed_nodes, &call(&1, :retarget, [n - 1]))
+          t1 = System.os_time(:microsecond) + 100_000
+          call(joiner, :start_round, [system, n - 1, opts, t1, name(system, j)])
+          since(wait_for_mesh(formed_nodes ++ [joiner], deadline()), t1)
+      end
+
+    stop(formed_nodes ++ [joiner])
+    ms
+  end
+
+  # ms from t0 (µs) to the last full view; :timeout when there was none.
+  defp since(:timeout, _t0), do: :timeout
+  defp since(full, t0), do: (Enum.max(full) - t0) / 1000
+
+  # The floors ask no DNS; their rounds read Caravan's server's log (the
+  # epmd module's host lookups would show there).
+  defp query_log(ctx, :dns_poll), do: ctx.servers.dns_poll.log
+  defp query_log(ctx, _system), do: ctx.servers.caravan.log
+
+  defp call(node, f, a), do: Peers.call(node.peer, Caravan.Bench.PeerSide, f, a)
+  defp cpu(nodes), do: nodes |> Enum.map(&Peers.cpu_ticks(&1.os_pid)) |> Enum.sum()
+  # A round that forms no full mesh in this long is reported as a timeout.
+  @deadline_ms 20_000
+  def deadline_ms, do: @deadline_ms
+  defp deadline, do: System.monotonic_time(:millisecond) + @deadline_ms
+
+  # Asks only the nodes that have not yet reported, every 100 ms, so the
+  # asking costs little while the nodes form.
+  defp wait_for_mesh(nodes, deadline, seen \\ %{}) do
+    seen =
+      nodes
+      |> Enum.reject(&Map.has_key?(seen, &1.peer))
+      |> Peers.each(&{&1.peer, call(&1, :full_at, [])})
+      |> Enum.reject(fn {_, t} -> t == nil end)
+      |> Map.new()
+      |> Map.merge(seen)
 
     cond do
-      Enum.all?(full_at, &is_integer/1) ->
-        full_at
+      map_size(seen) == length(nodes) ->
+        Map.values(seen)
 
       System.monotonic_time(:millisecond) > deadline ->
-        views =
-          parallel(members, fn {peer, node} ->
-            {node, length(Peers.call(peer, Node, :list, []))}
-          end)
-
-        raise "row 4: no full mesh within 60 s: #{inspect(views)}"
+        views = Peers.each(nodes, &length(Peers.call(&1.peer, Node, :list, [])))
+        Log.say("no full mesh within #{@deadline_ms} ms; peers seen: #{inspect(views)}")
+        :timeout
 
       true ->
-        Process.sleep(50)
-        wait_for_mesh(members, deadline)
+        Process.sleep(100)
+        wait_for_mesh(nodes, deadline, seen)
     end
   end
 
-  defp disconnect_all(members, tries \\ 100) do
-    parallel(members, fn {peer, _} ->
-      Peers.call(peer, Caravan.Bench.PeerSide, :disconnect_all, [])
-    end)
-
-    Process.sleep(50)
+  # Stops every strategy and drops every connection, until no node sees
+  # another (global may reconnect a node while others are still stopping).
+  defp stop(nodes, tries \\ 50) do
+    Peers.each(nodes, &call(&1, :stop_round, []))
 
     cond do
-      Enum.all?(parallel(members, fn {peer, _} -> Peers.call(peer, Node, :list, []) == [] end)) ->
-        :ok
-
-      tries == 0 ->
-        raise "row 4: nodes still connected after the round"
-
-      true ->
-        disconnect_all(members, tries - 1)
+      Enum.all?(Peers.each(nodes, &(Peers.call(&1.peer, Node, :list, []) == []))) -> :ok
+      tries == 0 -> raise "nodes still connected after the round"
+      true -> Process.sleep(100) && stop(nodes, tries - 1)
     end
   end
 
-  defp parallel(members, fun) do
-    members
-    |> Task.async_stream(fun, max_concurrency: length(members), timeout: 120_000, ordered: true)
-    |> Enum.map(fn {:ok, result} -> result end)
-  end
+  @doc "Logs one round."
+  def say(what, system, result), do: Log.say("#{what} #{system}: #{inspect(result)}")
 end

@@ -52,6 +52,10 @@ defmodule Caravan do
   `:invalid_option` (also a bad strategy config or boot flag);
   `:invalid_config` (the reason a topology with a bad config stops with).
 
+  Distribution at boot (`Caravan.Epmd.Client`): `:invalid_port` (OTP
+  handed over a listen port outside 1..65535), `:no_epmd` (`-no_epmd`
+  made OTP listen on a random port instead of the one the name gives).
+
   The environment: `:config` (the resolver cannot be set up, e.g. an
   unreadable resolv.conf), `:runtime` (Caravan's tokio runtime cannot
   start), `:native_library` (the NIF library cannot be loaded; the message
@@ -81,6 +85,8 @@ defmodule Caravan do
           | :invalid_nameserver
           | :invalid_option
           | :invalid_config
+          | :invalid_port
+          | :no_epmd
           | :config
           | :runtime
           | :native_library

@@ -222,7 +222,7 @@ defmodule Caravan.Diagnose do
   defp checked(source, config) do
     case Config.new(config) do
       {:ok, config} -> {source, config, nil}
-      {:error, message} -> {:invalid, source, message}
+      {:error, {_kind, message}} -> {:invalid, source, message}
     end
   end
 
@@ -307,7 +307,7 @@ defmodule Caravan.Diagnose do
   # {query, {:ok, count} | {:none, text} | {:error, text}, node names}
   # A/AAAA topologies: the strategy's own poll (Caravan.Cluster.Poll).
   defp lookup(%{record_type: type} = config, query) when type != :srv do
-    result = Caravan.Cluster.Poll.run(%{config | queries: [query]}, MapSet.new())
+    result = Caravan.Cluster.Poll.run(%{config | queries: [query]})
 
     case result.errors do
       [{_query, reason} | _] -> {query, {:error, inspect(reason)}, []}

@@ -152,7 +152,11 @@ defmodule Caravan.DNS do
   # Looks up the addresses of `host` (a string) for `family` (`:inet`: A
   # records, `:inet6`: AAAA records) through the `:nameservers` option, and
   # waits for the answer. An IP literal of that family is returned without a
-  # lookup. Options: `:nameservers`, `:timeout` (ms), as above.
+  # lookup. Options: `:nameservers`, `:timeout` (ms), as above; `:trace`
+  # (default: whether Logger prints this module's debug entries), false for
+  # the epmd module's lookups, which must never log (they run inside
+  # net_kernel's connection setup, also on the helper nodes of `bin/app
+  # rpc|pid`, whose standard output is the command's result).
   #
   # Returns `{:ok, [ip_tuple]}` (at least one) or `{:error, {kind, message}}`
   # with the kinds of `lookup_srv/2`.
@@ -164,10 +168,12 @@ defmodule Caravan.DNS do
   def lookup_host(host, family, opts \\ [])
 
   def lookup_host(host, family, opts) when is_binary(host) and family in [:inet, :inet6] do
+    {trace, opts} = Keyword.pop_lazy(opts, :trace, &trace?/0)
+
     with {:ok, %Options{} = o} <- Options.new(Keyword.delete(opts, :node_host)),
          nameservers = or_vm_nameservers(o.nameservers),
          {:ok, ref} <-
-           Caravan.Native.host_lookup(host, family, nameservers, o.timeout, trace?()) do
+           Caravan.Native.host_lookup(host, family, nameservers, o.timeout, trace) do
       :caravan_host
       |> await(ref, o.timeout + @reply_grace, host)
       |> name_the_asked(nameservers)

@@ -15,8 +15,10 @@ defmodule Caravan.Telemetry do
       Measurements: `%{duration: integer}`. Metadata: `%{topology: atom,
       node: node, result: :ok | :error, reason: nil | term}`.
     * `[:caravan, :disconnect]` - a node pruned because DNS no longer lists
-      it (`prune: true`). Measurements: `%{system_time: integer}`.
-      Metadata: `%{topology: atom, node: node, reason: :pruned}`.
+      it (`prune: true`): asked to leave (`reason: :asked_to_leave`), or
+      disconnected from here after it did not (`reason: :pruned`).
+      Measurements: `%{system_time: integer}`.
+      Metadata: `%{topology: atom, node: node, reason: :asked_to_leave | :pruned}`.
 
   Under libcluster (see `Caravan.Cluster.DnsStrategy`, "Under
   libcluster"), libcluster's own `[:libcluster, :connect_node |

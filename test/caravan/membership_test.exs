@@ -130,7 +130,9 @@ defmodule Caravan.MembershipTest do
     Dnsmasq.stop(dns)
     dns = dnsmasq(srv.([a, c]))
 
-    # A (prune: true) disconnects B; C (prune: false) keeps it.
+    # A (prune: true) asks B to leave; B's strategy is stopped, so nobody
+    # hears it and A disconnects B after leave_after (3) requests; C
+    # (prune: false) keeps it (-connect_all false: no global reconnects).
     assert BeamNode.eventually(fn -> nodes(pa) == [nc] end), "A still has #{inspect(nodes(pa))}"
     assert nodes(pc) == Enum.sort([na, nb])
     assert BeamNode.nodedowns(pa) == [nb]

@@ -44,7 +44,7 @@ defmodule Caravan.ReleaseTest do
     {out, status} =
       System.cmd("mix", ["release", "--quiet"],
         cd: app,
-        env: [{"MIX_ENV", "prod"}],
+        env: ThrowawayApp.release_env(),
         stderr_to_stdout: true
       )
 

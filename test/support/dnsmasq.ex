@@ -20,7 +20,8 @@ defmodule Caravan.Test.Dnsmasq do
   Starts dnsmasq and waits (up to 5 s) until it answers.
 
   Options: `:listen` ("127.0.0.1"), `:port` (8600), `:srv` ([{name, target,
-  port}]), `:hosts` ([{name, ip_string}]), `:extra` (more dnsmasq flags).
+  port}]), `:hosts` ([{name, ip_string}]), `:log_facility` (`"-"`: stderr, or a
+  file path), `:extra` (more dnsmasq flags).
   """
   @spec start(keyword()) :: t()
   def start(opts \\ []) do
@@ -45,7 +46,7 @@ defmodule Caravan.Test.Dnsmasq do
         "--port=#{dns_port}",
         "--local=/consul/",
         "--local-ttl=0",
-        "--log-facility=-"
+        "--log-facility=#{Keyword.get(opts, :log_facility, "-")}"
       ] ++
         for(
           {name, target, port} <- Keyword.get(opts, :srv, []),

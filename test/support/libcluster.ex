@@ -5,12 +5,15 @@ defmodule Caravan.Test.Libcluster do
   VM or a peer node for the tests that want it, and takes it out again, so
   every other test runs with no `Cluster.Strategy` loaded, as a user without
   libcluster does. Also records what libcluster reports: its
-  `[:libcluster, ...]` telemetry events (through the `:telemetry` double of
-  test/support/telemetry.ex) and its `[libcluster:<topology>]` log lines.
+  `[:libcluster, ...]` telemetry events (through the `:telemetry` stand-in loaded
+  with it, test/libcluster_standin/telemetry.ex) and its `[libcluster:<topology>]` log lines.
   """
 
-  @source Path.expand("../libcluster_standin/cluster_strategy.ex", __DIR__)
-  @modules [Cluster.Strategy, Cluster.Strategy.State]
+  @sources Enum.map(
+             ["cluster_strategy.ex", "telemetry.ex"],
+             &Path.expand("../libcluster_standin/" <> &1, __DIR__)
+           )
+  @modules [Cluster.Strategy, Cluster.Strategy.State, :telemetry]
   @name :caravan_test_libcluster
 
   @doc """
@@ -18,7 +21,7 @@ defmodule Caravan.Test.Libcluster do
   `[{module, binary}]`, leaving nothing loaded in this VM.
   """
   def compile do
-    binaries = Code.compile_file(@source)
+    binaries = Enum.flat_map(@sources, &Code.compile_file/1)
     unload()
     binaries
   end
@@ -80,9 +83,7 @@ defmodule Caravan.Test.Libcluster do
     end
 
     {:ok, _} = Application.ensure_all_started(:logger)
-    {:module, :telemetry} = Code.ensure_loaded(:telemetry)
-    handlers = :persistent_term.get(Caravan.Test.Telemetry, [])
-    :persistent_term.put(Caravan.Test.Telemetry, [(&__MODULE__.event/4) | handlers])
+    Caravan.Test.Telemetry.attach(&__MODULE__.event/4)
     Logger.configure_backend(:console, level: :warning)
     :logger.set_handler_config(:default, :level, :warning)
     :logger.add_primary_filter(:no_progress, {&:logger_filters.progress/2, :stop})

@@ -72,6 +72,17 @@ defmodule Caravan.Test.ThrowawayApp do
   end
 
   @doc """
+  The environment for `mix release` of an app made with `prebuilt_native:
+  true`: `MIX_ENV=prod`, and `CARAVAN_TEST_HOOKS=1` because the packed
+  library is this checkout's test build, which has the test-only NIFs
+  (cargo feature `test-hooks`): `:erlang.load_nif/2` refuses a library
+  with NIFs the module lacks, so the dependency's `Caravan.Native` must
+  be compiled with their stubs too.
+  """
+  @spec release_env() :: [{String.t(), String.t()}]
+  def release_env, do: [{"MIX_ENV", "prod"}, {"CARAVAN_TEST_HOOKS", "1"}]
+
+  @doc """
   Generates `<dir>/<name>` with `mix new <name>` and adds
   `{:caravan, path: caravan}` to its deps. When `<dir>/precompiled` exists
   (`copy_caravan/2` with `prebuilt_native: true`), the app's

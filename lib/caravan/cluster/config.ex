@@ -15,6 +15,7 @@ defmodule Caravan.Cluster.Config do
   @default_connect_timeout 10_000
   @default_connect_concurrency 16
   @default_max_nodes 1024
+  @default_leave_after 3
   @default_report_interval 300_000
 
   defstruct topology: :caravan,
@@ -32,6 +33,7 @@ defmodule Caravan.Cluster.Config do
             prune: false,
             node_host: :auto,
             max_nodes: @default_max_nodes,
+            leave_after: @default_leave_after,
             report_interval: @default_report_interval,
             record_type: :srv,
             node_basename: nil,
@@ -54,6 +56,7 @@ defmodule Caravan.Cluster.Config do
           prune: boolean(),
           node_host: :auto | :target | :ip,
           max_nodes: pos_integer(),
+          leave_after: pos_integer(),
           report_interval: pos_integer(),
           record_type: :srv | :a | :aaaa | :ip,
           node_basename: String.t() | nil,
@@ -170,6 +173,14 @@ defmodule Caravan.Cluster.Config do
            ),
          {:ok, max_nodes} <-
            fetch(opts, :max_nodes, defaults.max_nodes, &pos_int/1, "a positive integer"),
+         {:ok, leave_after} <-
+           fetch(
+             opts,
+             :leave_after,
+             defaults.leave_after,
+             &pos_int/1,
+             "a positive integer (authoritative polls)"
+           ),
          {:ok, report_interval} <-
            fetch(
              opts,
@@ -198,6 +209,7 @@ defmodule Caravan.Cluster.Config do
          prune: prune,
          node_host: node_host,
          max_nodes: max_nodes,
+         leave_after: leave_after,
          report_interval: report_interval
        }}
     end
@@ -208,7 +220,7 @@ defmodule Caravan.Cluster.Config do
   @known_keys ~w(query consul_service node_sname node_host poll_interval nameservers timeout
                  prune max_nodes connect_timeout connect_concurrency dns_client topology
                  connect disconnect list_nodes report_interval record_type node_basename
-                 polling_interval)a
+                 polling_interval leave_after)a
 
   @doc """
   The config keys a topology accepts (see `Caravan.Cluster.DnsStrategy`).
@@ -222,14 +234,15 @@ defmodule Caravan.Cluster.Config do
         :ok
 
       unknown ->
-        {:error,
-         Enum.map_join(unknown, "; ", fn key ->
-           "unknown key #{inspect(key)}" <>
-             case nearest_key(key) do
-               nil -> ""
-               near -> "; did you mean #{inspect(near)}?"
-             end
-         end) <> " (known keys: #{Enum.map_join(@known_keys, ", ", &inspect/1)})"}
+        invalid(
+          Enum.map_join(unknown, "; ", fn key ->
+            "unknown key #{inspect(key)}" <>
+              case nearest_key(key) do
+                nil -> ""
+                near -> "; did you mean #{inspect(near)}?"
+              end
+          end) <> " (known keys: #{Enum.map_join(@known_keys, ", ", &inspect/1)})"
+        )
     end
   end
 

@@ -80,6 +80,33 @@ defmodule Caravan.Cluster.Connector do
 
   def handle(_pool, _message), do: :unknown
 
+  @doc """
+  Drops `nodes` from the queue and kills their connects in flight (no
+  result, no telemetry event). Returns `{pool, killed}`: the nodes whose
+  connect was running, for which a connection setup may still be pending.
+  """
+  @spec cancel(t(), [node()]) :: {t(), [node()]}
+  def cancel(%__MODULE__{} = pool, nodes) do
+    cancel = MapSet.new(nodes)
+
+    {killed, running} =
+      Enum.split_with(pool.running, fn {_tag, run} -> MapSet.member?(cancel, run.node) end)
+
+    for {_tag, run} <- killed do
+      Process.demonitor(run.monitor, [:flush])
+      Process.exit(run.pid, :kill)
+      Process.cancel_timer(run.timer)
+    end
+
+    pool = %{
+      pool
+      | running: Map.new(running),
+        queue: Enum.reject(pool.queue, &MapSet.member?(cancel, &1))
+    }
+
+    {start(pool), for({_tag, run} <- killed, do: run.node)}
+  end
+
   @doc "Nodes connecting or queued, in no particular order."
   @spec pending(t()) :: [node()]
   def pending(%__MODULE__{} = pool),

@@ -67,8 +67,12 @@ defmodule Caravan.Cluster.DnsStrategy do
       `Caravan.DNS.vm_nameservers/0`), else the system's resolv.conf.
     * `:timeout` - bound on one lookup, ms. Default #{Caravan.DNS.Options.default_timeout()} (at most
       `:poll_interval`).
-    * `:prune` - disconnect nodes that DNS no longer lists. Default `false`
-      (as Caravan 1.x). See "Pruning" below.
+    * `:prune` - keep nodes that DNS no longer lists out of the cluster.
+      Default `false` (as Caravan 1.x). See "Pruning" below.
+    * `:leave_after` - authoritative answers in a row without this node
+      (once listed) after which it stops connecting (and leaves, with
+      `prune: true`); also how many times a departed node is asked to leave
+      before it is disconnected. Default 3.
     * `:max_nodes` - the most nodes one poll takes from DNS. Default 1024.
       Node names become atoms, which are never collected: a poll creates at
       most `:max_nodes` new atoms, whatever the answer holds.
@@ -86,8 +90,10 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   ## Behaviour
 
-  The first lookup runs right after start without blocking the supervisor,
-  then one every `:poll_interval` ms. Each poll runs in its own process:
+  The first lookup runs soon after start without blocking the supervisor
+  (after a random 0 to min(`:poll_interval` / 100, 10) ms, so nodes booted
+  together do not all ask DNS in the same millisecond), then one every
+  `:poll_interval` ms. Each poll runs in its own process:
   the queries are asked in parallel, and new nodes (not this node, not in
   `list_nodes`) are connected in parallel, each bounded by
   `:connect_timeout`; a slow poll never delays the timer (the next poll is
@@ -107,14 +113,36 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   ## Pruning
 
-  With `prune: true`, a node this strategy found in DNS before is
-  disconnected (through the `:disconnect` MFA) once an authoritative answer
-  no longer lists it: every query answered (NXDOMAIN and NODATA count) and
-  no more than `:max_nodes` nodes. A failed lookup never disconnects
-  anything, and nodes DNS never listed (a remote shell, another topology's
-  nodes) are left alone. OTP's `global` connects nodes transitively, so a
-  pruned node that another node still lists may come back; start nodes
-  with `-connect_all false` if DNS is to be the only source of membership.
+  With `prune: true`, DNS is the source of membership while it answers
+  authoritatively (every query answered, NXDOMAIN and NODATA count, no
+  more than `:max_nodes` nodes). A node this strategy found in DNS before
+  and that an authoritative answer no longer lists is *departed*:
+
+    * if it is connected, it is asked to leave: its strategy (the same
+      topology name) runs `:global.disconnect/0` (OTP 25.1+), which drops
+      it from every node without the collateral disconnects that an
+      `erlang:disconnect_node/1` from a member causes under OTP's
+      `prevent_overlapping_partitions` (see `:global`); it then connects to
+      nobody until its own DNS answer lists it again;
+    * whenever it connects again (whoever dialed), DNS is asked again at
+      once, and it is asked to leave again if still not listed;
+    * connects in flight to it are cancelled;
+    * a node that does not leave after `:leave_after` requests (no Caravan
+      with this mechanism there, or OTP < 25.1) is disconnected through the
+      `:disconnect` MFA, with a warning.
+
+  A node that DNS listed before and that is missing from `:leave_after`
+  authoritative answers in a row (a failed health check) stops connecting
+  and says so once; with `prune: true` it also leaves the cluster. A node
+  DNS has never listed (booting before its health check passes) keeps
+  connecting. Both sides come back at the first poll that lists the node
+  again. A failed lookup changes nothing, and nodes DNS never listed (a
+  remote shell, another topology's nodes) are left alone.
+
+  Works with OTP's defaults (`connect_all` and
+  `prevent_overlapping_partitions` true) and with either turned off. On OTP
+  without `global:disconnect/0` (25.0) a warning at start says that prune
+  may disconnect healthy peers.
 
   ## Logs and telemetry
 
@@ -158,7 +186,17 @@ defmodule Caravan.Cluster.DnsStrategy do
   use GenServer
   require Logger
 
-  alias Caravan.Cluster.{Config, Connector, Libcluster, Poll, Silence, Unreachable, Warnings}
+  alias Caravan.Cluster.{
+    Config,
+    Connector,
+    Libcluster,
+    Membership,
+    Poll,
+    Silence,
+    Unreachable,
+    Warnings
+  }
+
   alias Caravan.Diagnose.Probe
 
   @doc """
@@ -197,7 +235,12 @@ defmodule Caravan.Cluster.DnsStrategy do
     case Config.new(arg) do
       {:ok, config} ->
         warn_if_not_distributed(config)
-        send(self(), :poll)
+        Process.send_after(self(), :poll, Poll.first_delay(config.poll_interval))
+        # nodeup events, to keep out nodes DNS no longer lists (see
+        # Caravan.Cluster.Membership); leave requests arrive under this name.
+        _ = :net_kernel.monitor_nodes(true)
+        _ = register_topology(config)
+        warn_otp_settings(config)
         warn_name_mismatch(config)
 
         {:ok,
@@ -205,8 +248,15 @@ defmodule Caravan.Cluster.DnsStrategy do
            config: config,
            # nil, or {tag, monitor} of the poll process running.
            poll: nil,
-           # The nodes DNS listed (the only ones prune may disconnect).
-           known: MapSet.new(),
+           # A nodeup of a departed node asks for a fresh look at DNS
+           # while a poll runs: it runs once that one is done.
+           repoll: false,
+           membership:
+             Membership.new(node(),
+               prune: config.prune,
+               leave_after: config.leave_after,
+               max_departed: config.max_nodes
+             ),
            warnings: Warnings.new(),
            connector: Connector.new(config),
            # Streaks of polls that found nobody, or only this node.
@@ -240,17 +290,60 @@ defmodule Caravan.Cluster.DnsStrategy do
       log(:debug, config, "previous poll still running; skipping this one")
       {:noreply, state}
     else
-      {:noreply, %{state | poll: start_poll(config, state.known)}}
+      {:noreply, %{state | poll: start_poll(config)}}
     end
+  end
+
+  # A fresh look at DNS, out of the timer's rhythm (see the nodeup clause).
+  def handle_info(:repoll, state) do
+    if state.poll,
+      do: {:noreply, %{state | repoll: true}},
+      else: {:noreply, %{state | poll: start_poll(state.config)}}
   end
 
   def handle_info({:caravan_poll, tag, result}, %{poll: {tag, monitor}} = state) do
     Process.demonitor(monitor, [:flush])
-    {:noreply, act(result, %{state | poll: nil})}
+    {:noreply, state |> Map.put(:poll, nil) |> then(&act(result, &1)) |> repoll()}
   end
 
-  def handle_info({:DOWN, monitor, :process, _pid, reason}, %{poll: {_tag, monitor}} = state),
-    do: {:noreply, warn(%{state | poll: nil}, :poll_crash, "poll crashed: #{inspect(reason)}")}
+  def handle_info({:DOWN, monitor, :process, _pid, reason}, %{poll: {_tag, monitor}} = state) do
+    state = warn(%{state | poll: nil}, :poll_crash, "poll crashed: #{inspect(reason)}")
+    {:noreply, repoll(state)}
+  end
+
+  # A node DNS no longer lists (as of the last authoritative answer) is
+  # connected again, whoever dialed: look at DNS again now, and ask it to
+  # leave if the fresh answer still does not list it.
+  def handle_info({:nodeup, node}, state) do
+    if Membership.refuse?(state.membership, node) do
+      log(:debug, state.config, "#{node}, which DNS no longer lists, connected; checking DNS")
+      send(self(), :repoll)
+    end
+
+    {:noreply, state}
+  end
+
+  def handle_info({:nodedown, _node}, state), do: {:noreply, state}
+
+  # A member asks this node to leave: its DNS answer no longer lists us.
+  # Every request is carried out (global may have connected this node to
+  # others since the last one); the warning is said once.
+  def handle_info({:caravan_leave, _topology, from}, state) when is_atom(from) do
+    {membership, first?} = Membership.asked_to_leave(state.membership, from)
+    state = %{state | membership: membership}
+
+    if first?,
+      do:
+        Logger.warning(
+          "[caravan] topology #{state.config.topology}: #{from} asked this node to leave: " <>
+            "DNS no longer lists #{node()} there (prune: true). Leaving the cluster; no more " <>
+            "connects until DNS lists this node again"
+        ),
+      else: log(:debug, state.config, "#{from} asked this node to leave again")
+
+    leave_cluster()
+    {:noreply, cancel_connects(state, Connector.pending(state.connector))}
+  end
 
   def handle_info({:caravan_why, node, why}, %{config: config} = state) do
     Logger.warning(
@@ -273,26 +366,26 @@ defmodule Caravan.Cluster.DnsStrategy do
   end
 
   # Poll: one process per poll, which sends its result (Caravan.Cluster.Poll).
-  defp start_poll(config, known) do
+  defp start_poll(config) do
     owner = self()
     tag = make_ref()
 
-    {_pid, monitor} =
-      spawn_monitor(fn -> send(owner, {:caravan_poll, tag, Poll.run(config, known)}) end)
+    {_pid, monitor} = spawn_monitor(fn -> send(owner, {:caravan_poll, tag, Poll.run(config)}) end)
 
     {tag, monitor}
   end
 
+  # The poll asked for while the last one ran, if any.
+  defp repoll(%{repoll: true, poll: nil} = state),
+    do: %{state | repoll: false, poll: start_poll(state.config)}
+
+  defp repoll(state), do: state
+
   # Act on a poll's result: log what changed (Warnings decides what is
-  # news), prune the departed nodes, connect the new ones.
+  # news), keep departed nodes out (Membership), connect the new ones.
   defp act(result, %{config: config} = state) do
     {warnings, entries} = Warnings.poll(state.warnings, result, config)
     Enum.each(entries, fn {level, message} -> log(level, config, message) end)
-
-    known =
-      if result.authoritative?,
-        do: MapSet.new(result.found),
-        else: MapSet.union(state.known, MapSet.new(result.found))
 
     # Forget unreachable nodes DNS no longer lists, so the ledger stays as
     # small as the answer.
@@ -305,36 +398,16 @@ defmodule Caravan.Cluster.DnsStrategy do
       %{
         state
         | warnings: warnings,
-          known: known,
           last_poll: last_poll,
           unreachable: Unreachable.keep(state.unreachable, MapSet.new(result.found))
       }
       |> silence(result)
 
-    Enum.each(result.departed, &prune(config, &1))
-    %{state | connector: Connector.enqueue(state.connector, result.new)}
-  end
+    state = membership(state, result)
 
-  defp prune(%Config{disconnect: {m, f, a}} = config, node) do
-    outcome =
-      try do
-        if config.libcluster,
-          do: Libcluster.disconnect(config.topology, config.disconnect, config.list_nodes, node),
-          else: apply(m, f, a ++ [node])
-      catch
-        kind, reason -> {:raised, Exception.format_banner(kind, reason)}
-      end
-
-    Caravan.Telemetry.execute(
-      [:caravan, :disconnect],
-      %{system_time: System.system_time()},
-      %{topology: config.topology, node: node, reason: :pruned}
-    )
-
-    Logger.info(
-      "[caravan] topology #{config.topology}: disconnected #{node}, which DNS no longer " <>
-        "lists (prune: true; disconnect returned #{inspect(outcome)})"
-    )
+    if Membership.dial?(state.membership),
+      do: %{state | connector: Connector.enqueue(state.connector, result.new)},
+      else: state
   end
 
   # Under libcluster, libcluster has logged the connect at info already.
@@ -412,6 +485,246 @@ defmodule Caravan.Cluster.DnsStrategy do
           "the other instances are not registered or not healthy in DNS"
     end
   end
+
+  # -- Membership: prune, leave (decisions in Caravan.Cluster.Membership) ---
+
+  # Applies one poll's answer to the membership and carries out what it
+  # decides. Returns the state.
+  defp membership(%{config: config} = state, result) do
+    # This node's name, as of now (distribution may start after init).
+    membership = %{state.membership | self: node()}
+
+    {membership, events} =
+      if result.authoritative?,
+        do: Membership.authoritative(membership, result.found),
+        else: Membership.partial(membership, result.found)
+
+    state = Enum.reduce(events, %{state | membership: membership}, &membership_event/2)
+
+    if result.authoritative? do
+      connected = list_nodes(config)
+      {membership, ask, force} = Membership.enforce(state.membership, connected)
+      Enum.each(ask, &ask_to_leave(config, &1))
+      state = disconnect_forced(%{state | membership: membership}, force)
+
+      cancel_connects(
+        state,
+        Membership.cancel(state.membership, Connector.pending(state.connector))
+      )
+    else
+      state
+    end
+  end
+
+  defp membership_event({:departed, nodes}, %{config: config} = state) do
+    if config.prune,
+      do:
+        Logger.info(
+          "[caravan] topology #{config.topology}: DNS no longer lists #{Enum.join(nodes, ", ")}; " <>
+            "keeping it out (prune: true) until DNS lists it again"
+        )
+
+    state
+  end
+
+  defp membership_event({:returned, nodes}, %{config: config} = state) do
+    log(:debug, config, "DNS lists #{Enum.join(nodes, ", ")} again")
+    state
+  end
+
+  defp membership_event({:self_missing, n}, %{config: config} = state) do
+    log(
+      :debug,
+      config,
+      "DNS does not list this node (#{n} of #{config.leave_after} authoritative answers)"
+    )
+
+    state
+  end
+
+  defp membership_event({:leave, :missing}, %{config: config} = state) do
+    action =
+      if config.prune,
+        do: "left the cluster (prune: true) and stopped connecting",
+        else: "stopped connecting (prune: false: existing connections stay)"
+
+    Logger.warning(
+      "[caravan] topology #{config.topology}: DNS has not listed this node (#{node()}) in " <>
+        "#{config.leave_after} authoritative answers in a row; #{action} until DNS lists it " <>
+        "again (a failed health check or readiness probe?)"
+    )
+
+    if config.prune, do: leave_cluster()
+    cancel_connects(state, Connector.pending(state.connector))
+  end
+
+  defp membership_event(:back, %{config: config} = state) do
+    Logger.info(
+      "[caravan] topology #{config.topology}: DNS lists this node again; connecting again"
+    )
+
+    state
+  end
+
+  # Asks `node`'s strategy (same topology) to leave: it then runs
+  # global:disconnect/0, which drops it from every node without the
+  # overlapping-partition collateral an erlang:disconnect_node/1 from here
+  # would cause. Never sets up a connection (noconnect).
+  defp ask_to_leave(%Config{topology: topology} = config, node) do
+    _ =
+      :erlang.send({registered_name(topology), node}, {:caravan_leave, topology, node()}, [
+        :noconnect
+      ])
+
+    Logger.info(
+      "[caravan] topology #{topology}: asked #{node} to leave: DNS no longer lists it (prune: true)"
+    )
+
+    Caravan.Telemetry.execute(
+      [:caravan, :disconnect],
+      %{system_time: System.system_time()},
+      %{topology: config.topology, node: node, reason: :asked_to_leave}
+    )
+  end
+
+  # Nodes that did not leave when asked (no Caravan 1.2+ or OTP < 25.1
+  # there): disconnected from here through the :disconnect MFA.
+  defp disconnect_forced(state, []), do: state
+
+  defp disconnect_forced(%{config: %Config{disconnect: {m, f, a}} = config} = state, nodes) do
+    for node <- nodes do
+      result =
+        try do
+          if config.libcluster,
+            do:
+              Libcluster.disconnect(config.topology, config.disconnect, config.list_nodes, node),
+            else: apply(m, f, a ++ [node])
+        catch
+          kind, reason -> {:raised, Exception.format_banner(kind, reason)}
+        end
+
+      Caravan.Telemetry.execute(
+        [:caravan, :disconnect],
+        %{system_time: System.system_time()},
+        %{topology: config.topology, node: node, reason: :pruned}
+      )
+
+      Logger.warning(
+        "[caravan] topology #{config.topology}: #{node}, which DNS no longer lists, did not " <>
+          "leave when asked #{config.leave_after} times (prune: true); disconnected it " <>
+          "(#{inspect(result)})" <>
+          if(overlapping_partitions?(),
+            do:
+              ". With connect_all and prevent_overlapping_partitions on, OTP's global may " <>
+                "disconnect healthy peers as well",
+            else: ""
+          )
+      )
+    end
+
+    state
+  end
+
+  # This node leaves every node global knows, so that no other node sees
+  # a lost connection it must act on (global:disconnect/0, OTP 25.1+).
+  defp leave_cluster do
+    cond do
+      not Node.alive?() ->
+        :ok
+
+      function_exported?(:global, :disconnect, 0) ->
+        spawn(fn -> :global.disconnect() end)
+
+      true ->
+        for node <- Node.list(), do: :erlang.disconnect_node(node)
+    end
+
+    :ok
+  end
+
+  @doc false
+  # The name the strategy of `topology` registers on each node:
+  # :"Elixir.Caravan.Cluster.DnsStrategy.<topology>". Members send leave
+  # requests to it (prune), so every node of a cluster must use the same
+  # topology name, as one libcluster config does (see "Pruning").
+  @spec registered_name(atom()) :: atom()
+  def registered_name(topology) when is_atom(topology), do: :"#{__MODULE__}.#{topology}"
+
+  defp register_topology(config) do
+    Process.register(self(), registered_name(config.topology))
+    true
+  rescue
+    ArgumentError ->
+      Logger.warning(
+        "[caravan] topology #{config.topology}: #{inspect(registered_name(config.topology))} is " <>
+          "already registered (two strategies with one topology name?); this one will not " <>
+          "hear leave requests"
+      )
+
+      false
+  end
+
+  # Settings with which a prune cannot remove only the departed node.
+  defp warn_otp_settings(%Config{prune: true} = config) do
+    overlapping? = overlapping_partitions?()
+
+    unless function_exported?(:global, :disconnect, 0) do
+      Logger.warning(
+        "[caravan] topology #{config.topology}: prune: true on OTP " <>
+          "#{:erlang.system_info(:otp_release)} without global:disconnect/0 (OTP 25.1+): " <>
+          "this node cannot leave by itself; members disconnect it after " <>
+          "#{config.leave_after} polls" <>
+          if(overlapping?,
+            do:
+              ", and with connect_all and prevent_overlapping_partitions on, OTP's global " <>
+                "then disconnects healthy peers too. Upgrade OTP, or start nodes with " <>
+                "-kernel prevent_overlapping_partitions false",
+            else: ""
+          )
+      )
+    end
+  end
+
+  defp warn_otp_settings(_config), do: :ok
+
+  # OTP's global drops healthy peers on a disconnect (OTP 25's defaults).
+  defp overlapping_partitions? do
+    :application.get_env(:kernel, :prevent_overlapping_partitions, true) == true and
+      connect_all?()
+  end
+
+  defp connect_all? do
+    case :application.get_env(:kernel, :connect_all) do
+      {:ok, value} -> value == true
+      :undefined -> :init.get_argument(:connect_all) != {:ok, [[~c"false"]]}
+    end
+  end
+
+  # Stops the connects to `nodes` (Connector.cancel/2) and aborts a
+  # connection setup still pending in net_kernel (erlang:disconnect_node/1
+  # on a pending connection cancels it; OTP would otherwise run it to
+  # net_setuptime, 7 s). A connection that came up meanwhile is left alone:
+  # a departed node that is connected is asked to leave instead.
+  defp cancel_connects(state, []), do: state
+
+  defp cancel_connects(%{config: config} = state, nodes) do
+    {connector, cancelled} = Connector.cancel(state.connector, nodes)
+    up = MapSet.new(Node.list([:visible, :hidden]))
+
+    for node <- cancelled, not MapSet.member?(up, node), do: :erlang.disconnect_node(node)
+
+    if cancelled != [],
+      do:
+        log(
+          :debug,
+          config,
+          "cancelled connects to #{inspect(cancelled)}: DNS no longer lists them"
+        )
+
+    %{state | connector: connector}
+  end
+
+  defp list_nodes(%Config{list_nodes: {m, f, a}}), do: apply(m, f, a)
 
   # -- Logs (warn once per streak, Caravan.Cluster.Warnings) ------------------
 

@@ -28,11 +28,25 @@ defmodule Caravan.DnsClient.Native do
   @impl Caravan.DnsClient
   def get_nodes(query, opts) do
     case Caravan.DNS.lookup_srv(query, Keyword.take(opts, [:nameservers, :timeout, :node_host])) do
-      {:ok, records} -> {:ok, records |> Enum.map(&peer/1) |> Enum.sort()}
-      {:error, {kind, _}} when kind in [:nxdomain, :nodata] -> {:ok, []}
-      {:error, _} = error -> error
+      {:ok, records} ->
+        Enum.each(records, &remember_address/1)
+        {:ok, records |> Enum.map(&peer/1) |> Enum.sort()}
+
+      {:error, {kind, _}} when kind in [:nxdomain, :nodata] ->
+        {:ok, []}
+
+      {:error, _} = error ->
+        error
     end
   end
+
+  # The target's addresses from the answer, for Caravan's epmd module
+  # (Caravan.Epmd.HostResolver): connecting to the node then asks DNS
+  # nothing more.
+  defp remember_address(%{target: target, addresses: [_ | _] = addresses}),
+    do: Caravan.Epmd.HostResolver.remember(target, addresses)
+
+  defp remember_address(_record), do: :ok
 
   defp peer(%{port: port, host: host}) when is_binary(host), do: {port, host}
 

@@ -11,10 +11,10 @@ defmodule Caravan.Epmd.BootCheck do
   @doc """
   Refuses `-caravan_*` arguments Caravan does not know (a typo such as
   `-caravan_nameserver` would otherwise be ignored and the node would
-  resolve nothing). Returns `:ok` or `{:error, message}` naming the flag
-  and the nearest known one (`String.jaro_distance/2`).
+  resolve nothing). Returns `:ok` or `{:error, {:invalid_option, message}}`
+  naming the flag and the nearest known one (`String.jaro_distance/2`).
   """
-  @spec flags([{atom(), [charlist()]}]) :: :ok | {:error, String.t()}
+  @spec flags([{atom(), [charlist()]}]) :: :ok | {:error, {:invalid_option, String.t()}}
   def flags(arguments \\ :init.get_arguments()) do
     unknown =
       for {flag, _values} <- arguments,
@@ -30,10 +30,11 @@ defmodule Caravan.Epmd.BootCheck do
 
       names ->
         {:error,
-         Enum.map_join(names, "; ", fn name ->
-           "unknown flag -#{name}: did you mean -#{nearest(name, @known_flags)}? " <>
-             "Caravan knows #{Enum.map_join(@known_flags, ", ", &("-" <> &1))}"
-         end)}
+         {:invalid_option,
+          Enum.map_join(names, "; ", fn name ->
+            "unknown flag -#{name}: did you mean -#{nearest(name, @known_flags)}? " <>
+              "Caravan knows #{Enum.map_join(@known_flags, ", ", &("-" <> &1))}"
+          end)}}
     end
   end
 

@@ -25,9 +25,20 @@ defmodule Caravan.Epmd.HostResolver do
   # (`:inet6`) records; when they do not answer with an address (a name
   # outside Consul such as `localhost`, a dead nameserver), `:inet.getaddr/2`
   # tries `/etc/hosts`, any inetrc and the OS resolver.
+  #
+  # With nameservers configured, an address they gave is kept for at most
+  # 1000 ms, so a connect storm (OTP asks `address_please/3` twice per
+  # connect, and every node connects to every other at once) is not also a
+  # DNS storm. The strategy's SRV answers put the targets' addresses from
+  # their additional section in the same place (`remember/2`) at every
+  # poll, so a changed address is seen at the next poll, and within
+  # 1000 ms for a host no poll mentions.
 
   @default_timeout 1_000
   @key {__MODULE__, :config}
+  # Addresses the nameservers gave: {{host, family}, ip, expires_at_ms}.
+  @cache __MODULE__.Cache
+  @cache_ms 1_000
 
   # Reads the boot configuration (see the module doc) and keeps it for
   # `resolve/2`. Runs at boot, before the file server exists.
@@ -39,7 +50,63 @@ defmodule Caravan.Epmd.HostResolver do
   def configure do
     with {:ok, nameservers} <- boot_nameservers(),
          {:ok, timeout} <- boot_timeout() do
+      if nameservers != [], do: ensure_cache()
       :persistent_term.put(@key, {nameservers, timeout})
+    end
+  end
+
+  # Keeps `addresses` (IP tuples, e.g. from an SRV answer's additional
+  # section) as `host`'s (a string) for the next 1000 ms, the first of
+  # each family being what `resolve/2` returns. Does nothing when no
+  # nameservers are configured (hosts then resolve as in plain OTP).
+  # Returns `:ok`.
+  @doc false
+  @spec remember(String.t(), [:inet.ip_address()]) :: :ok
+  def remember(host, addresses) when is_binary(host) and is_list(addresses) do
+    if :ets.whereis(@cache) != :undefined do
+      expires = System.monotonic_time(:millisecond) + @cache_ms
+      v4 = Enum.find(addresses, &match?({_, _, _, _}, &1))
+      v6 = Enum.find(addresses, &match?({_, _, _, _, _, _, _, _}, &1))
+      if v4, do: :ets.insert(@cache, {{host, :inet}, v4, expires})
+      if v6, do: :ets.insert(@cache, {{host, :inet6}, v6, expires})
+    end
+
+    :ok
+  end
+
+  # The cache table outlives whoever configures it (net_kernel may restart):
+  # a small process that does nothing else owns it.
+  defp ensure_cache do
+    if :ets.whereis(@cache) == :undefined do
+      caller = self()
+
+      spawn(fn ->
+        try do
+          :ets.new(@cache, [:named_table, :public, read_concurrency: true])
+        rescue
+          ArgumentError -> :already_there
+        end
+
+        send(caller, {@cache, :ready})
+        Process.sleep(:infinity)
+      end)
+
+      receive do
+        {@cache, :ready} -> :ok
+      after
+        1_000 -> :ok
+      end
+    end
+
+    :ok
+  end
+
+  defp cached(host, family) do
+    now = System.monotonic_time(:millisecond)
+
+    case :ets.whereis(@cache) != :undefined and :ets.lookup(@cache, {host, family}) do
+      [{_key, ip, expires}] when expires > now -> {:ok, ip}
+      _ -> :miss
     end
   end
 
@@ -85,16 +152,32 @@ defmodule Caravan.Epmd.HostResolver do
         {:ok, ip}
 
       :error ->
-        with {[_ | _] = nameservers, timeout} <- config(),
-             {:ok, [ip | _]} <-
-               Caravan.DNS.lookup_host(to_string(host), family,
-                 nameservers: nameservers,
-                 timeout: timeout
-               ) do
-          {:ok, ip}
-        else
-          _ -> :inet.getaddr(host, family)
+        case config() do
+          {[_ | _] = nameservers, timeout} ->
+            resolve_dns(to_string(host), family, nameservers, timeout)
+
+          _ ->
+            :inet.getaddr(host, family)
         end
+    end
+  end
+
+  defp resolve_dns(host, family, nameservers, timeout) do
+    with :miss <- cached(host, family) do
+      # Never traced: this runs inside net_kernel's connection setup, also
+      # on the helper nodes of bin/app rpc|pid, whose output is the result.
+      case Caravan.DNS.lookup_host(host, family,
+             nameservers: nameservers,
+             timeout: timeout,
+             trace: false
+           ) do
+        {:ok, [ip | _] = ips} ->
+          remember(host, ips)
+          {:ok, ip}
+
+        _ ->
+          :inet.getaddr(String.to_charlist(host), family)
+      end
     end
   end
 

@@ -117,29 +117,32 @@ defmodule Caravan.Cluster.AddressRecordsTest do
       assert {:ok, %Config{record_type: :a, node_basename: "app", node_sname: nil}} =
                Config.new(base ++ [record_type: :a, node_basename: "app"])
 
-      assert {:error, "invalid :record_type: :mx; expected :srv, :a, :aaaa or :ip"} =
+      assert {:error,
+              {:invalid_option, "invalid :record_type: :mx; expected :srv, :a, :aaaa or :ip"}} =
                Config.new(base ++ [record_type: :mx, node_basename: "app"])
 
-      assert {:error, "invalid :node_basename: \"app-0\"; expected " <> _} =
+      assert {:error, {:invalid_option, "invalid :node_basename: \"app-0\"; expected " <> _}} =
                Config.new(base ++ [record_type: :a, node_basename: "app-0"])
 
-      assert {:error, "invalid :node_basename: \"a.b\"; expected " <> _} =
+      assert {:error, {:invalid_option, "invalid :node_basename: \"a.b\"; expected " <> _}} =
                Config.new(base ++ [record_type: :ip, node_basename: "a.b"])
 
       # This test VM is not distributed: no name part to default to.
-      assert {:error, "missing :node_basename; expected " <> rest} =
+      assert {:error, {:invalid_option, "missing :node_basename; expected " <> rest}} =
                Config.new(base ++ [record_type: :aaaa])
 
       assert rest =~ "this node is not distributed"
 
-      assert {:error, "invalid :dns_client: Caravan.DnsClient.Native with record_type: :a" <> _} =
+      assert {:error,
+              {:invalid_option,
+               "invalid :dns_client: Caravan.DnsClient.Native with record_type: :a" <> _}} =
                Config.new(
                  base ++
                    [record_type: :a, node_basename: "app", dns_client: Caravan.DnsClient.Native]
                )
 
       # SRV still needs node_sname.
-      assert {:error, "missing :node_sname" <> _} = Config.new(base)
+      assert {:error, {:invalid_option, "missing :node_sname" <> _}} = Config.new(base)
     end
 
     test "DNSPoll's :polling_interval is read as :poll_interval" do

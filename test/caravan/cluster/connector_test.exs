@@ -56,6 +56,24 @@ defmodule Caravan.Cluster.ConnectorTest do
     assert Enum.sort(Connector.pending(pool)) == [:b@h, :c@h]
   end
 
+  test "cancel/2 kills the running connects to the nodes and drops them from the queue" do
+    pool = pool(connect_concurrency: 2) |> Connector.enqueue([:a@h, :b@h, :c@h, :d@h])
+    assert_receive {:started, :a@h, a}
+    assert_receive {:started, :b@h, b}
+    ref = Process.monitor(a)
+
+    {pool, killed} = Connector.cancel(pool, [:a@h, :c@h, :x@h])
+    assert killed == [:a@h]
+    assert_receive {:DOWN, ^ref, :process, ^a, :killed}
+    # The freed slot goes to the next queued node that was not cancelled.
+    assert_receive {:started, :d@h, _d}
+    assert Enum.sort(Connector.pending(pool)) == [:b@h, :d@h]
+
+    # No result and no :DOWN of the cancelled connect reaches the pool.
+    send(b, {:answer, true})
+    assert {:b@h, true, _pool} = next_done(pool)
+  end
+
   test "results come back as values: false, raised, exited" do
     pool = pool(connect_concurrency: 3) |> Connector.enqueue([:a@h, :b@h, :c@h])
     assert_receive {:started, :a@h, a}

@@ -226,6 +226,13 @@ defmodule Caravan.Cluster.DnsStrategyTest do
                Config.new(query: "q", node_sname: "a", prune: 1)
 
       assert {:error,
+              {:invalid_option,
+               "invalid :leave_after: 0; expected a positive integer (authoritative polls)"}} =
+               Config.new(query: "q", node_sname: "a", leave_after: 0)
+
+      assert {:ok, %Config{leave_after: 3}} = Config.new(query: "q", node_sname: "a")
+
+      assert {:error,
               {:invalid_option, "invalid :node_host: :dns; expected :auto, :target or :ip"}} =
                Config.new(query: "q", node_sname: "a", node_host: :dns)
 

@@ -1,6 +1,6 @@
 defmodule Caravan.Cluster.PollTest do
   # The poll's pure parts: records -> node names (capped before atoms are
-  # made), authoritative or not, and the diff against known/connected nodes.
+  # made), authoritative or not, and the diff against connected nodes.
   # Lookups against real DNS servers are in DnsStrategyTest and DiscoveryTest.
   use ExUnit.Case, async: true
 
@@ -45,16 +45,19 @@ defmodule Caravan.Cluster.PollTest do
     assert_raise ArgumentError, fn -> String.to_existing_atom("#{sname}-5003@h") end
   end
 
-  test "diff: new is found minus connected; departed only with prune and authority" do
+  test "diff: new is found minus connected and this node" do
     result = %{found: [:a@h, :b@h], authoritative?: true}
-    known = MapSet.new([:a@h, :c@h, :d@h])
     connected = MapSet.new([:a@h, :c@h])
 
-    assert %{new: [:b@h], departed: [:c@h]} = Poll.diff(result, known, connected, true)
-    assert %{departed: []} = Poll.diff(result, known, connected, false)
+    assert %{new: [:b@h]} = Poll.diff(result, connected)
+    assert %{new: []} = Poll.diff(%{result | found: [node()]}, connected)
+  end
 
-    assert %{departed: []} = Poll.diff(%{result | authoritative?: false}, known, connected, true)
-
-    assert %{new: []} = Poll.diff(%{result | found: [node()]}, known, connected, true)
+  test "the first poll waits 0..min(poll_interval / 100, 10) ms, spread" do
+    delays = for _ <- 1..500, do: Poll.first_delay(5_000)
+    assert Enum.all?(delays, &(&1 in 0..10))
+    assert length(Enum.uniq(delays)) == 11
+    assert Enum.all?(for(_ <- 1..100, do: Poll.first_delay(300)), &(&1 in 0..3))
+    assert Poll.first_delay(50) == 0
   end
 end

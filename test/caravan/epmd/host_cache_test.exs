@@ -1,0 +1,70 @@
+defmodule Caravan.Epmd.HostCacheTest do
+  # A real node (127.0.14.21, no epmd) with -caravan_nameservers pointing at
+  # a real dnsmasq on 127.0.14.1:8714: the addresses its epmd module
+  # resolves for peers' hosts are kept for a short while, SRV answers put
+  # their targets' addresses there, and what is kept expires.
+  use ExUnit.Case, async: false
+
+  alias Caravan.Epmd.HostResolver
+  alias Caravan.Test.{BeamNode, Dnsmasq}
+
+  @moduletag timeout: 120_000
+
+  setup do
+    dns =
+      Dnsmasq.start(
+        listen: "127.0.14.1",
+        port: 8714,
+        srv: [{"_app._tcp.service.consul", "web2.node.dc1.consul", 4372}],
+        hosts: [
+          {"web1.node.dc1.consul", "127.0.14.31"},
+          {"web2.node.dc1.consul", "127.0.14.32"}
+        ]
+      )
+
+    on_exit(fn -> Dnsmasq.stop(dns) end)
+
+    {peer, _node} =
+      BeamNode.start("app-4371", "127.0.14.21", {127, 0, 14, 21},
+        args: ["-caravan_nameservers", "127.0.14.1:8714"]
+      )
+
+    on_exit(fn -> BeamNode.stop(peer) end)
+    %{peer: peer}
+  end
+
+  defp resolve(peer, host), do: BeamNode.call(peer, HostResolver, :resolve, [host, :inet])
+
+  test "a remembered address is what resolve/2 returns, until it expires", %{peer: peer} do
+    assert resolve(peer, ~c"web1.node.dc1.consul") == {:ok, {127, 0, 14, 31}}
+
+    # The address kept wins over asking the nameservers again...
+    :ok = BeamNode.call(peer, HostResolver, :remember, ["web1.node.dc1.consul", [{10, 9, 9, 9}]])
+    assert resolve(peer, ~c"web1.node.dc1.consul") == {:ok, {10, 9, 9, 9}}
+
+    # It expires: the nameservers' answer comes back by itself.
+    assert BeamNode.eventually(fn ->
+             resolve(peer, ~c"web1.node.dc1.consul") == {:ok, {127, 0, 14, 31}}
+           end)
+  end
+
+  test "an SRV lookup of the strategy's client keeps its targets' addresses", %{peer: peer} do
+    :ok = BeamNode.call(peer, HostResolver, :remember, ["web2.node.dc1.consul", [{10, 9, 9, 9}]])
+    assert resolve(peer, ~c"web2.node.dc1.consul") == {:ok, {10, 9, 9, 9}}
+
+    # The SRV answer's additional section says 127.0.14.32: the next poll
+    # replaces what was kept, so a changed address is seen at once.
+    assert {:ok, [{4372, "web2.node.dc1.consul"}]} =
+             BeamNode.call(peer, Caravan.DnsClient.Native, :get_nodes, [
+               "_app._tcp.service.consul",
+               [nameservers: ["127.0.14.1:8714"]]
+             ])
+
+    assert resolve(peer, ~c"web2.node.dc1.consul") == {:ok, {127, 0, 14, 32}}
+  end
+
+  test "without nameservers nothing is kept: hosts resolve as in plain OTP" do
+    assert :ok = HostResolver.remember("localhost", [{10, 9, 9, 9}])
+    assert HostResolver.resolve(~c"localhost", :inet) == :inet.getaddr(~c"localhost", :inet)
+  end
+end
