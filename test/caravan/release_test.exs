@@ -101,7 +101,7 @@ defmodule Caravan.ReleaseTest do
           IO.puts("node=#{node()}")
           IO.puts("epmd_module=#{:net_kernel.epmd_module()}")
           {:ok, names} = :net_adm.names()
-          IO.puts("names=#{inspect(names)}")
+          IO.puts("names=" <> Base.encode64(:erlang.term_to_binary(names)))
           """
         ],
         env: env,
@@ -111,7 +111,7 @@ defmodule Caravan.ReleaseTest do
     assert out =~ "node=#{@node}"
     assert out =~ "epmd_module=Elixir.Caravan.Epmd.Client"
     # net_adm:names/0 answers with the node itself (there is no daemon).
-    assert out =~ ~s(names=[{'app-4901', 4901}])
+    assert printed_term(out, "names=") == [{~c"app-4901", 4901}]
     assert Listeners.on_port(4369) == []
   end
 
@@ -184,12 +184,14 @@ defmodule Caravan.ReleaseTest do
 
     Port.command(
       shell,
-      ~s{IO.puts(Enum.join(["names", inspect(:erpc.call(:"#{helper}", :net_adm, :names, []))], " "))\n}
+      ~s{names = :erpc.call(:"#{helper}", :net_adm, :names, [])\n} <>
+        ~s{IO.puts(Enum.join(["names", Base.encode64(:erlang.term_to_binary(names))], " "))\n}
     )
 
-    out = read_until(shell, ~r/names \{:ok, .*\}/)
-    [_, port] = Regex.run(~r/names \{:ok, \[\{'rem-[0-9a-f]+-app-4901', (\d+)\}\]\}/, out)
-    assert String.to_integer(port) not in [0, @port]
+    out = read_until(shell, ~r/names [A-Za-z0-9+\/]+=*\r?\n/)
+    assert {:ok, [{name, port}]} = printed_term(out, "names ")
+    assert List.to_string(name) =~ ~r/\Arem-[0-9a-f]+-app-4901\z/
+    assert port not in [0, @port]
     refute out =~ "eaddrinuse"
     assert Listeners.on_port(4369) == []
 
@@ -200,6 +202,14 @@ defmodule Caravan.ReleaseTest do
 
     {out, 0} = System.cmd(bin, ["rpc", "IO.puts(Throwaway.hello())"], env: env)
     assert out =~ "world"
+  end
+
+  # The term a remote command printed after `label` as Base64 of its
+  # external term format: compared as a value, not as inspect output
+  # (Elixir 1.15+ inspects charlists as ~c"...").
+  defp printed_term(out, label) do
+    [_, base64] = Regex.run(~r/#{Regex.escape(label)}([A-Za-z0-9+\/]+=*)\r?\n/, out)
+    base64 |> Base.decode64!() |> :erlang.binary_to_term([:safe])
   end
 
   defp charlist_env(env),
