@@ -6,7 +6,7 @@ defmodule Caravan.ReleaseTest do
   # a random port instead of the node's own, and no epmd is involved.
   use ExUnit.Case, async: false
 
-  alias Caravan.Test.{BeamNode, Listeners, ThrowawayApp}
+  alias Caravan.Test.{BeamNode, Listeners, OsProcesses, ThrowawayApp}
 
   @moduletag :slow
   @moduletag timeout: 300_000
@@ -76,8 +76,7 @@ defmodule Caravan.ReleaseTest do
       System.cmd(bin, ["stop"], env: env, stderr_to_stdout: true)
       gone? = fn -> not File.exists?("/proc/#{os_pid}") end
 
-      unless BeamNode.eventually(gone?, 10_000),
-        do: System.cmd("kill", ["-KILL", to_string(os_pid)], stderr_to_stdout: true)
+      unless BeamNode.eventually(gone?, 10_000), do: OsProcesses.kill_tree(os_pid)
     end)
 
     unless BeamNode.eventually(fn -> BeamNode.listening?(@ip, @port) end) do
@@ -156,16 +155,11 @@ defmodule Caravan.ReleaseTest do
         env: charlist_env(env)
       ])
 
-    # If the test fails half-way, the helper node (script's child) and
-    # script itself are killed, by pid.
+    # If the test fails half-way, script and everything under it (the
+    # shell, bin/throwaway, the helper node) are killed, by pid.
     {:os_pid, script_pid} = Port.info(shell, :os_pid)
 
-    on_exit(fn ->
-      if File.exists?("/proc/#{script_pid}") do
-        System.cmd("pkill", ["-KILL", "-P", to_string(script_pid)])
-        System.cmd("kill", ["-KILL", to_string(script_pid)], stderr_to_stdout: true)
-      end
-    end)
+    on_exit(fn -> OsProcesses.kill_tree(script_pid) end)
 
     # The prompt names the node the shell evaluates on: the release's node.
     assert read_until(shell, "iex(#{@node})1>") =~ "iex(#{@node})1>"
