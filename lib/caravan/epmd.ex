@@ -76,4 +76,29 @@ defmodule Caravan.Epmd do
   """
   @spec listen_port(term()) :: {:ok, :inet.port_number()} | {:error, error()}
   def listen_port(node), do: Caravan.Native.listen_port(node)
+
+  @doc """
+  The inverse of the port rule: the node name that listens on `port` at
+  `host`, `{:ok, :"<sname>-<port>@<host>"}`, as `Caravan.Cluster.DnsStrategy`
+  builds it from an SRV record (RFC 2782: port and target). Returns
+  `{:error, {kind, message}}` when the result would not be a valid node name
+  whose distribution port is `port`, so no atom is made from junk.
+
+  `host` must be an IP literal or a host name (RFC 1123: dot-separated
+  labels of letters, digits and inner `-`); anything else, such as `"."`
+  (RFC 2782's "no service here"), `_` or escaped bytes, is `:invalid_host`.
+  Other kinds: `:invalid_record` (not a string, integer, string),
+  `:port_mismatch`, and the kinds of `t:error/0`.
+
+      iex> Caravan.Epmd.node_name("app", 4370, "web1.node.dc1.consul")
+      {:ok, :"app-4370@web1.node.dc1.consul"}
+      iex> Caravan.Epmd.node_name("app", 0, "web1")
+      {:error, {:port_out_of_range, ~s(node name "app-0@web1" ends its name part in 0, which is not a port in 1..65535)}}
+  """
+  @spec node_name(String.t(), :inet.port_number(), String.t()) ::
+          {:ok, node()} | {:error, {atom(), String.t()}}
+  def node_name(sname, port, host) do
+    with {:ok, name} <- Caravan.Epmd.NodeName.build(sname, port, host),
+         do: {:ok, String.to_atom(name)}
+  end
 end

@@ -10,7 +10,6 @@ defmodule Caravan.BadInputTest do
   # async: false because register_node/3 writes the node's registration.
   use ExUnit.Case, async: false
 
-  alias Caravan.Cluster.DnsStrategy
   alias Caravan.Epmd
   alias Caravan.Epmd.Client
 
@@ -231,7 +230,7 @@ defmodule Caravan.BadInputTest do
     end
   end
 
-  describe "the strategy's name building, DnsStrategy.node_name/3" do
+  describe "the strategy's name building, Caravan.Epmd.node_name/3" do
     test "bad ports, hosts and node_snames give a typed error and make no atom" do
       cases = [
         {"app", 0, "h", :port_out_of_range},
@@ -263,7 +262,7 @@ defmodule Caravan.BadInputTest do
       ]
 
       for {sname, port, host, kind} <- cases do
-        assert {:error, {^kind, message}} = DnsStrategy.node_name(sname, port, host),
+        assert {:error, {^kind, message}} = Caravan.Epmd.node_name(sname, port, host),
                inspect({sname, port, host}, limit: 8, printable_limit: 40)
 
         assert is_binary(message)
@@ -272,19 +271,19 @@ defmodule Caravan.BadInputTest do
       # Again, now that the modules it uses are loaded (loading makes atoms).
       for {sname, port, host, _kind} <- cases do
         atoms = :erlang.system_info(:atom_count)
-        DnsStrategy.node_name(sname, port, host)
+        Caravan.Epmd.node_name(sname, port, host)
         assert :erlang.system_info(:atom_count) == atoms, inspect({sname, port, host}, limit: 8)
       end
     end
 
     test "valid records give the node name whose port is the SRV port" do
-      assert DnsStrategy.node_name("app", 1, "h") == {:ok, :"app-1@h"}
-      assert DnsStrategy.node_name("app", 65_535, "h") == {:ok, :"app-65535@h"}
-      assert DnsStrategy.node_name("app", 4800, "127.0.2.1") == {:ok, :"app-4800@127.0.2.1"}
-      assert DnsStrategy.node_name("app", 4800, "::1") == {:ok, :"app-4800@::1"}
-      assert DnsStrategy.node_name("a-b_c", 4800, "x-1.y") == {:ok, :"a-b_c-4800@x-1.y"}
+      assert Caravan.Epmd.node_name("app", 1, "h") == {:ok, :"app-1@h"}
+      assert Caravan.Epmd.node_name("app", 65_535, "h") == {:ok, :"app-65535@h"}
+      assert Caravan.Epmd.node_name("app", 4800, "127.0.2.1") == {:ok, :"app-4800@127.0.2.1"}
+      assert Caravan.Epmd.node_name("app", 4800, "::1") == {:ok, :"app-4800@::1"}
+      assert Caravan.Epmd.node_name("a-b_c", 4800, "x-1.y") == {:ok, :"a-b_c-4800@x-1.y"}
       # A name part ending in digits: "app1-4800" still ends in 4800.
-      assert DnsStrategy.node_name("app1", 4800, "h") == {:ok, :"app1-4800@h"}
+      assert Caravan.Epmd.node_name("app1", 4800, "h") == {:ok, :"app1-4800@h"}
     end
   end
 

@@ -58,7 +58,7 @@ defmodule Mix.Tasks.Caravan.Lookup do
 
   defp row(record, sname) do
     node =
-      case record.host && Caravan.Cluster.DnsStrategy.node_name(sname, record.port, record.host) do
+      case record.host && Caravan.Epmd.node_name(sname, record.port, record.host) do
         {:ok, node} -> Atom.to_string(node)
         {:error, {kind, message}} -> "skipped (#{kind}: #{message})"
         nil -> "skipped (no IP address for this target)"

@@ -5,7 +5,6 @@ defmodule Caravan.Cluster.DnsStrategyTest do
   # strategy connects to without being distributed. Real connects are in
   # Caravan.EndToEndTest.
   use ExUnit.Case, async: false
-  doctest Caravan.Cluster.DnsStrategy
 
   import ExUnit.CaptureLog
   alias Caravan.Cluster.{Config, DnsStrategy}
@@ -219,20 +218,6 @@ defmodule Caravan.Cluster.DnsStrategyTest do
                Config.new(query: "q", node_sname: "a", max_nodes: 0)
 
       assert {:error, _} = Config.new("not a list")
-    end
-  end
-
-  describe "node_name/3" do
-    test "builds names from SRV records, IPv6 hosts included" do
-      assert DnsStrategy.node_name("app", 4370, "10.0.0.1") == {:ok, :"app-4370@10.0.0.1"}
-      assert DnsStrategy.node_name("app", 4370, "fd00::1") == {:ok, :"app-4370@fd00::1"}
-    end
-
-    test "refuses what is not a node name, making no atom" do
-      assert {:error, {:invalid_host, _}} = DnsStrategy.node_name("app", 4370, "bad host")
-      assert {:error, {:invalid_host, _}} = DnsStrategy.node_name("app", 4370, "")
-      assert {:error, {:port_out_of_range, _}} = DnsStrategy.node_name("app", 0, "h")
-      assert {:error, {:invalid_record, _}} = DnsStrategy.node_name("app", "4370", "h")
     end
   end
 end

@@ -1,0 +1,115 @@
+defmodule Caravan.Cluster.Connector do
+  @moduledoc false
+  # The strategy's bounded connect pool, as data kept in the strategy's
+  # state: each connect runs the topology's connect MFA in one monitored
+  # process, at most `connect_concurrency` at once (the rest queue), each
+  # bounded by `connect_timeout` ms (the process is killed at the bound).
+  # The result comes back as a message that handle/2 turns into
+  # {:done, node, result, pool}; it also sends the [:caravan, :connect]
+  # telemetry event.
+
+  alias Caravan.Cluster.Config
+
+  defstruct [:topology, :connect, :timeout, :concurrency, running: %{}, queue: []]
+
+  @typedoc """
+  What the connect MFA returned (`true` is success; `:ignored` when this
+  node is not distributed), `:timeout`, `{:raised, banner}` when it raised,
+  threw or exited, or `{:exit, reason}` when its process died.
+  """
+  @type result :: true | false | :ignored | :timeout | {:raised, String.t()} | {:exit, term()}
+  @type t :: %__MODULE__{}
+
+  @doc "An empty pool for `config`'s connect MFA, bound and concurrency."
+  @spec new(Config.t()) :: t()
+  def new(%Config{} = config) do
+    %__MODULE__{
+      topology: config.topology,
+      connect: config.connect,
+      timeout: config.connect_timeout,
+      concurrency: config.connect_concurrency
+    }
+  end
+
+  @doc """
+  Queues the nodes that are neither connecting nor queued, then starts as
+  many connects as there are free slots.
+  """
+  @spec enqueue(t(), [node()]) :: t()
+  def enqueue(%__MODULE__{} = pool, nodes) do
+    busy = MapSet.new(Enum.map(pool.running, fn {_tag, run} -> run.node end) ++ pool.queue)
+    start(%{pool | queue: pool.queue ++ Enum.reject(Enum.uniq(nodes), &MapSet.member?(busy, &1))})
+  end
+
+  @doc """
+  Handles a message of this pool (a result, a timeout, a connect process's
+  `:DOWN`): `{:done, node, result, pool}` (with the next queued connect
+  started), or `:unknown` for any other message, including late ones.
+  """
+  @spec handle(t(), term()) :: {:done, node(), result(), t()} | :unknown
+  def handle(%__MODULE__{running: running} = pool, {__MODULE__, tag, result})
+      when is_map_key(running, tag) do
+    finish(pool, tag, result)
+  end
+
+  def handle(%__MODULE__{running: running} = pool, {__MODULE__, :timeout, tag})
+      when is_map_key(running, tag) do
+    Process.exit(running[tag].pid, :kill)
+    finish(pool, tag, :timeout)
+  end
+
+  def handle(%__MODULE__{running: running} = pool, {:DOWN, monitor, :process, _pid, reason}) do
+    case Enum.find(running, fn {_tag, run} -> run.monitor == monitor end) do
+      {tag, _run} -> finish(pool, tag, {:exit, reason})
+      nil -> :unknown
+    end
+  end
+
+  def handle(_pool, _message), do: :unknown
+
+  @doc "Nodes connecting or queued, in no particular order."
+  @spec pending(t()) :: [node()]
+  def pending(%__MODULE__{} = pool),
+    do: Enum.map(pool.running, fn {_tag, run} -> run.node end) ++ pool.queue
+
+  defp start(%__MODULE__{queue: [node | queue], running: running} = pool)
+       when map_size(running) < pool.concurrency do
+    owner = self()
+    tag = make_ref()
+    {m, f, a} = pool.connect
+    {pid, monitor} = spawn_monitor(fn -> send(owner, {__MODULE__, tag, run(m, f, a, node)}) end)
+
+    run = %{
+      node: node,
+      pid: pid,
+      monitor: monitor,
+      timer: Process.send_after(owner, {__MODULE__, :timeout, tag}, pool.timeout),
+      started: System.monotonic_time()
+    }
+
+    start(%{pool | queue: queue, running: Map.put(running, tag, run)})
+  end
+
+  defp start(pool), do: pool
+
+  defp run(m, f, a, node) do
+    apply(m, f, a ++ [node])
+  catch
+    kind, reason -> {:raised, Exception.format_banner(kind, reason)}
+  end
+
+  defp finish(pool, tag, result) do
+    {run, running} = Map.pop(pool.running, tag)
+    Process.demonitor(run.monitor, [:flush])
+    Process.cancel_timer(run.timer)
+    {outcome, reason} = if result == true, do: {:ok, nil}, else: {:error, result}
+
+    Caravan.Telemetry.execute(
+      [:caravan, :connect],
+      %{duration: System.monotonic_time() - run.started},
+      %{topology: pool.topology, node: run.node, result: outcome, reason: reason}
+    )
+
+    {:done, run.node, result, start(%{pool | running: running})}
+  end
+end

@@ -1,0 +1,161 @@
+defmodule Caravan.Cluster.Poll do
+  @moduledoc false
+  # One poll of a topology, run in its own process by the strategy: look up
+  # every query (in parallel, each sending [:caravan, :lookup] telemetry),
+  # turn the records into node names (at most max_nodes atoms), decide
+  # whether the answer is authoritative, and compute the nodes to connect
+  # and, with prune, the nodes that departed. It changes nothing: the
+  # strategy acts on the result.
+
+  alias Caravan.Cluster.Config
+  alias Caravan.Epmd.NodeName
+
+  @type t :: %{
+          found: [node()],
+          answered: [String.t()],
+          errors: [{String.t(), term()}],
+          invalid: [String.t()],
+          dropped: non_neg_integer(),
+          authoritative?: boolean(),
+          new: [node()],
+          departed: [node()]
+        }
+
+  @doc """
+  Runs one poll: `known` holds the nodes this topology found in DNS
+  before (the only ones prune may disconnect).
+  """
+  @spec run(Config.t(), MapSet.t(node())) :: t()
+  def run(%Config{} = config, known) do
+    answers = lookup_all(config)
+    connected = MapSet.new(list_nodes(config))
+    answers |> names(config) |> diff(known, connected, config.prune)
+  end
+
+  @doc """
+  The node names of the answers (`[{query, {:ok, peers} | {:error,
+  reason}}]`): valid, unique, sorted and capped at `max_nodes` before any
+  atom is made.
+  """
+  @spec names([{String.t(), {:ok, list()} | {:error, term()}}], Config.t()) :: map()
+  def names(answers, %Config{} = config) do
+    errors = for {query, {:error, reason}} <- answers, do: {query, reason}
+    peers = for {_query, {:ok, peers}} <- answers, peer <- peers, do: peer
+    {names, invalid} = node_names(peers, config.node_sname)
+    dropped = max(length(names) - config.max_nodes, 0)
+
+    %{
+      # The cap comes before String.to_atom/1: a poll makes at most
+      # max_nodes new atoms, whatever the answer holds.
+      found: names |> Enum.take(config.max_nodes) |> Enum.map(&String.to_atom/1),
+      answered: for({query, {:ok, _}} <- answers, do: query),
+      errors: errors,
+      invalid: invalid,
+      dropped: dropped,
+      # Every query answered (NXDOMAIN and NODATA count) and none dropped.
+      authoritative?: errors == [] and dropped == 0
+    }
+  end
+
+  @doc """
+  Adds `:new` (found, not this node, not connected) and `:departed`
+  (with prune and an authoritative answer: known before, connected, no
+  longer found; sorted) to the result of names/2.
+  """
+  @spec diff(map(), MapSet.t(node()), MapSet.t(node()), boolean()) :: t()
+  def diff(result, known, connected, prune) do
+    departed =
+      if prune and result.authoritative? do
+        known
+        |> MapSet.difference(MapSet.new(result.found))
+        |> MapSet.intersection(connected)
+        |> Enum.sort()
+      else
+        []
+      end
+
+    new = Enum.reject(result.found, &(&1 == node() or MapSet.member?(connected, &1)))
+    Map.merge(result, %{new: new, departed: departed})
+  end
+
+  # Asks every query at once; [{query, {:ok, peers} | {:error, reason}}].
+  defp lookup_all(%Config{queries: queries} = config) do
+    queries
+    |> Task.async_stream(&lookup(config, &1),
+      max_concurrency: length(queries),
+      # The client bounds itself; this only catches one that does not.
+      timeout: config.timeout + 2_000,
+      on_timeout: :kill_task
+    )
+    |> Enum.zip(queries)
+    |> Enum.map(fn
+      {{:ok, answer}, query} -> {query, answer}
+      {{:exit, reason}, query} -> {query, {:error, {:dns_client_exit, inspect(reason)}}}
+    end)
+  end
+
+  defp lookup(config, query) do
+    started = System.monotonic_time()
+    answer = get_nodes(config, query)
+
+    {result, reason, count} =
+      case answer do
+        {:ok, peers} -> {:ok, nil, length(peers)}
+        {:error, reason} -> {:error, reason, 0}
+      end
+
+    Caravan.Telemetry.execute(
+      [:caravan, :lookup],
+      %{duration: System.monotonic_time() - started, records: count},
+      %{topology: config.topology, query: query, result: result, reason: reason}
+    )
+
+    answer
+  end
+
+  defp get_nodes(%Config{dns_client: client} = config, query) do
+    result =
+      if function_exported?(client, :get_nodes, 2),
+        do:
+          client.get_nodes(query,
+            nameservers: config.nameservers,
+            timeout: config.timeout,
+            node_host: config.node_host
+          ),
+        else: client.get_nodes(query)
+
+    case result do
+      {:ok, peers} when is_list(peers) -> {:ok, peers}
+      {:error, _} = error -> error
+      peers when is_list(peers) -> {:ok, peers}
+      other -> {:error, {:bad_dns_client_result, inspect(other)}}
+    end
+  rescue
+    e -> {:error, {:dns_client_raised, Exception.message(e)}}
+  end
+
+  # Valid node names as strings (no atoms yet), unique and sorted, and the
+  # messages for the records that cannot make one.
+  defp node_names(peers, sname) do
+    {names, invalid} =
+      Enum.reduce(peers, {[], []}, fn peer, {names, invalid} ->
+        case node_name(peer, sname) do
+          {:ok, name} -> {[name | names], invalid}
+          {:error, {_kind, message}} -> {names, [message | invalid]}
+        end
+      end)
+
+    {names |> Enum.uniq() |> Enum.sort(), Enum.reverse(invalid)}
+  end
+
+  defp node_name({:invalid, message}, _sname) when is_binary(message),
+    do: {:error, {:invalid_record, message}}
+
+  defp node_name({port, host}, sname) when is_binary(host) or is_list(host),
+    do: NodeName.build(sname, port, to_string(host))
+
+  defp node_name(other, _sname),
+    do: {:error, {:invalid_record, "expected {port, host}, got: #{inspect(other)}"}}
+
+  defp list_nodes(%Config{list_nodes: {m, f, a}}), do: apply(m, f, a)
+end
