@@ -37,13 +37,19 @@ defmodule Caravan.LeftoverCheckTest do
     mine = spawn_os("sleep", ["600"])
     other = spawn_os("sleep", ["600"], [{"CARAVAN_TEST_RUN", other_run}])
 
-    assert %{pid: ^mine, comm: "sleep", cmdline: cmdline} =
-             Enum.find(OsProcesses.leftovers(run), &(&1.pid == mine))
+    # Found once exec'd (until then the child is a fork of the VM's
+    # erl_child_setup, with that process's environment).
+    found = fn run, pid ->
+      BeamNode.eventually(fn ->
+        Enum.find(OsProcesses.leftovers(run), &(&1.pid == pid and &1.comm == "sleep"))
+      end)
+    end
 
+    assert %{pid: ^mine, cmdline: cmdline} = found.(run, mine)
     assert cmdline =~ ~r{\A(/usr)?(/bin/)?sleep 600\z}
-
-    refute Enum.any?(OsProcesses.leftovers(run), &(&1.pid == other))
+    assert %{pid: ^other} = found.(other_run, other)
     assert [%{pid: ^other}] = OsProcesses.leftovers(other_run)
+    refute Enum.any?(OsProcesses.leftovers(run), &(&1.pid == other))
 
     # The check reports it, names it, kills it; then the run is clean.
     report =
