@@ -18,6 +18,11 @@ defmodule Caravan.Telemetry do
       it (`prune: true`). Measurements: `%{system_time: integer}`.
       Metadata: `%{topology: atom, node: node, reason: :pruned}`.
 
+  Under libcluster (see `Caravan.Cluster.DnsStrategy`, "Under
+  libcluster"), libcluster's own `[:libcluster, :connect_node |
+  :disconnect_node, :ok | :error]` events are sent too, by libcluster, for
+  every connect and prune.
+
   Attach with `:telemetry.attach/4` as usual.
   """
 

@@ -127,12 +127,18 @@ defmodule Caravan.ObservabilityTest do
         end)
 
       lines = log |> String.split("\n") |> Enum.filter(&(&1 =~ ~r/\[(info|warning|error)\]/))
-      # Formation: two connects at info and the skipped record (port 0) once.
+      # Formation: two connects at info, the skipped record (port 0) once,
+      # and, once at start (not per poll), that this test VM is not
+      # distributed.
       assert Enum.count(lines, &(&1 =~ "connected to")) == 2
-      assert [warning] = Enum.filter(lines, &(&1 =~ "[warning]"))
-      assert warning =~ "[caravan] topology test: skipped SRV records"
-      assert warning =~ "bad_host.node.dc1.consul"
-      assert length(lines) == 3, Enum.join(lines, "\n")
+      assert [not_distributed, skipped] = Enum.filter(lines, &(&1 =~ "[warning]"))
+
+      assert not_distributed =~
+               "[caravan] topology test: this node is not distributed (started without -name"
+
+      assert skipped =~ "[caravan] topology test: skipped SRV records"
+      assert skipped =~ "bad_host.node.dc1.consul"
+      assert length(lines) == 4, Enum.join(lines, "\n")
     end
   end
 

@@ -11,6 +11,7 @@ defmodule Caravan.Test.BeamNode do
   Starts `erl -name <name>@<host>` listening on `ip` (a "host" on loopback).
 
   Options: `:proto_dist` (true adds Caravan 1.x's `-proto_dist` flag),
+  `:epmd_flag` (false leaves out `-epmd_module`, for the kernel-parameter form),
   `:inetrc` (path to an inetrc for host-name resolution), `:cookie` (a
   string; the tests' shared cookie by default), `:args` (more erl arguments
   as strings), `:env` (more OS environment, `[{"NAME", "value"}]`). `ip` is an IPv4 or IPv6 tuple. Nodes boot with Logger level
@@ -52,7 +53,11 @@ defmodule Caravan.Test.BeamNode do
   path, then `opts[:args]`. Options as for `start/4`.
   """
   def erl_args(ip, opts \\ []) do
-    ["-start_epmd", "false", "-epmd_module", "Elixir.Caravan.Epmd.Client"] ++
+    ["-start_epmd", "false"] ++
+      if(Keyword.get(opts, :epmd_flag, true),
+        do: ["-epmd_module", "Elixir.Caravan.Epmd.Client"],
+        else: []
+      ) ++
       if(opts[:proto_dist], do: ["-proto_dist", "Elixir.Caravan.Epmd.Dist"], else: []) ++
       ["-kernel", "inet_dist_use_interface", ip_term(ip)] ++
       ["-setcookie", Keyword.get(opts, :cookie, @cookie)] ++

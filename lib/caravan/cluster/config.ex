@@ -29,7 +29,10 @@ defmodule Caravan.Cluster.Config do
             connect_concurrency: @default_connect_concurrency,
             prune: false,
             node_host: :auto,
-            max_nodes: @default_max_nodes
+            max_nodes: @default_max_nodes,
+            record_type: :srv,
+            node_basename: nil,
+            libcluster: false
 
   @type mfa_tuple :: {module(), atom(), [term()]}
   @type t :: %__MODULE__{
@@ -38,7 +41,7 @@ defmodule Caravan.Cluster.Config do
           disconnect: mfa_tuple(),
           list_nodes: mfa_tuple(),
           queries: [String.t(), ...],
-          node_sname: String.t(),
+          node_sname: String.t() | nil,
           poll_interval: pos_integer(),
           dns_client: module(),
           nameservers: [String.t()],
@@ -47,7 +50,10 @@ defmodule Caravan.Cluster.Config do
           connect_concurrency: pos_integer(),
           prune: boolean(),
           node_host: :auto | :target | :ip,
-          max_nodes: pos_integer()
+          max_nodes: pos_integer(),
+          record_type: :srv | :a | :aaaa | :ip,
+          node_basename: String.t() | nil,
+          libcluster: boolean()
         }
 
   @doc """
@@ -74,14 +80,28 @@ defmodule Caravan.Cluster.Config do
     do: {:error, "expected a libcluster state or a keyword list, got: #{inspect(other)}"}
 
   defp build(opts) do
-    # Caravan 1.x's first releases called the query :consul_service.
+    # Caravan 1.x's first releases called the query :consul_service;
+    # libcluster's DNSPoll calls the interval :polling_interval.
     opts = Keyword.put_new_lazy(opts, :query, fn -> opts[:consul_service] end)
+
+    opts =
+      if Keyword.has_key?(opts, :polling_interval),
+        do: Keyword.put_new(opts, :poll_interval, opts[:polling_interval]),
+        else: opts
+
     defaults = %__MODULE__{}
 
     with {:ok, query} <-
            fetch(opts, :query, nil, &queries?/1, "a non-empty string or a list of them"),
-         {:ok, sname} <-
-           fetch(opts, :node_sname, nil, &sname/1, "a string matching ^[0-9A-Za-z_-]+$"),
+         {:ok, record_type} <-
+           fetch(
+             opts,
+             :record_type,
+             defaults.record_type,
+             &(&1 in [:srv, :a, :aaaa, :ip]),
+             ":srv, :a, :aaaa or :ip"
+           ),
+         {:ok, sname, basename} <- names(opts, record_type),
          {:ok, topology} <- fetch(opts, :topology, defaults.topology, &is_atom/1, "an atom"),
          {:ok, poll} <-
            fetch(
@@ -123,6 +143,7 @@ defmodule Caravan.Cluster.Config do
              &dns_client?/1,
              "a module with get_nodes/1"
            ),
+         :ok <- client_for(record_type, opts),
          {:ok, nameservers} <- Caravan.DNS.nameservers(opts) |> reason_to_message(),
          {:ok, connect} <-
            fetch(opts, :connect, defaults.connect, &mfa?/1, "an {m, f, args} tuple"),
@@ -149,6 +170,9 @@ defmodule Caravan.Cluster.Config do
          list_nodes: list_nodes,
          queries: query |> List.wrap() |> Enum.uniq(),
          node_sname: sname,
+         record_type: record_type,
+         node_basename: basename,
+         libcluster: Caravan.Cluster.Libcluster.available?(),
          poll_interval: poll,
          dns_client: client,
          nameservers: nameservers,
@@ -160,6 +184,50 @@ defmodule Caravan.Cluster.Config do
          max_nodes: max_nodes
        }}
     end
+  end
+
+  # SRV records name nodes "<node_sname>-<port>@<target>"; A/AAAA records
+  # "<node_basename>@<ip>" (libcluster DNSPoll, dns_cluster), the basename
+  # defaulting to this node's name part as dns_cluster does.
+  defp names(opts, :srv) do
+    with {:ok, sname} <-
+           fetch(opts, :node_sname, nil, &sname/1, "a string matching ^[0-9A-Za-z_-]+$"),
+         do: {:ok, sname, nil}
+  end
+
+  defp names(opts, record_type) do
+    expected =
+      "a string matching ^[0-9A-Za-z_-]+$ whose trailing digits, if any, are a port " <>
+        "in 1..65535 (\"app\" listens on 4370, \"app-4371\" on 4371)"
+
+    default = if Node.alive?(), do: node() |> Atom.to_string() |> String.split("@") |> hd()
+
+    case fetch(opts, :node_basename, default, &basename?/1, expected) do
+      {:ok, basename} ->
+        {:ok, nil, basename}
+
+      {:error, "missing " <> _} ->
+        {:error,
+         "missing :node_basename; expected #{expected} (record_type: #{inspect(record_type)} " <>
+           "names nodes <node_basename>@<ip>; it defaults to this node's name part, but this " <>
+           "node is not distributed)"}
+
+      error ->
+        error
+    end
+  end
+
+  # A custom :dns_client answers SRV queries; A/AAAA lookups are Caravan's own.
+  defp client_for(:srv, _opts), do: :ok
+
+  defp client_for(record_type, opts) do
+    if Keyword.has_key?(opts, :dns_client),
+      do:
+        {:error,
+         "invalid :dns_client: #{inspect(opts[:dns_client])} with record_type: " <>
+           "#{inspect(record_type)}; a :dns_client answers SRV lookups only (record_type: " <>
+           ":srv); remove it to look up A/AAAA records natively"},
+      else: :ok
   end
 
   defp fetch(opts, key, default, valid?, expected) do
@@ -183,6 +251,10 @@ defmodule Caravan.Cluster.Config do
   defp queries?([_ | _] = list), do: Enum.all?(list, &non_empty_string/1)
   defp queries?(value), do: non_empty_string(value)
   defp sname(value), do: is_binary(value) and value =~ ~r/\A[0-9A-Za-z_-]+\z/
+
+  defp basename?(value),
+    do: sname(value) and match?({:ok, _}, Caravan.Epmd.fetch_dist_port(value <> "@h"))
+
   defp pos_int(value), do: is_integer(value) and value > 0
   defp mfa?({m, f, a}), do: is_atom(m) and is_atom(f) and is_list(a)
   defp mfa?(_), do: false

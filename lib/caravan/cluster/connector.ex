@@ -6,11 +6,22 @@ defmodule Caravan.Cluster.Connector do
   # bounded by `connect_timeout` ms (the process is killed at the bound).
   # The result comes back as a message that handle/2 turns into
   # {:done, node, result, pool}; it also sends the [:caravan, :connect]
-  # telemetry event.
+  # telemetry event. When libcluster is loaded (config.libcluster), each
+  # connect goes through Cluster.Strategy.connect_nodes/4 with that one node
+  # (Caravan.Cluster.Libcluster), so libcluster logs and reports it.
 
-  alias Caravan.Cluster.Config
+  alias Caravan.Cluster.{Config, Libcluster}
 
-  defstruct [:topology, :connect, :timeout, :concurrency, running: %{}, queue: []]
+  defstruct [
+    :topology,
+    :connect,
+    :list_nodes,
+    :timeout,
+    :concurrency,
+    libcluster: false,
+    running: %{},
+    queue: []
+  ]
 
   @typedoc """
   What the connect MFA returned (`true` is success; `:ignored` when this
@@ -26,6 +37,8 @@ defmodule Caravan.Cluster.Connector do
     %__MODULE__{
       topology: config.topology,
       connect: config.connect,
+      list_nodes: config.list_nodes,
+      libcluster: config.libcluster,
       timeout: config.connect_timeout,
       concurrency: config.connect_concurrency
     }
@@ -76,8 +89,7 @@ defmodule Caravan.Cluster.Connector do
        when map_size(running) < pool.concurrency do
     owner = self()
     tag = make_ref()
-    {m, f, a} = pool.connect
-    {pid, monitor} = spawn_monitor(fn -> send(owner, {__MODULE__, tag, run(m, f, a, node)}) end)
+    {pid, monitor} = spawn_monitor(fn -> send(owner, {__MODULE__, tag, run(pool, node)}) end)
 
     run = %{
       node: node,
@@ -92,7 +104,13 @@ defmodule Caravan.Cluster.Connector do
 
   defp start(pool), do: pool
 
-  defp run(m, f, a, node) do
+  defp run(%__MODULE__{libcluster: true} = pool, node) do
+    Libcluster.connect(pool.topology, pool.connect, pool.list_nodes, node)
+  catch
+    kind, reason -> {:raised, Exception.format_banner(kind, reason)}
+  end
+
+  defp run(%__MODULE__{connect: {m, f, a}}, node) do
     apply(m, f, a ++ [node])
   catch
     kind, reason -> {:raised, Exception.format_banner(kind, reason)}

@@ -20,6 +20,17 @@ defmodule Caravan.Cluster.DnsStrategy do
           ]
         ]
 
+  ## From A/AAAA records (libcluster DNSPoll, dns_cluster)
+
+  With `record_type: :a`, `:aaaa` or `:ip` (both), every address the query
+  lists is a peer named `"<node_basename>@<ip>"`, as libcluster's `DNSPoll`
+  and `dns_cluster` name them, so their users keep their node names. The
+  distribution port follows the port rule: `"app"` listens on 4370,
+  `"app-4371"` on 4371 (`Caravan.Epmd`). IPv6 addresses are written as
+  `:inet.ntoa/1` writes them (`app@fd00::1`).
+
+      config: [query: "app.internal", record_type: :ip, node_basename: "app"]
+
   ## Without libcluster
 
       children = [
@@ -34,15 +45,23 @@ defmodule Caravan.Cluster.DnsStrategy do
       `"_epmd._tcp.app.default.svc.cluster.local"`; or a list of them, all
       looked up at each poll (the nodes found are the union). Caravan 1.x's
       `:consul_service` is accepted as an alias.
-    * `:node_sname` (required) - the name part before the port, e.g. `"app"`
-      for nodes named `app-4370@host`.
+    * `:node_sname` (required with SRV records) - the name part before
+      the port, e.g. `"app"` for nodes named `app-4370@host`.
+    * `:record_type` - `:srv` (default): SRV records; `:a`, `:aaaa` or
+      `:ip` (A and AAAA): address records, nodes named
+      `<node_basename>@<ip>` (see above). `:dns_client` applies to SRV
+      only.
+    * `:node_basename` - with address records, the name part of every
+      node, e.g. `"app"` (port 4370) or `"app-4371"`. Default: this node's
+      name part (as `dns_cluster` does).
     * `:node_host` - the host part of each node name: `:auto` (default) the
       SRV target, except Consul `<hex>.addr.<dc>.consul` targets (Nomad
       jobs), which become their IP address; `:target` the SRV target as
       given (Caravan 1.x); `:ip` the target's IP address (decoded from
       `.addr.`, else the answer's additional section, else resolved).
       See `Caravan.DNS`.
-    * `:poll_interval` - ms between lookups. Default 5000.
+    * `:poll_interval` - ms between lookups. Default 5000. libcluster
+      DNSPoll's `:polling_interval` is accepted as an alias.
     * `:nameservers` - e.g. `["127.0.0.1:8600"]` (see `Caravan.DNS`).
       Default `[]`: the system's resolv.conf.
     * `:timeout` - bound on one lookup, ms. Default 2000 (at most
@@ -92,13 +111,29 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   Logs are prefixed `[caravan]`: info when a node is connected or pruned
   or a failed lookup works again, a warning once per failure streak, debug
-  otherwise; a healthy, unchanged cluster logs nothing above debug. See
-  `Caravan.Telemetry` for the events.
+  otherwise; a healthy, unchanged cluster logs nothing above debug. A node
+  that is not distributed says so at warning once, when the topology
+  starts. See `Caravan.Telemetry` for the events.
+
+  ## Under libcluster
+
+  When libcluster is loaded (`Cluster.Strategy` exists when the topology
+  starts), every connect and prune goes through libcluster's own
+  `Cluster.Strategy.connect_nodes/4` and `disconnect_nodes/4`, one node
+  per call from Caravan's connect processes (still parallel and bounded by
+  `:connect_timeout`), so libcluster logs `[libcluster:<topology>]
+  connected to ...` and sends its `[:libcluster, :connect_node |
+  :disconnect_node, :ok | :error]` telemetry as for its own strategies;
+  Caravan's own `connected to` line is then debug, and its debug lines
+  appear only with `config :libcluster, debug: true`, as libcluster's do.
+  A connect that `:connect_timeout` cuts short is killed before libcluster
+  reports it (Caravan's `[:caravan, :connect]` event reports `:timeout`).
+  Without libcluster, Caravan calls the MFAs itself.
   """
   use GenServer
   require Logger
 
-  alias Caravan.Cluster.{Config, Connector, Poll, Warnings}
+  alias Caravan.Cluster.{Config, Connector, Libcluster, Poll, Warnings}
 
   @doc """
   A child spec. The id is the `:topology` (libcluster gives each topology
@@ -133,6 +168,7 @@ defmodule Caravan.Cluster.DnsStrategy do
   def init(arg) do
     case Config.new(arg) do
       {:ok, config} ->
+        warn_if_not_distributed(config)
         send(self(), :poll)
 
         {:ok,
@@ -247,7 +283,9 @@ defmodule Caravan.Cluster.DnsStrategy do
   defp prune(%Config{disconnect: {m, f, a}} = config, node) do
     outcome =
       try do
-        apply(m, f, a ++ [node])
+        if config.libcluster,
+          do: Libcluster.disconnect(config.topology, config.disconnect, config.list_nodes, node),
+          else: apply(m, f, a ++ [node])
       catch
         kind, reason -> {:raised, Exception.format_banner(kind, reason)}
       end
@@ -264,8 +302,9 @@ defmodule Caravan.Cluster.DnsStrategy do
     )
   end
 
+  # Under libcluster, libcluster has logged the connect at info already.
   defp connected(%{config: config} = state, node, true) do
-    Logger.info("[caravan] topology #{config.topology}: connected to #{node}")
+    log(if(config.libcluster, do: :debug, else: :info), config, "connected to #{node}")
     %{state | warnings: Warnings.clear(state.warnings, {:connect, node})}
   end
 
@@ -297,7 +336,28 @@ defmodule Caravan.Cluster.DnsStrategy do
     %{state | warnings: warnings}
   end
 
+  # Once, when a topology starts (dns_cluster and libcluster warn too): a
+  # node without -name/-sname cannot connect to anything it finds.
+  defp warn_if_not_distributed(config) do
+    unless Node.alive?() do
+      Logger.warning(
+        "[caravan] topology #{config.topology}: this node is not distributed (started " <>
+          "without -name or -sname), so it will look up peers but cannot connect to them; " <>
+          "start it with -name <name>@<host> (or -sname) and Caravan's epmd module"
+      )
+    end
+  end
+
   defp log(nil, _config, _message), do: :ok
+
+  # Under libcluster, debug lines follow `config :libcluster, debug: true`,
+  # as libcluster's own strategies do.
+  defp log(:debug, %Config{libcluster: true} = config, message) do
+    if Libcluster.debug?(),
+      do: Logger.debug("[caravan] topology #{config.topology}: #{message}")
+
+    :ok
+  end
 
   defp log(level, config, message),
     do: Logger.log(level, "[caravan] topology #{config.topology}: #{message}")

@@ -7,7 +7,7 @@ defmodule Caravan.Cluster.Poll do
   # and, with prune, the nodes that departed. It changes nothing: the
   # strategy acts on the result.
 
-  alias Caravan.Cluster.Config
+  alias Caravan.Cluster.{AddressRecords, Config}
   alias Caravan.Epmd.NodeName
 
   @type t :: %{
@@ -41,7 +41,7 @@ defmodule Caravan.Cluster.Poll do
   def names(answers, %Config{} = config) do
     errors = for {query, {:error, reason}} <- answers, do: {query, reason}
     peers = for {_query, {:ok, peers}} <- answers, peer <- peers, do: peer
-    {names, invalid} = node_names(peers, config.node_sname)
+    {names, invalid} = node_names(peers, config)
     dropped = max(length(names) - config.max_nodes, 0)
 
     %{
@@ -113,6 +113,10 @@ defmodule Caravan.Cluster.Poll do
     answer
   end
 
+  # record_type :a, :aaaa, :ip: Caravan's own address lookups.
+  defp get_nodes(%Config{record_type: type} = config, query) when type != :srv,
+    do: AddressRecords.get_nodes(query, config)
+
   defp get_nodes(%Config{dns_client: client} = config, query) do
     result =
       if function_exported?(client, :get_nodes, 2),
@@ -136,10 +140,10 @@ defmodule Caravan.Cluster.Poll do
 
   # Valid node names as strings (no atoms yet), unique and sorted, and the
   # messages for the records that cannot make one.
-  defp node_names(peers, sname) do
+  defp node_names(peers, config) do
     {names, invalid} =
       Enum.reduce(peers, {[], []}, fn peer, {names, invalid} ->
-        case node_name(peer, sname) do
+        case node_name(peer, config) do
           {:ok, name} -> {[name | names], invalid}
           {:error, {_kind, message}} -> {names, [message | invalid]}
         end
@@ -148,13 +152,15 @@ defmodule Caravan.Cluster.Poll do
     {names |> Enum.uniq() |> Enum.sort(), Enum.reverse(invalid)}
   end
 
-  defp node_name({:invalid, message}, _sname) when is_binary(message),
+  defp node_name({:invalid, message}, _config) when is_binary(message),
     do: {:error, {:invalid_record, message}}
 
-  defp node_name({port, host}, sname) when is_binary(host) or is_list(host),
-    do: NodeName.build(sname, port, to_string(host))
+  defp node_name({:address, ip}, config), do: AddressRecords.node_name(config.node_basename, ip)
 
-  defp node_name(other, _sname),
+  defp node_name({port, host}, config) when is_binary(host) or is_list(host),
+    do: NodeName.build(config.node_sname, port, to_string(host))
+
+  defp node_name(other, _config),
     do: {:error, {:invalid_record, "expected {port, host}, got: #{inspect(other)}"}}
 
   defp list_nodes(%Config{list_nodes: {m, f, a}}), do: apply(m, f, a)

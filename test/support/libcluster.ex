@@ -1,0 +1,150 @@
+defmodule Caravan.Test.Libcluster do
+  @moduledoc """
+  Puts the libcluster STAND-IN (test/libcluster_standin/cluster_strategy.ex;
+  hex.pm, and so the real libcluster, is not reachable here) into the test
+  VM or a peer node for the tests that want it, and takes it out again, so
+  every other test runs with no `Cluster.Strategy` loaded, as a user without
+  libcluster does. Also records what libcluster reports: its
+  `[:libcluster, ...]` telemetry events (through the `:telemetry` double of
+  test/support/telemetry.ex) and its `[libcluster:<topology>]` log lines.
+  """
+
+  @source Path.expand("../libcluster_standin/cluster_strategy.ex", __DIR__)
+  @modules [Cluster.Strategy, Cluster.Strategy.State]
+  @name :caravan_test_libcluster
+
+  @doc """
+  Compiles the stand-in and returns its modules' object code,
+  `[{module, binary}]`, leaving nothing loaded in this VM.
+  """
+  def compile do
+    binaries = Code.compile_file(@source)
+    unload()
+    binaries
+  end
+
+  @doc "Loads the stand-in into this VM. Returns `:ok`."
+  def load do
+    for {module, binary} <- compile(),
+        do: {:module, ^module} = :code.load_binary(module, ~c"libcluster_standin", binary)
+
+    :ok
+  end
+
+  @doc "Loads the stand-in into a peer node (`Caravan.Test.BeamNode`). Returns `:ok`."
+  def load_on(peer) do
+    for {module, binary} <- compile() do
+      {:module, ^module} =
+        Caravan.Test.BeamNode.call(peer, :code, :load_binary, [
+          module,
+          ~c"libcluster_standin",
+          binary
+        ])
+    end
+
+    :ok
+  end
+
+  @doc "Purges the stand-in from this VM; afterwards `Cluster.Strategy` cannot be loaded."
+  def unload do
+    for module <- @modules do
+      :code.purge(module)
+      :code.delete(module)
+      :code.purge(module)
+    end
+
+    false = Code.ensure_loaded?(Cluster.Strategy)
+    :ok
+  end
+
+  @doc """
+  Starts recording on this node (call it on a peer with
+  `BeamNode.call(peer, #{inspect(__MODULE__)}, :record, [])`): every
+  `[:libcluster | _]` telemetry event and every log line containing
+  `[libcluster:` at any level (the primary Logger level is set to `:debug`;
+  OTP's default handler keeps printing warnings and above). Returns `:ok`.
+  """
+  def record do
+    parent = self()
+
+    spawn(fn ->
+      Process.register(self(), @name)
+      send(parent, :recording)
+      loop([], [])
+    end)
+
+    receive do
+      :recording -> :ok
+    after
+      10_000 -> raise "libcluster recorder did not start"
+    end
+
+    {:ok, _} = Application.ensure_all_started(:logger)
+    {:module, :telemetry} = Code.ensure_loaded(:telemetry)
+    handlers = :persistent_term.get(Caravan.Test.Telemetry, [])
+    :persistent_term.put(Caravan.Test.Telemetry, [(&__MODULE__.event/4) | handlers])
+    Logger.configure_backend(:console, level: :warning)
+    :logger.set_handler_config(:default, :level, :warning)
+    :logger.add_primary_filter(:no_progress, {&:logger_filters.progress/2, :stop})
+    :ok = :logger.add_handler(@name, __MODULE__, %{level: :all})
+    :ok = :logger.set_primary_config(:level, :debug)
+  end
+
+  @doc "Stops recording in this VM (handler and process). Returns `:ok`."
+  def stop_recording do
+    :logger.remove_handler(@name)
+    Caravan.Test.Telemetry.detach()
+    if pid = Process.whereis(@name), do: Process.exit(pid, :kill)
+    :ok
+  end
+
+  @doc """
+  `{events, logs}` recorded so far, oldest first: `{event_name,
+  measurements, metadata}` and `{level, text}`.
+  """
+  def recorded do
+    send(@name, {:get, self()})
+
+    receive do
+      {@name, recorded} -> recorded
+    after
+      10_000 -> raise "libcluster recorder did not answer"
+    end
+  end
+
+  @doc false
+  # :telemetry handler (an external fun, so it also works on a peer node).
+  def event([:libcluster | _] = event, measurements, metadata, _config),
+    do: send(@name, {:event, {event, measurements, metadata}})
+
+  def event(_event, _measurements, _metadata, _config), do: :ok
+
+  @doc false
+  # :logger handler callback.
+  def log(%{level: level, msg: msg}, _config) do
+    text =
+      case msg do
+        {:string, chardata} -> IO.chardata_to_string(chardata)
+        {:report, report} -> inspect(report)
+        {format, args} -> format |> :io_lib.format(args) |> IO.chardata_to_string()
+      end
+
+    if String.contains?(text, "[libcluster:"), do: send(@name, {:log, {level, text}})
+  catch
+    _, _ -> :ok
+  end
+
+  defp loop(events, logs) do
+    receive do
+      {:event, event} ->
+        loop([event | events], logs)
+
+      {:log, line} ->
+        loop(events, [line | logs])
+
+      {:get, from} ->
+        send(from, {@name, {Enum.reverse(events), Enum.reverse(logs)}})
+        loop(events, logs)
+    end
+  end
+end
