@@ -18,7 +18,8 @@ defmodule Caravan.LeftoverCheckTest do
       ])
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)
-    on_exit(fn -> OsProcesses.kill_tree(os_pid) end)
+    tag = List.keyfind(env, "CARAVAN_TEST_RUN", 0, {nil, System.get_env("CARAVAN_TEST_RUN")})
+    on_exit(fn -> OsProcesses.kill_tree(os_pid, elem(tag, 1)) end)
     os_pid
   end
 
@@ -73,5 +74,21 @@ defmodule Caravan.LeftoverCheckTest do
     tree = [top | OsProcesses.descendants(top)]
     assert Enum.sort(OsProcesses.kill_tree(top)) == Enum.sort(tree)
     assert Enum.all?(tree, &gone?/1)
+  end
+
+  test "kill_tree/2 and started_here?/2 leave a process of another run alone" do
+    other_run = "other-run-#{System.unique_integer([:positive])}"
+    other = spawn_os("sleep", ["600"], [{"CARAVAN_TEST_RUN", other_run}])
+    mine = spawn_os("sleep", ["600"])
+    # Both exec'd (see above).
+    assert BeamNode.eventually(fn -> OsProcesses.started_here?(mine, "sleep") end)
+    assert BeamNode.eventually(fn -> OsProcesses.leftovers(other_run) != [] end)
+
+    refute OsProcesses.started_here?(other, "sleep")
+    refute OsProcesses.started_here?(mine, "dnsmasq")
+    assert OsProcesses.kill_tree(other) == []
+    assert alive?(other)
+    assert OsProcesses.kill_tree(other, other_run) == [other]
+    assert gone?(other)
   end
 end

@@ -38,12 +38,10 @@ defmodule Caravan.Test.OsProcesses do
   @spec leftovers(String.t()) :: [proc()]
   def leftovers(tag) do
     own = String.to_integer(System.pid())
-    needle = "\0#{@var}=#{tag}\0"
 
     for pid <- all_pids(),
         pid != own,
-        env = read("/proc/#{pid}/environ"),
-        String.contains?("\0" <> env, needle),
+        tagged?(pid, tag),
         proc = describe(pid),
         proc != nil,
         proc.comm not in @vm_helpers,
@@ -78,13 +76,45 @@ defmodule Caravan.Test.OsProcesses do
 
   @doc """
   Kills `os_pid` and every descendant it has now (SIGKILL), e.g. `script(1)`
-  and the helper node its shell started. Returns the pids signalled.
+  and the helper node its shell started, but only those carrying the run
+  tag `tag` (this run's by default): a pid whose process has exited may
+  already belong to another program (pids wrap at 32768 here), which must
+  not be touched. Returns the pids signalled.
   """
-  @spec kill_tree(pos_integer()) :: [pos_integer()]
-  def kill_tree(os_pid) do
-    pids = [os_pid | descendants(os_pid)]
+  @spec kill_tree(pos_integer(), String.t() | nil) :: [pos_integer()]
+  def kill_tree(os_pid, tag \\ System.get_env(@var)) do
+    pids = Enum.filter([os_pid | descendants(os_pid)], &tagged?(&1, tag))
     Enum.each(pids, &kill(%{pid: &1}))
     pids
+  end
+
+  @doc """
+  True when `os_pid` is a live process named `comm` (as in /proc/<pid>/comm)
+  that this test run started (it carries this run's tag); outside a tagged
+  run (the demo), when it is a live process named `comm`. For stopping a
+  process by pid without signalling a stranger that reuses the pid.
+  """
+  @spec started_here?(pos_integer(), String.t()) :: boolean()
+  def started_here?(os_pid, comm) do
+    case describe(os_pid) do
+      %{comm: ^comm} ->
+        case System.get_env(@var) do
+          nil -> true
+          tag -> tagged?(os_pid, tag)
+        end
+
+      _ ->
+        false
+    end
+  end
+
+  defp tagged?(_pid, nil), do: false
+
+  defp tagged?(pid, tag) do
+    case read("/proc/#{pid}/environ") do
+      nil -> false
+      env -> String.contains?("\0" <> env, "\0#{@var}=#{tag}\0")
+    end
   end
 
   @doc "The pids of every live descendant of `os_pid` (children, their children...)."
