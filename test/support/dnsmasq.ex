@@ -7,6 +7,8 @@ defmodule Caravan.Test.Dnsmasq do
   NXDOMAIN and nothing leaves the machine. Records change only by restart.
   """
 
+  alias Caravan.Test.OsProcesses
+
   @type srv :: {name :: String.t(), target :: String.t(), port :: 1..65_535}
   @type t :: %{
           os_pid: non_neg_integer(),
@@ -78,18 +80,21 @@ defmodule Caravan.Test.Dnsmasq do
     if ours?(os_pid) do
       System.cmd("kill", ["-TERM", to_string(os_pid)], stderr_to_stdout: true)
 
-      if not gone?(os_pid, 50) and ours?(os_pid),
-        do: System.cmd("kill", ["-KILL", to_string(os_pid)], stderr_to_stdout: true)
+      if not gone?(os_pid, 50) and ours?(os_pid) do
+        System.cmd("kill", ["-KILL", to_string(os_pid)], stderr_to_stdout: true)
+        gone?(os_pid, 50)
+      end
     end
 
     :ok
   end
 
-  defp ours?(os_pid), do: Caravan.Test.OsProcesses.started_here?(os_pid, "dnsmasq")
+  defp ours?(os_pid), do: OsProcesses.started_here?(os_pid, "dnsmasq")
 
+  # Exited (its sockets closed), not merely untagged: see OsProcesses.running?/1.
   defp gone?(os_pid, tries) do
     cond do
-      not ours?(os_pid) -> true
+      not OsProcesses.running?(os_pid) -> true
       tries == 0 -> false
       true -> Process.sleep(100) == :ok and gone?(os_pid, tries - 1)
     end

@@ -108,6 +108,15 @@ defmodule Caravan.Test.OsProcesses do
     end
   end
 
+  @doc """
+  True while `os_pid` runs: false once it has exited (a zombie included,
+  whose sockets and files are closed) or is gone. While a process exits, its
+  environment reads empty before its files are closed, so "no longer
+  tagged" does not mean "exited": wait on this instead.
+  """
+  @spec running?(pos_integer()) :: boolean()
+  def running?(os_pid), do: stat(os_pid) != nil
+
   defp tagged?(_pid, nil), do: false
 
   defp tagged?(pid, tag) do
