@@ -63,7 +63,7 @@ defmodule Caravan.DNS do
   with `node_host: :ip`); `host` is the host part of the node name under
   `:node_host`, `nil` when `node_host: :ip` found no address.
   """
-  @type record :: %{
+  @type srv_record :: %{
           priority: 0..65_535,
           weight: 0..65_535,
           port: 0..65_535,
@@ -81,7 +81,7 @@ defmodule Caravan.DNS do
   Returns `{:ok, [record]}` (at least one record) or `{:error, {kind, message}}`
   (see the module doc). Returns within `:timeout` ms plus a short grace.
   """
-  @spec lookup_srv(String.t(), keyword()) :: {:ok, [record()]} | {:error, reason()}
+  @spec lookup_srv(String.t(), keyword()) :: {:ok, [srv_record()]} | {:error, reason()}
   def lookup_srv(query, opts \\ []) do
     with {:ok, ref, timeout, nameservers} <- start(query, opts, trace?()) do
       :caravan_srv
@@ -125,7 +125,7 @@ defmodule Caravan.DNS do
   #
   # Returns the answer, or `{:error, {:timeout, message}}`; a reply that
   # arrives later stays in the mailbox as `{:caravan_srv, ref, _}`.
-  @spec await(reference(), timeout()) :: {:ok, [record()]} | {:error, reason()}
+  @spec await(reference(), timeout()) :: {:ok, [srv_record()]} | {:error, reason()}
   def await(ref, timeout), do: await(:caravan_srv, ref, timeout, nil)
 
   # A traced reply carries the lookup's tracing events (hickory's and

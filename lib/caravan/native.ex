@@ -120,7 +120,7 @@ defmodule Caravan.Native do
 
   # p_offset + p_filesz of every program header.
   defp segment_ends(class, phdrs, phentsize) do
-    for <<phdr::binary-size(phentsize) <- phdrs>> do
+    for phdr <- entries(phdrs, phentsize) do
       case {class, phdr} do
         {2, <<_::32, _::32, offset::64-little, _::64, _::64, filesz::64-little, _::binary>>} ->
           offset + filesz
@@ -130,6 +130,13 @@ defmodule Caravan.Native do
       end
     end
   end
+
+  # `bin` cut into `size`-byte entries (no binary generator: its size
+  # variable needs a pin on Elixir 1.20, which 1.14 refuses there).
+  defp entries(bin, size) when size > 0 and byte_size(bin) >= size,
+    do: [binary_part(bin, 0, size) | entries(binary_part(bin, size, byte_size(bin) - size), size)]
+
+  defp entries(_bin, _size), do: []
 
   @doc "The library path without extension, as `:erlang.load_nif/2` takes it."
   @spec library_path() :: charlist()

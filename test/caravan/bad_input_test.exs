@@ -175,7 +175,11 @@ defmodule Caravan.BadInputTest do
             [[?a]],
             [~c"127.0.2.1"],
             [?a | ?b],
+            # An empty host part, in each form (OTP 27+'s :inet.getaddr/2
+            # would ask the resolver for it).
             ~c"",
+            "",
+            :"",
             [0x110000],
             <<0xFF, ?a>>
           ],

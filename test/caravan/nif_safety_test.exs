@@ -196,7 +196,7 @@ defmodule Caravan.NifSafetyTest do
       for {label, library} <- cases do
         app = Path.join([tmp, to_string(label), "caravan"])
         File.mkdir_p!(Path.join(app, "priv/native"))
-        File.cp_r!(to_string(:code.lib_dir(:caravan, :ebin)), Path.join(app, "ebin"))
+        File.cp_r!(Application.app_dir(:caravan, "ebin"), Path.join(app, "ebin"))
         so = Path.join(app, "priv/native/caravan_native.so")
         if library, do: File.write!(so, library)
 
@@ -308,7 +308,7 @@ defmodule Caravan.NifSafetyTest do
   # Boots a real node with the epmd module and only `ebin` (plus Elixir) on
   # its code path, no epmd, and halts it. Bounded by `timeout 60`.
   defp boot(ebin, cwd) do
-    elixir_ebin = to_string(:code.lib_dir(:elixir, :ebin))
+    elixir_ebin = Application.app_dir(:elixir, "ebin")
 
     args =
       ~w(60 erl -noshell -name app-4800@127.0.2.4 -start_epmd false) ++

@@ -6,7 +6,7 @@ defmodule Caravan.ReleaseTest do
   # a random port instead of the node's own, and no epmd is involved.
   use ExUnit.Case, async: false
 
-  alias Caravan.Test.{BeamNode, Listeners, ThrowawayApp}
+  alias Caravan.Test.{BeamNode, Listeners, OsProcesses, ThrowawayApp}
 
   @moduletag :slow
   @moduletag timeout: 300_000
@@ -76,8 +76,7 @@ defmodule Caravan.ReleaseTest do
       System.cmd(bin, ["stop"], env: env, stderr_to_stdout: true)
       gone? = fn -> not File.exists?("/proc/#{os_pid}") end
 
-      unless BeamNode.eventually(gone?, 10_000),
-        do: System.cmd("kill", ["-KILL", to_string(os_pid)], stderr_to_stdout: true)
+      unless BeamNode.eventually(gone?, 10_000), do: OsProcesses.kill_tree(os_pid)
     end)
 
     unless BeamNode.eventually(fn -> BeamNode.listening?(@ip, @port) end) do
@@ -101,7 +100,7 @@ defmodule Caravan.ReleaseTest do
           IO.puts("node=#{node()}")
           IO.puts("epmd_module=#{:net_kernel.epmd_module()}")
           {:ok, names} = :net_adm.names()
-          IO.puts("names=#{inspect(names)}")
+          IO.puts("names=" <> Base.encode64(:erlang.term_to_binary(names)))
           """
         ],
         env: env,
@@ -111,7 +110,7 @@ defmodule Caravan.ReleaseTest do
     assert out =~ "node=#{@node}"
     assert out =~ "epmd_module=Elixir.Caravan.Epmd.Client"
     # net_adm:names/0 answers with the node itself (there is no daemon).
-    assert out =~ ~s(names=[{'app-4901', 4901}])
+    assert printed_term(out, "names=") == [{~c"app-4901", 4901}]
     assert Listeners.on_port(4369) == []
   end
 
@@ -156,16 +155,11 @@ defmodule Caravan.ReleaseTest do
         env: charlist_env(env)
       ])
 
-    # If the test fails half-way, the helper node (script's child) and
-    # script itself are killed, by pid.
+    # If the test fails half-way, script and everything under it (the
+    # shell, bin/throwaway, the helper node) are killed, by pid.
     {:os_pid, script_pid} = Port.info(shell, :os_pid)
 
-    on_exit(fn ->
-      if File.exists?("/proc/#{script_pid}") do
-        System.cmd("pkill", ["-KILL", "-P", to_string(script_pid)])
-        System.cmd("kill", ["-KILL", to_string(script_pid)], stderr_to_stdout: true)
-      end
-    end)
+    on_exit(fn -> OsProcesses.kill_tree(script_pid) end)
 
     # The prompt names the node the shell evaluates on: the release's node.
     assert read_until(shell, "iex(#{@node})1>") =~ "iex(#{@node})1>"
@@ -184,12 +178,14 @@ defmodule Caravan.ReleaseTest do
 
     Port.command(
       shell,
-      ~s{IO.puts(Enum.join(["names", inspect(:erpc.call(:"#{helper}", :net_adm, :names, []))], " "))\n}
+      ~s{names = :erpc.call(:"#{helper}", :net_adm, :names, [])\n} <>
+        ~s{IO.puts(Enum.join(["names", Base.encode64(:erlang.term_to_binary(names))], " "))\n}
     )
 
-    out = read_until(shell, ~r/names \{:ok, .*\}/)
-    [_, port] = Regex.run(~r/names \{:ok, \[\{'rem-[0-9a-f]+-app-4901', (\d+)\}\]\}/, out)
-    assert String.to_integer(port) not in [0, @port]
+    out = read_until(shell, ~r/names [A-Za-z0-9+\/]+=*\r?\n/)
+    assert {:ok, [{name, port}]} = printed_term(out, "names ")
+    assert List.to_string(name) =~ ~r/\Arem-[0-9a-f]+-app-4901\z/
+    assert port not in [0, @port]
     refute out =~ "eaddrinuse"
     assert Listeners.on_port(4369) == []
 
@@ -200,6 +196,14 @@ defmodule Caravan.ReleaseTest do
 
     {out, 0} = System.cmd(bin, ["rpc", "IO.puts(Throwaway.hello())"], env: env)
     assert out =~ "world"
+  end
+
+  # The term a remote command printed after `label` as Base64 of its
+  # external term format: compared as a value, not as inspect output
+  # (Elixir 1.15+ inspects charlists as ~c"...").
+  defp printed_term(out, label) do
+    [_, base64] = Regex.run(~r/#{Regex.escape(label)}([A-Za-z0-9+\/]+=*)\r?\n/, out)
+    base64 |> Base.decode64!() |> :erlang.binary_to_term([:safe])
   end
 
   defp charlist_env(env),

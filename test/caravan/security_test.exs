@@ -54,7 +54,9 @@ defmodule Caravan.SecurityTest do
     watch = Listeners.watch(4369)
     [{host1, ip1}, {host2, ip2} | _] = @cookie_hosts
     {peer1, node1} = BeamNode.start("app-4930", host1, ip1, inetrc: ctx.inetrc)
+    on_exit(fn -> BeamNode.stop(peer1) end)
     {peer2, node2} = BeamNode.start("app-4930", host2, ip2, inetrc: ctx.inetrc)
+    on_exit(fn -> BeamNode.stop(peer2) end)
     assert BeamNode.call(peer1, :net_kernel, :connect_node, [node2])
     assert BeamNode.call(peer2, Node, :list, []) == [node1]
 

@@ -212,7 +212,7 @@ defmodule Caravan.Test.BeamNode do
   @doc "The `-pa` arguments that put caravan, elixir and logger on a node's code path."
   def code_path_args do
     Enum.flat_map([:caravan, :elixir, :logger], fn app ->
-      ["-pa", to_string(:code.lib_dir(app, :ebin))]
+      ["-pa", Application.app_dir(app, "ebin")]
     end)
   end
 end

@@ -7,6 +7,8 @@ defmodule Caravan.Test.Dnsmasq do
   NXDOMAIN and nothing leaves the machine. Records change only by restart.
   """
 
+  alias Caravan.Test.OsProcesses
+
   @type srv :: {name :: String.t(), target :: String.t(), port :: 1..65_535}
   @type t :: %{
           os_pid: non_neg_integer(),
@@ -71,26 +73,31 @@ defmodule Caravan.Test.Dnsmasq do
   @doc """
   Stops dnsmasq and waits (up to 5 s) for it to exit; works from any
   process (an `on_exit` callback is not the port's owner) and on a server
-  already stopped.
+  already stopped. Signals the pid only while it is still this dnsmasq
+  (`Caravan.Test.OsProcesses.started_here?/2`): once it has exited, the pid
+  may belong to another program.
   """
   def stop(%{os_pid: os_pid}) do
-    proc = "/proc/#{os_pid}"
-
-    if File.exists?(proc) do
+    if ours?(os_pid) do
       System.cmd("kill", ["-TERM", to_string(os_pid)], stderr_to_stdout: true)
 
-      unless gone?(proc, 50),
-        do: System.cmd("kill", ["-KILL", to_string(os_pid)], stderr_to_stdout: true)
+      if not gone?(os_pid, 50) and ours?(os_pid) do
+        System.cmd("kill", ["-KILL", to_string(os_pid)], stderr_to_stdout: true)
+        gone?(os_pid, 50)
+      end
     end
 
     :ok
   end
 
-  defp gone?(proc, tries) do
+  defp ours?(os_pid), do: OsProcesses.started_here?(os_pid, "dnsmasq")
+
+  # Exited (its sockets closed), not merely untagged: see OsProcesses.running?/1.
+  defp gone?(os_pid, tries) do
     cond do
-      not File.exists?(proc) -> true
+      not OsProcesses.running?(os_pid) -> true
       tries == 0 -> false
-      true -> Process.sleep(100) == :ok and gone?(proc, tries - 1)
+      true -> Process.sleep(100) == :ok and gone?(os_pid, tries - 1)
     end
   end
 

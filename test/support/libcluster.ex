@@ -84,8 +84,12 @@ defmodule Caravan.Test.Libcluster do
 
     {:ok, _} = Application.ensure_all_started(:logger)
     Caravan.Test.Telemetry.attach(&__MODULE__.event/4)
-    Logger.configure_backend(:console, level: :warning)
-    :logger.set_handler_config(:default, :level, :warning)
+    # Every :logger handler already there (OTP's `default`, through which
+    # Elixir 1.15+ prints, or Elixir 1.14's `Logger` handler in front of the
+    # console backend) keeps printing only warnings and above.
+    for id <- :logger.get_handler_ids(),
+        do: :ok = :logger.set_handler_config(id, :level, :warning)
+
     :logger.add_primary_filter(:no_progress, {&:logger_filters.progress/2, :stop})
     :ok = :logger.add_handler(@name, __MODULE__, %{level: :all})
     :ok = :logger.set_primary_config(:level, :debug)

@@ -31,11 +31,14 @@ defmodule Caravan.Test.Recorder do
     end
 
     # Elixir's Logger first, so that its start does not reset what follows;
-    # its console (and OTP's default handler, if any) keep printing only
-    # warnings and above.
+    # then every :logger handler already there keeps printing only warnings
+    # and above: OTP's `default` handler (Elixir 1.15+ prints through it)
+    # or Elixir's `Logger` handler in front of the console backend (1.14).
     {:ok, _} = Application.ensure_all_started(:logger)
-    Logger.configure_backend(:console, level: :warning)
-    :logger.set_handler_config(:default, :level, :warning)
+
+    for id <- :logger.get_handler_ids(),
+        do: :ok = :logger.set_handler_config(id, :level, :warning)
+
     :logger.add_primary_filter(:no_progress, {&:logger_filters.progress/2, :stop})
     :ok = :logger.add_handler(@name, __MODULE__, %{level: :all})
     :ok = :logger.set_primary_config(:level, :debug)

@@ -30,7 +30,14 @@ defmodule Caravan.Test.TlsCerts do
     File.mkdir_p!(dir)
     key = {:namedCurve, :secp256r1}
     san = {:Extension, @subject_alt_name, false, Enum.flat_map(hosts, &alt_names/1)}
-    chain = %{root: [key: key], intermediates: [], peer: [key: key, extensions: [san]]}
+    # SHA-256 signatures: OTP 27+ TLS refuses certificates signed with SHA-1
+    # (pkix_test_data's default), with no_suitable_signature_algorithm.
+    chain = %{
+      root: [key: key, digest: :sha256],
+      intermediates: [],
+      peer: [key: key, digest: :sha256, extensions: [san]]
+    }
+
     data = :public_key.pkix_test_data(%{server_chain: chain, client_chain: chain})
     path = fn name -> Path.join(dir, "#{tag}_#{name}") end
 

@@ -120,13 +120,15 @@ defmodule Caravan.Epmd.HostResolver do
   # `:inet6`) in the order of the module doc.
   #
   # Returns `{:ok, ip_tuple}` or `{:error, reason}` as `:inet.getaddr/2` does;
-  # `{:error, :einval}` for a host that is not a flat charlist, a UTF-8
-  # string or an atom (nothing is asked then).
+  # `{:error, :einval}` for an empty host or a host that is not a flat
+  # charlist, a UTF-8 string or an atom (nothing is asked then, on every OTP:
+  # `:inet.getaddr/2` refuses `""` on OTP 25 but asks the resolver on 27+).
   @doc false
   @spec resolve(charlist() | String.t(), :inet | :inet6) ::
           {:ok, :inet.ip_address()} | {:error, term()}
   def resolve(host, family) do
     case host_charlist(host) do
+      {:ok, []} -> {:error, :einval}
       {:ok, host} -> resolve_charlist(host, family)
       :error -> {:error, :einval}
     end

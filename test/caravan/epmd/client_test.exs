@@ -57,6 +57,7 @@ defmodule Caravan.Epmd.ClientTest do
       creations =
         for _ <- 1..2 do
           {peer, node} = BeamNode.start("app-4390", "127.0.0.5", {127, 0, 0, 5})
+          on_exit(fn -> BeamNode.stop(peer) end)
           assert node == :"app-4390@127.0.0.5"
           assert BeamNode.listening?({127, 0, 0, 5}, 4390)
           assert BeamNode.call(peer, :net_adm, :names, []) == {:ok, [{~c"app-4390", 4390}]}
