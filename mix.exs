@@ -22,10 +22,10 @@ defmodule Caravan.MixProject do
       # (lib/mix/tasks/compile.caravan_native.ex): no hex package needed.
       compilers: Mix.compilers() ++ [:caravan_native],
       deps: [],
-      # :httpc, :ssl and :public_key are used at build time only, by the
+      # :httpc, :ssl, :public_key and :crypto are used at build time only, by the
       # compile task fetching a precompiled library (Caravan.Precompiled);
       # the application does not start them.
-      xref: [exclude: [:httpc, :ssl, :public_key, :inets]],
+      xref: [exclude: [:httpc, :ssl, :public_key, :inets, :crypto]],
       test_coverage: [summary: [threshold: 0]],
       # Not test files (Elixir 1.17+ warns about .ex files under test/, an
       # error under mix test --warnings-as-errors on 1.19+).
