@@ -186,11 +186,14 @@ defmodule Caravan.Cluster.DnsStrategy do
   use GenServer
   require Logger
 
+  import Caravan.Cluster.Log, only: [log: 3]
+
   alias Caravan.Cluster.{
     Config,
     Connector,
-    Libcluster,
+    Leave,
     Membership,
+    Messages,
     Poll,
     Silence,
     Unreachable,
@@ -198,6 +201,10 @@ defmodule Caravan.Cluster.DnsStrategy do
   }
 
   alias Caravan.Diagnose.Probe
+
+  @doc false
+  # The name leave requests are sent to (Caravan.Cluster.Leave).
+  defdelegate registered_name(topology), to: Leave
 
   @doc """
   A child spec. The id is the `:topology` (libcluster gives each topology
@@ -234,14 +241,13 @@ defmodule Caravan.Cluster.DnsStrategy do
   def init(arg) do
     case Config.new(arg) do
       {:ok, config} ->
-        warn_if_not_distributed(config)
         Process.send_after(self(), :poll, Poll.first_delay(config.poll_interval))
         # nodeup events, to keep out nodes DNS no longer lists (see
         # Caravan.Cluster.Membership); leave requests arrive under this name.
         _ = :net_kernel.monitor_nodes(true)
-        _ = register_topology(config)
-        warn_otp_settings(config)
-        warn_name_mismatch(config)
+        _ = Leave.register(config)
+        Leave.warn_otp_settings(config)
+        Messages.warn_at_start(config)
 
         {:ok,
          %{
@@ -270,15 +276,6 @@ defmodule Caravan.Cluster.DnsStrategy do
       {:error, {_kind, message}} ->
         Logger.error("[caravan] #{inspect(__MODULE__)} not started: #{message}")
         {:stop, {:invalid_config, message}}
-    end
-  end
-
-  # Peers dial "<node_sname>-<port>@<host>": say so at start when this
-  # node's own name is not of that form.
-  defp warn_name_mismatch(config) do
-    case Probe.name_mismatch(node(), config.node_sname) do
-      nil -> :ok
-      problem -> Logger.warning("[caravan] topology #{config.topology}: #{problem}")
     end
   end
 
@@ -341,7 +338,7 @@ defmodule Caravan.Cluster.DnsStrategy do
         ),
       else: log(:debug, state.config, "#{from} asked this node to leave again")
 
-    leave_cluster()
+    Leave.leave()
     {:noreply, cancel_connects(state, Connector.pending(state.connector))}
   end
 
@@ -430,7 +427,7 @@ defmodule Caravan.Cluster.DnsStrategy do
     case Unreachable.failed(state.unreachable, node, now) do
       {true, unreachable} ->
         owner = self()
-        result = describe_failure(failure)
+        result = Messages.failure(failure)
         spawn(fn -> send(owner, {:caravan_why, node, result <> Probe.why(node)}) end)
         %{state | unreachable: unreachable}
 
@@ -439,10 +436,6 @@ defmodule Caravan.Cluster.DnsStrategy do
         state
     end
   end
-
-  defp describe_failure(false), do: ""
-  defp describe_failure(:timeout), do: "no answer within connect_timeout; "
-  defp describe_failure(other), do: "#{inspect(other)}; "
 
   # Silence is not health: a streak of polls that found no instances, or
   # only this node, is a warning once (Caravan.Cluster.Silence).
@@ -453,7 +446,7 @@ defmodule Caravan.Cluster.DnsStrategy do
 
     case event do
       {:start, kind} ->
-        Logger.warning("[caravan] topology #{config.topology}: #{silence_text(kind, config)}")
+        Logger.warning("[caravan] topology #{config.topology}: #{Messages.silence(kind, config)}")
         state
 
       {:end, _kind} ->
@@ -465,24 +458,6 @@ defmodule Caravan.Cluster.DnsStrategy do
 
       nil ->
         state
-    end
-  end
-
-  defp silence_text(kind, config) do
-    asked =
-      "#{Enum.map_join(config.queries, ", ", &inspect/1)} (nameservers: " <>
-        "#{if config.nameservers == [], do: "the system's resolv.conf", else: Enum.join(config.nameservers, ", ")})"
-
-    case kind do
-      :no_instances ->
-        "DNS has listed no instances for #{Silence.polls()} polls: #{asked} answers " <>
-          "NXDOMAIN/NODATA or no records; this node runs alone. Check the query " <>
-          "(e.g. _app._tcp.service.consul) and that the service is registered and healthy " <>
-          "(Caravan.diagnose() tells more)"
-
-      :only_self ->
-        "DNS has listed only this node (#{node()}) for #{Silence.polls()} polls: #{asked}; " <>
-          "the other instances are not registered or not healthy in DNS"
     end
   end
 
@@ -504,8 +479,9 @@ defmodule Caravan.Cluster.DnsStrategy do
     if result.authoritative? do
       connected = list_nodes(config)
       {membership, ask, force} = Membership.enforce(state.membership, connected)
-      Enum.each(ask, &ask_to_leave(config, &1))
-      state = disconnect_forced(%{state | membership: membership}, force)
+      Enum.each(ask, &Leave.ask(config, &1))
+      Enum.each(force, &Leave.disconnect(config, &1))
+      state = %{state | membership: membership}
 
       cancel_connects(
         state,
@@ -554,7 +530,7 @@ defmodule Caravan.Cluster.DnsStrategy do
         "again (a failed health check or readiness probe?)"
     )
 
-    if config.prune, do: leave_cluster()
+    if config.prune, do: Leave.leave()
     cancel_connects(state, Connector.pending(state.connector))
   end
 
@@ -564,140 +540,6 @@ defmodule Caravan.Cluster.DnsStrategy do
     )
 
     state
-  end
-
-  # Asks `node`'s strategy (same topology) to leave: it then runs
-  # global:disconnect/0, which drops it from every node without the
-  # overlapping-partition collateral an erlang:disconnect_node/1 from here
-  # would cause. Never sets up a connection (noconnect).
-  defp ask_to_leave(%Config{topology: topology} = config, node) do
-    _ =
-      :erlang.send({registered_name(topology), node}, {:caravan_leave, topology, node()}, [
-        :noconnect
-      ])
-
-    Logger.info(
-      "[caravan] topology #{topology}: asked #{node} to leave: DNS no longer lists it (prune: true)"
-    )
-
-    Caravan.Telemetry.execute(
-      [:caravan, :disconnect],
-      %{system_time: System.system_time()},
-      %{topology: config.topology, node: node, reason: :asked_to_leave}
-    )
-  end
-
-  # Nodes that did not leave when asked (no Caravan 1.2+ or OTP < 25.1
-  # there): disconnected from here through the :disconnect MFA.
-  defp disconnect_forced(state, []), do: state
-
-  defp disconnect_forced(%{config: %Config{disconnect: {m, f, a}} = config} = state, nodes) do
-    for node <- nodes do
-      result =
-        try do
-          if config.libcluster,
-            do:
-              Libcluster.disconnect(config.topology, config.disconnect, config.list_nodes, node),
-            else: apply(m, f, a ++ [node])
-        catch
-          kind, reason -> {:raised, Exception.format_banner(kind, reason)}
-        end
-
-      Caravan.Telemetry.execute(
-        [:caravan, :disconnect],
-        %{system_time: System.system_time()},
-        %{topology: config.topology, node: node, reason: :pruned}
-      )
-
-      Logger.warning(
-        "[caravan] topology #{config.topology}: #{node}, which DNS no longer lists, did not " <>
-          "leave when asked #{config.leave_after} times (prune: true); disconnected it " <>
-          "(#{inspect(result)})" <>
-          if(overlapping_partitions?(),
-            do:
-              ". With connect_all and prevent_overlapping_partitions on, OTP's global may " <>
-                "disconnect healthy peers as well",
-            else: ""
-          )
-      )
-    end
-
-    state
-  end
-
-  # This node leaves every node global knows, so that no other node sees
-  # a lost connection it must act on (global:disconnect/0, OTP 25.1+).
-  defp leave_cluster do
-    cond do
-      not Node.alive?() ->
-        :ok
-
-      function_exported?(:global, :disconnect, 0) ->
-        spawn(fn -> :global.disconnect() end)
-
-      true ->
-        for node <- Node.list(), do: :erlang.disconnect_node(node)
-    end
-
-    :ok
-  end
-
-  @doc false
-  # The name the strategy of `topology` registers on each node:
-  # :"Elixir.Caravan.Cluster.DnsStrategy.<topology>". Members send leave
-  # requests to it (prune), so every node of a cluster must use the same
-  # topology name, as one libcluster config does (see "Pruning").
-  @spec registered_name(atom()) :: atom()
-  def registered_name(topology) when is_atom(topology), do: :"#{__MODULE__}.#{topology}"
-
-  defp register_topology(config) do
-    Process.register(self(), registered_name(config.topology))
-    true
-  rescue
-    ArgumentError ->
-      Logger.warning(
-        "[caravan] topology #{config.topology}: #{inspect(registered_name(config.topology))} is " <>
-          "already registered (two strategies with one topology name?); this one will not " <>
-          "hear leave requests"
-      )
-
-      false
-  end
-
-  # Settings with which a prune cannot remove only the departed node.
-  defp warn_otp_settings(%Config{prune: true} = config) do
-    overlapping? = overlapping_partitions?()
-
-    unless function_exported?(:global, :disconnect, 0) do
-      Logger.warning(
-        "[caravan] topology #{config.topology}: prune: true on OTP " <>
-          "#{:erlang.system_info(:otp_release)} without global:disconnect/0 (OTP 25.1+): " <>
-          "this node cannot leave by itself; members disconnect it after " <>
-          "#{config.leave_after} polls" <>
-          if(overlapping?,
-            do:
-              ", and with connect_all and prevent_overlapping_partitions on, OTP's global " <>
-                "then disconnects healthy peers too. Upgrade OTP, or start nodes with " <>
-                "-kernel prevent_overlapping_partitions false",
-            else: ""
-          )
-      )
-    end
-  end
-
-  defp warn_otp_settings(_config), do: :ok
-
-  # OTP's global drops healthy peers on a disconnect (OTP 25's defaults).
-  defp overlapping_partitions? do
-    :application.get_env(:kernel, :prevent_overlapping_partitions, true) == true and
-      connect_all?()
-  end
-
-  defp connect_all? do
-    case :application.get_env(:kernel, :connect_all) do
-      {:ok, value} -> value == true
-      :undefined -> :init.get_argument(:connect_all) != {:ok, [[~c"false"]]}
-    end
   end
 
   # Stops the connects to `nodes` (Connector.cancel/2) and aborts a
@@ -733,30 +575,4 @@ defmodule Caravan.Cluster.DnsStrategy do
     log(level, state.config, message)
     %{state | warnings: warnings}
   end
-
-  # Once, when a topology starts (dns_cluster and libcluster warn too): a
-  # node without -name/-sname cannot connect to anything it finds.
-  defp warn_if_not_distributed(config) do
-    unless Node.alive?() do
-      Logger.warning(
-        "[caravan] topology #{config.topology}: this node is not distributed (started " <>
-          "without -name or -sname), so it will look up peers but cannot connect to them; " <>
-          "start it with -name <name>@<host> (or -sname) and Caravan's epmd module"
-      )
-    end
-  end
-
-  defp log(nil, _config, _message), do: :ok
-
-  # Under libcluster, debug lines follow `config :libcluster, debug: true`,
-  # as libcluster's own strategies do.
-  defp log(:debug, %Config{libcluster: true} = config, message) do
-    if Libcluster.debug?(),
-      do: Logger.debug("[caravan] topology #{config.topology}: #{message}")
-
-    :ok
-  end
-
-  defp log(level, config, message),
-    do: Logger.log(level, "[caravan] topology #{config.topology}: #{message}")
 end
