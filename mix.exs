@@ -59,8 +59,9 @@ defmodule Caravan.MixProject do
     ]
   end
 
-  # test/support makes TLS certificates with :public_key.
-  defp test_applications(:test), do: [:public_key]
+  # test/support makes TLS certificates with :public_key; the precompiled
+  # tests serve artifacts with :inets' httpd, over :ssl too.
+  defp test_applications(:test), do: [:public_key, :inets, :ssl]
   defp test_applications(_), do: []
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]

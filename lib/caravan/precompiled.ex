@@ -189,6 +189,7 @@ defmodule Caravan.Precompiled do
     url = String.trim_trailing(base, "/") <> "/" <> name
 
     with {:ok, ssl} <- http_options(URI.parse(url)) do
+      ensure_loadable([:crypto, :public_key, :ssl, :inets])
       {:ok, _} = Application.ensure_all_started(:inets)
       {:ok, _} = Application.ensure_all_started(:ssl)
       # A profile of our own: no connection kept alive by other :httpc users
@@ -294,5 +295,15 @@ defmodule Caravan.Precompiled do
     end
   rescue
     error -> {:error, "cannot read the OS's CA certificates: #{Exception.message(error)}"}
+  end
+
+  # Elixir 1.15+ prunes OTP applications that the project does not depend
+  # on from Mix's code path; Mix.ensure_application!/1 (1.15+) puts them
+  # back, as Mix does for its own :httpc use. On 1.14 they are there.
+  defp ensure_loadable(apps) do
+    if function_exported?(Mix, :ensure_application!, 1),
+      do: Enum.each(apps, &apply(Mix, :ensure_application!, [&1]))
+
+    :ok
   end
 end

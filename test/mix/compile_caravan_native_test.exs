@@ -305,9 +305,12 @@ defmodule Mix.Tasks.Compile.CaravanNativeTest do
     end
   end
 
+  # The source files under `dirs` (no git needed: the OTP legs' chroots
+  # have none), relative to the checkout.
   defp git_files(dirs) do
-    {out, 0} = System.cmd("git", ["ls-files" | dirs], cd: @root)
-    String.split(out, "\n", trim: true)
+    for dir <- dirs,
+        file <- Path.wildcard(Path.join([@root, dir, "**", "*.{ex,rs}"])),
+        do: Path.relative_to(file, @root)
   end
 
   defp probe_script do
@@ -351,7 +354,7 @@ defmodule Mix.Tasks.Compile.CaravanNativeTest do
       ["-noshell", "-name", "app-4871@127.0.0.1", "-start_epmd", "false"] ++
         ["-epmd_module", "Elixir.Caravan.Epmd.Client", "-setcookie", "caravan_pkg_test"] ++
         Enum.flat_map(ebins, &["-pa", &1]) ++
-        Enum.flat_map([:elixir, :logger], &["-pa", to_string(:code.lib_dir(&1, :ebin))]) ++
+        Enum.flat_map([:elixir, :logger], &["-pa", Application.app_dir(&1, "ebin")]) ++
         ["-eval", eval],
       stderr_to_stdout: true
     )

@@ -417,8 +417,9 @@ defmodule Caravan.Test.Lab do
       :logger.add_primary_filter(:no_progress, {&:logger_filters.progress/2, :stop})
       # The node's own console stays quiet (its output reaches the test
       # runner's); the probe records what the tests look at.
-      Logger.configure_backend(:console, level: :error)
-      :logger.set_handler_config(:default, :level, :error)
+      for id <- :logger.get_handler_ids(),
+          do: :logger.set_handler_config(id, :level, :error)
+
       :ok = :logger.add_handler(@name, __MODULE__, %{level: :all})
       :ok
     end

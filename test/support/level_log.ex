@@ -29,9 +29,13 @@ defmodule Caravan.Test.LevelLog do
     :logger.add_primary_filter(:no_progress, {&:logger_filters.progress/2, :stop})
     :ok = :logger.add_handler(@name, __MODULE__, %{level: :all})
     :ok = :logger.set_primary_config(:level, :debug)
-    # The console keeps printing only warnings and above.
-    Logger.configure_backend(:console, level: :warning)
-    :logger.set_handler_config(:default, :level, :warning)
+    # The console keeps printing only warnings and above: every :logger
+    # handler already there (OTP's `default`, through which Elixir 1.15+
+    # prints, or Elixir 1.14's `Logger` handler in front of the console).
+    for id <- :logger.get_handler_ids(),
+        id != @name,
+        do: :logger.set_handler_config(id, :level, :warning)
+
     :ok
   end
 

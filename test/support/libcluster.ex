@@ -10,7 +10,7 @@ defmodule Caravan.Test.Libcluster do
   """
 
   @sources Enum.map(
-             ["cluster_strategy.ex", "telemetry.ex"],
+             ["telemetry.ex", "cluster_strategy.ex"],
              &Path.expand("../libcluster_standin/" <> &1, __DIR__)
            )
   @modules [Cluster.Strategy, Cluster.Strategy.State, :telemetry]

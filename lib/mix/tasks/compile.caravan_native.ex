@@ -110,11 +110,18 @@ defmodule Mix.Tasks.Compile.CaravanNative do
     end
   end
 
-  # Mix gives a dependency's project its :app_path (Mix.Dep.in_dependency/3:
-  # the dependency's directory under the parent's build path). It is one of
-  # Mix.Project's private keys, dropped from a mix.exs, so the project being
-  # built has none. (:build_scm is not a test: it defaults to Mix.SCM.Path.)
-  defp top_level?, do: Mix.Project.config()[:app_path] == nil
+  # Whether Caravan is the project being built rather than a dependency.
+  # Mix gives a dependency's project an :app_path on some Elixir versions
+  # (Mix.Dep.in_dependency/3, 1.14), and on every version a dependency is
+  # built under its parent's build path, outside its own directory (seen
+  # on Elixir 1.18, where :app_path is not set). (:build_scm is not a
+  # test: it defaults to Mix.SCM.Path.)
+  defp top_level? do
+    own_dir = Path.expand(Path.dirname(Mix.Project.project_file()))
+    build = Path.expand(Mix.Project.build_path())
+
+    Mix.Project.config()[:app_path] == nil and String.starts_with?(build, own_dir <> "/")
+  end
 
   defp force_build do
     cond do
