@@ -68,20 +68,26 @@ defmodule Caravan.Diagnose do
       "  connected:      #{connected()}"
     ]
 
+    # Named, so the `and`/`&&` mix below formats the same on every Elixir.
+    other_epmd? = Node.alive?() and epmd != Caravan.Epmd.Client
+
+    nothing_registered? =
+      Node.alive?() and epmd == Caravan.Epmd.Client and registered == {:ok, []}
+
     problems =
       Enum.reject(
         [
           not Node.alive?() &&
             "this node is not distributed (#{node()}): in a release set " <>
               "RELEASE_DISTRIBUTION=name and RELEASE_NODE=app-4370@<host> in rel/env.sh.eex",
-          Node.alive?() and epmd != Caravan.Epmd.Client &&
+          other_epmd? &&
             "the epmd module is #{inspect(epmd)}, not Caravan's: add " <>
               "\"-start_epmd false -epmd_module Elixir.Caravan.Epmd.Client\" to " <>
               "rel/vm.args.eex and rel/remote.vm.args.eex",
           no_epmd? &&
             "-no_epmd is set: OTP then never starts the epmd module, so " <>
               "-caravan_nameservers is not read; use -start_epmd false instead",
-          Node.alive?() and epmd == Caravan.Epmd.Client and registered == {:ok, []} &&
+          nothing_registered? &&
             "the epmd module registered no name: distribution did not start through it"
         ],
         &(&1 in [false, nil])
