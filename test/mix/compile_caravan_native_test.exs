@@ -146,8 +146,14 @@ defmodule Mix.Tasks.Compile.CaravanNativeTest do
       data = File.read!(artifact)
       # One byte flipped in the middle of the compressed library.
       at = div(byte_size(data), 2)
-      <<head::binary-size(at), byte, rest::binary>> = data
-      bad = head <> <<Bitwise.bxor(byte, 0xFF)>> <> rest
+      # binary_part/3, not a size(at) pattern: Elixir 1.20 wants ^at there,
+      # which 1.14 does not take.
+      <<byte>> = binary_part(data, at, 1)
+
+      bad =
+        binary_part(data, 0, at) <>
+          <<Bitwise.bxor(byte, 0xFF)>> <> binary_part(data, at + 1, byte_size(data) - at - 1)
+
       File.write!(Path.join(bad_dir, Path.basename(artifact)), bad)
       File.rm_rf!(installed(app))
 
