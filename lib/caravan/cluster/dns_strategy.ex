@@ -343,8 +343,10 @@ defmodule Caravan.Cluster.DnsStrategy do
   end
 
   def handle_info({:caravan_why, node, why}, %{config: config} = state) do
-    Logger.warning(
-      "[caravan] topology #{config.topology}: cannot connect to #{node}: #{why} " <>
+    log(
+      :warning,
+      config,
+      "cannot connect to #{node}: #{why} " <>
         "(reported again every #{div(config.report_interval, 1000)} s while DNS lists it " <>
         "and it stays unreachable)"
     )
@@ -446,13 +448,11 @@ defmodule Caravan.Cluster.DnsStrategy do
 
     case event do
       {:start, kind} ->
-        Logger.warning("[caravan] topology #{config.topology}: #{Messages.silence(kind, config)}")
+        log(:warning, config, "#{Messages.silence(kind, config)}")
         state
 
       {:end, _kind} ->
-        Logger.info(
-          "[caravan] topology #{config.topology}: DNS lists #{length(result.found)} node(s) again"
-        )
+        log(:info, config, "DNS lists #{length(result.found)} node(s) again")
 
         state
 
@@ -495,8 +495,10 @@ defmodule Caravan.Cluster.DnsStrategy do
   defp membership_event({:departed, nodes}, %{config: config} = state) do
     if config.prune,
       do:
-        Logger.info(
-          "[caravan] topology #{config.topology}: DNS no longer lists #{Enum.join(nodes, ", ")}; " <>
+        log(
+          :info,
+          config,
+          "DNS no longer lists #{Enum.join(nodes, ", ")}; " <>
             "keeping it out (prune: true) until DNS lists it again"
         )
 
@@ -524,8 +526,10 @@ defmodule Caravan.Cluster.DnsStrategy do
         do: "left the cluster (prune: true) and stopped connecting",
         else: "stopped connecting (prune: false: existing connections stay)"
 
-    Logger.warning(
-      "[caravan] topology #{config.topology}: DNS has not listed this node (#{node()}) in " <>
+    log(
+      :warning,
+      config,
+      "DNS has not listed this node (#{node()}) in " <>
         "#{config.leave_after} authoritative answers in a row; #{action} until DNS lists it " <>
         "again (a failed health check or readiness probe?)"
     )
@@ -535,9 +539,7 @@ defmodule Caravan.Cluster.DnsStrategy do
   end
 
   defp membership_event(:back, %{config: config} = state) do
-    Logger.info(
-      "[caravan] topology #{config.topology}: DNS lists this node again; connecting again"
-    )
+    log(:info, config, "DNS lists this node again; connecting again")
 
     state
   end

@@ -13,6 +13,8 @@ defmodule Caravan.Cluster.Leave do
 
   require Logger
 
+  import Caravan.Cluster.Log, only: [log: 3]
+
   alias Caravan.Cluster.{Config, Libcluster}
 
   # The name the strategy of `topology` registers on each node:
@@ -31,8 +33,10 @@ defmodule Caravan.Cluster.Leave do
     true
   rescue
     ArgumentError ->
-      Logger.warning(
-        "[caravan] topology #{config.topology}: #{inspect(registered_name(config.topology))} is " <>
+      log(
+        :warning,
+        config,
+        "#{inspect(registered_name(config.topology))} is " <>
           "already registered (two strategies with one topology name?); this one will not " <>
           "hear leave requests"
       )
@@ -94,8 +98,10 @@ defmodule Caravan.Cluster.Leave do
       %{topology: config.topology, node: node, reason: :pruned}
     )
 
-    Logger.warning(
-      "[caravan] topology #{config.topology}: #{node}, which DNS no longer lists, did not " <>
+    log(
+      :warning,
+      config,
+      "#{node}, which DNS no longer lists, did not " <>
         "leave when asked #{config.leave_after} times (prune: true); disconnected it " <>
         "(#{inspect(result)})" <>
         if(overlapping_partitions?(),
@@ -112,8 +118,10 @@ defmodule Caravan.Cluster.Leave do
   @spec warn_otp_settings(Config.t()) :: :ok
   def warn_otp_settings(%Config{prune: true} = config) do
     unless function_exported?(:global, :disconnect, 0) do
-      Logger.warning(
-        "[caravan] topology #{config.topology}: prune: true on OTP " <>
+      log(
+        :warning,
+        config,
+        "prune: true on OTP " <>
           "#{:erlang.system_info(:otp_release)} without global:disconnect/0 (OTP 25.1+): " <>
           "this node cannot leave by itself; members disconnect it after " <>
           "#{config.leave_after} polls" <>

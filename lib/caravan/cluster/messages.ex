@@ -4,7 +4,7 @@ defmodule Caravan.Cluster.Messages do
   # mistake (at start, on a failed connect, on a silent DNS), each naming
   # the cause and the fix. The strategy decides when to say them.
 
-  require Logger
+  import Caravan.Cluster.Log, only: [log: 3]
 
   alias Caravan.Cluster.{Config, Silence}
   alias Caravan.Diagnose.Probe
@@ -61,5 +61,5 @@ defmodule Caravan.Cluster.Messages do
   end
 
   defp warn(config, message),
-    do: Logger.warning("[caravan] topology #{config.topology}: #{message}")
+    do: log(:warning, config, "#{message}")
 end
