@@ -193,6 +193,10 @@ defmodule Caravan.Native do
     # %{started: boolean, in_flight: lookups spawned and not yet replied}.
     def runtime_info, do: load_and_call(:runtime_info, [])
 
+    # Forgets which SRV queries go straight to TCP (their last complete
+    # answer did not fit UDP); returns how many were remembered.
+    def forget_transports, do: load_and_call(:forget_transports, [])
+
     # Panics on purpose in the NIF call (:nif, raises :nif_panicked) or in
     # a runtime task (:runtime, returns {:ok, ref}; the reply is
     # {:caravan_srv, ref, {:error, {:internal, message}}}), to check that a

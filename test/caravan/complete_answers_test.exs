@@ -13,6 +13,13 @@ defmodule Caravan.CompleteAnswersTest do
   @ip {127, 0, 3, 2}
   @port 8612
 
+  # Every test starts with no memory of which queries needed TCP
+  # (caravan_core::tcp_first), so the counts below are per test.
+  setup do
+    Caravan.Native.forget_transports()
+    :ok
+  end
+
   describe "against the Consul stand-in" do
     for n <- [40, 500], form <- [:node, :addr] do
       @tag n: n, form: form
@@ -30,8 +37,16 @@ defmodule Caravan.CompleteAnswersTest do
           assert Enum.sort(peers) == Enum.sort(expected)
         end
 
-        # One UDP query and one TCP confirmation per lookup.
+        # One UDP query and one TCP confirmation per query form...
         assert ConsulDns.queries(server) == %{udp: 2, tcp: 2}
+
+        # ... and then one query per lookup: straight over TCP, since the
+        # last complete answer to the same query did not fit UDP.
+        assert {:ok, peers} =
+                 Caravan.DnsClient.Native.get_nodes("web.service.consul", nameservers: [ns])
+
+        assert Enum.sort(peers) == Enum.sort(expected)
+        assert ConsulDns.queries(server) == %{udp: 2, tcp: 3}
       end
     end
 
@@ -49,17 +64,24 @@ defmodule Caravan.CompleteAnswersTest do
       assert length(peers) == 40
       assert {20_001, "fd00::1"} in peers
 
-      # Two instances fit the UDP answer with room to spare: no TCP.
+      assert ConsulDns.queries(server) == %{udp: 1, tcp: 1}
+
+      # Two instances fit the UDP answer with room to spare. The lookup
+      # after the shrink still goes straight over TCP (the last complete
+      # answer did not fit UDP); its answer fits, so the next is on UDP
+      # alone.
       :ok = ConsulDns.set_instances(server, 2)
+      opts = [nameservers: [ConsulDns.nameserver(server)]]
 
-      assert {:ok, records} =
-               Caravan.DNS.lookup_srv("web.service.consul",
-                 nameservers: [ConsulDns.nameserver(server)]
-               )
+      assert {:ok, records} = Caravan.DNS.lookup_srv("web.service.consul", opts)
+      assert length(records) == 2
+      assert Enum.all?(records, &(&1.transport == "tcp"))
+      assert ConsulDns.queries(server) == %{udp: 1, tcp: 2}
 
+      assert {:ok, records} = Caravan.DNS.lookup_srv("web.service.consul", opts)
       assert length(records) == 2
       assert Enum.all?(records, &(&1.transport == "udp"))
-      assert %{tcp: 1} = ConsulDns.queries(server)
+      assert ConsulDns.queries(server) == %{udp: 2, tcp: 2}
     end
 
     test "a changed instance set is seen at the next lookup" do
@@ -152,6 +174,18 @@ defmodule Caravan.CompleteAnswersTest do
       assert Enum.all?(records, &(&1.transport == "tcp"))
       # The UDP query (TC set) and its TCP confirmation.
       assert length(Regex.scan(~r/query\[SRV\] _big\._tcp/, drain_log(dns))) == 2
+
+      # Then one query per lookup, straight over TCP (issue 14: a poll
+      # whose answer outgrew UDP costs one query, not two).
+      for _ <- 1..4 do
+        assert {:ok, records} =
+                 Caravan.DNS.lookup_srv("_big._tcp.service.consul", nameservers: [ns])
+
+        assert length(records) == 64
+        assert Enum.all?(records, &(&1.transport == "tcp"))
+      end
+
+      assert length(Regex.scan(~r/query\[SRV\] _big\._tcp/, drain_log(dns))) == 4
     end
   end
 

@@ -15,7 +15,10 @@
 //!   answer is read.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
 
 use hickory_resolver::proto::op::{Edns, Message, MessageType, Query, ResponseCode};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
@@ -24,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::resolver::{LookupError, EDNS_PAYLOAD_LEN};
+use crate::tcp_first::{Key, TcpFirst};
 use crate::trim::{self, Doubt, ReplyShape};
 
 /// The largest DNS message (RFC 1035 4.2.2: two-byte length over TCP).
@@ -60,16 +64,19 @@ pub struct Answer {
 }
 
 /// Asks `server` for the `record_type` records of `name`: over UDP first,
-/// over TCP when [`trim::may_be_trimmed`] doubts the UDP answer. `udp_try`
-/// bounds the UDP exchange, `tcp_try` the TCP one: give TCP room for one
-/// SYN retransmission (1 s, RFC 6298 2.1), which is what a client gets
-/// from a server whose listen queue is full (dnsmasq under a burst of
-/// nodes polling at once).
+/// over TCP when [`trim::may_be_trimmed`] doubts the UDP answer; straight
+/// over TCP when the last complete answer to this query at this server
+/// needed it ([`crate::tcp_first`]), so a poll whose answer outgrew UDP
+/// costs one query, not two. `udp_try` bounds the UDP exchange, `tcp_try`
+/// the TCP one: give TCP room for one SYN retransmission (1 s, RFC 6298
+/// 2.1), which is what a client gets from a server whose listen queue is
+/// full (dnsmasq under a burst of nodes polling at once).
 ///
 /// Errors: [`LookupError::Timeout`], [`LookupError::Transport`] (refused
 /// port, reset, malformed reply; the message names `server`),
 /// [`LookupError::ServerFailure`] (an RCODE other than NOERROR/NXDOMAIN).
-/// NXDOMAIN comes back as an `Ok` answer for the caller to read.
+/// NXDOMAIN comes back as an `Ok` answer for the caller to read. A direct
+/// TCP exchange that fails is forgotten, so the next query starts on UDP.
 pub async fn query(
     server: SocketAddr,
     name: &Name,
@@ -78,6 +85,30 @@ pub async fn query(
     tcp_try: Duration,
 ) -> Result<Answer, LookupError> {
     let request = request(name, record_type);
+    let key = Key::new(server, &name.to_ascii(), u16::from(record_type));
+    let remembered = TCP_FIRST.lock().lookup(&key, Instant::now());
+    if let Some(entry) = remembered {
+        tracing::debug!(%server, %name, "the last answer needed TCP; asking over TCP directly");
+        let direct = bounded(tcp_try, server, "TCP", tcp_exchange(server, &request))
+            .await
+            .and_then(|bytes| parse(server, &request, &bytes));
+        let (message, size) = match direct {
+            Ok(reply) => reply,
+            Err(err) => {
+                TCP_FIRST.lock().forget(&key);
+                return Err(err);
+            }
+        };
+        learn(key, record_type, &message, size, entry.has_opt);
+        return checked(
+            server,
+            Answer {
+                message,
+                transport: Transport::Tcp,
+                doubt: Some(Doubt::Remembered),
+            },
+        );
+    }
     let udp = bounded(
         udp_try,
         server,
@@ -86,6 +117,7 @@ pub async fn query(
     )
     .await?;
     let (message, size) = parse(server, &request, &udp)?;
+    let has_opt = message.edns.is_some();
     let doubt = if record_type == RecordType::SRV {
         trim::may_be_trimmed(&shape(&message, size), EDNS_PAYLOAD_LEN)
     } else if message.metadata.truncation {
@@ -115,7 +147,8 @@ pub async fn query(
         ),
     }
     let tcp = bounded(tcp_try, server, "TCP", tcp_exchange(server, &request)).await?;
-    let (message, _) = parse(server, &request, &tcp)?;
+    let (message, size) = parse(server, &request, &tcp)?;
+    learn(key, record_type, &message, size, has_opt);
     checked(
         server,
         Answer {
@@ -124,6 +157,39 @@ pub async fn query(
             doubt: Some(doubt),
         },
     )
+}
+
+/// The queries that go straight to TCP, shared by every lookup of the VM.
+static TCP_FIRST: Lazy<Mutex<TcpFirst>> = Lazy::new(|| Mutex::new(TcpFirst::new()));
+
+/// Remembers whether a UDP reply of the complete `message` (`size` bytes)
+/// would be doubted, given the EDNS0 support (`has_opt`) the server showed.
+fn learn(key: Key, record_type: RecordType, message: &Message, size: usize, has_opt: bool) {
+    let needs_tcp = if record_type == RecordType::SRV {
+        let as_udp = ReplyShape {
+            truncated: false,
+            has_opt,
+            ..shape(message, size)
+        };
+        trim::may_be_trimmed(&as_udp, EDNS_PAYLOAD_LEN).is_some()
+    } else {
+        size > usize::from(EDNS_PAYLOAD_LEN)
+    };
+    if needs_tcp {
+        tracing::debug!(%size, "the complete answer does not fit UDP; the next query goes over TCP directly");
+    }
+    TCP_FIRST
+        .lock()
+        .learn(key, needs_tcp, has_opt, Instant::now());
+}
+
+/// Forgets which queries needed TCP: every next query starts on UDP.
+/// Returns how many were remembered. For tests (the NIF test hooks).
+pub fn forget_transports() -> usize {
+    let mut memory = TCP_FIRST.lock();
+    let remembered = memory.len();
+    memory.clear();
+    remembered
 }
 
 /// A query for `name` with EDNS0 ([`EDNS_PAYLOAD_LEN`]) and RD set.

@@ -6,6 +6,8 @@
 //! - [`resolver`]: SRV and host lookups, and their typed errors.
 //! - [`discovery`]: the SRV query's transport (UDP, confirmed over a fresh
 //!   TCP connection when [`trim`] doubts the answer).
+//! - [`tcp_first`]: which queries go straight to TCP (their last complete
+//!   answer did not fit UDP).
 //! - [`target`]: SRV targets -> the host part of node names (Consul
 //!   `.addr.` decoding, the `node_host` choice).
 //! - [`trace`]: the `tracing` events of one lookup, as lines for Elixir's
@@ -15,5 +17,6 @@ pub mod discovery;
 pub mod node_name;
 pub mod resolver;
 pub mod target;
+pub mod tcp_first;
 pub mod trace;
 pub mod trim;

@@ -54,6 +54,9 @@ pub enum Doubt {
     /// No OPT record came back and the answer holds at least
     /// [`UDP_ANSWER_LIMIT`] SRV records: it may have been cut by count.
     AnswerLimit,
+    /// The last complete answer to the same query at the same server did
+    /// not fit a UDP reply ([`crate::tcp_first`]): asked over TCP directly.
+    Remembered,
 }
 
 impl Doubt {
@@ -63,6 +66,7 @@ impl Doubt {
             Self::Truncated => "truncated",
             Self::NearPayload => "near_payload",
             Self::AnswerLimit => "answer_limit",
+            Self::Remembered => "remembered",
         }
     }
 }

@@ -197,6 +197,15 @@ mod test_hooks {
         .map_err(|_| rustler::Error::BadArg)
     }
 
+    /// `forget_transports() :: non_neg_integer`: forgets which SRV queries
+    /// go straight to TCP (`caravan_core::tcp_first`), so the next query of
+    /// each starts on UDP; returns how many were remembered. For tests that
+    /// count a lookup's UDP and TCP queries.
+    #[rustler::nif]
+    fn forget_transports() -> usize {
+        caravan_core::discovery::forget_transports()
+    }
+
     /// `__panic__(:nif | :runtime)`: panics on purpose, for the tests that
     /// check a panic in Rust becomes an Elixir error. `:nif` panics in the
     /// NIF call itself (rustler raises `:nif_panicked`); `:runtime` returns
