@@ -40,7 +40,7 @@ out = opts[:out] || Path.join([bench_dir, "results", if(quick, do: "quick.md", e
 systems = Formation.systems()
 started = System.monotonic_time(:millisecond)
 
-records = Formation.dns_records(sizes ++ [join_formed + 1])
+records = Formation.dns_records(sizes ++ [join_formed + 1], reps)
 
 # One dnsmasq per DNS-using system, both with dnsmasq's default limits (20
 # TCP connections, 150 concurrent forwards): what one system does to its
@@ -82,6 +82,7 @@ indexed = Enum.with_index(nodes, 1)
         rounds =
           for rep <- 1..reps,
               system <- if(rem(rep, 2) == 1, do: systems, else: Enum.reverse(systems)) do
+            ctx = Map.put(ctx, :rep, rep)
             result = Formation.formation(members, system, ctx, if(rep == 1, do: rest_ms, else: 0))
             Formation.say("N=#{n} rep #{rep}", system, result)
             {system, result}
@@ -100,7 +101,7 @@ indexed = Enum.with_index(nodes, 1)
           system <- if(rem(rep, 2) == 1, do: join_systems, else: Enum.reverse(join_systems)),
           reduce: %{} do
         acc ->
-          ms = Formation.join(formed, joiner, system, ctx)
+          ms = Formation.join(formed, joiner, system, Map.put(ctx, :rep, rep))
           Formation.say("join #{join_formed}+1 rep #{rep}", system, ms)
           Map.update(acc, system, [ms], &[ms | &1])
       end

@@ -3,7 +3,9 @@ defmodule Caravan.Bench.Formation do
   # Cluster formation and join, four systems side by side on the same booted
   # nodes (127.0.2.i, distribution port 4370 each, +S 1:1, no epmd):
   #
-  #   caravan    Caravan.Cluster.DnsStrategy: SRV _formN._tcp.service.consul,
+  #   caravan    Caravan.Cluster.DnsStrategy: SRV _formN-rR._tcp.service.consul
+  #              (a name per repetition R: every round starts as a boot does,
+  #              with no memory of which queries needed TCP),
   #              nodes bench-4370@fI.node.dc1.consul (peers' hosts resolved by
   #              Caravan's epmd module through -caravan_nameservers)
   #   dns_poll   Caravan.Bench.DnsPollLike, what libcluster 3.5.0's DNSPoll
@@ -27,18 +29,18 @@ defmodule Caravan.Bench.Formation do
   def poll_interval, do: @poll
   def ip(i), do: {127, 0, 2, i}
   defp host(i), do: "f#{i}.node.dc1.consul"
-  defp srv_query(n), do: "_form#{n}._tcp.service.consul"
+  defp srv_query(n, rep), do: "_form#{n}-r#{rep}._tcp.service.consul"
   defp a_query(n), do: "form#{n}.bench.consul"
 
   defp name(:caravan, i), do: :"bench-#{@port}@#{host(i)}"
   defp name(_other, i), do: :"bench-#{@port}@127.0.2.#{i}"
 
-  @doc "dnsmasq's records for clusters of the given sizes: `[srv: ..., hosts: ...]`."
-  def dns_records(sizes) do
+  @doc "dnsmasq's records for clusters of the given sizes and `reps` repetitions: `[srv: ..., hosts: ...]`."
+  def dns_records(sizes, reps) do
     max = Enum.max(sizes)
 
     [
-      srv: for(n <- sizes, i <- 1..n, do: {srv_query(n), host(i), @port}),
+      srv: for(n <- sizes, rep <- 1..reps, i <- 1..n, do: {srv_query(n, rep), host(i), @port}),
       hosts:
         for(i <- 1..max, do: {host(i), ip_text(i)}) ++
           for(n <- sizes, i <- 1..n, do: {a_query(n), ip_text(i)})
@@ -47,13 +49,18 @@ defmodule Caravan.Bench.Formation do
 
   defp ip_text(i), do: ip(i) |> :inet.ntoa() |> to_string()
 
-  defp strategy_opts(:caravan, n, _names, ns),
-    do: [query: srv_query(n), node_sname: "bench", nameservers: [ns], poll_interval: @poll]
+  defp strategy_opts(:caravan, n, _names, ctx),
+    do: [
+      query: srv_query(n, ctx.rep),
+      node_sname: "bench",
+      nameservers: [ctx.servers.caravan.nameserver],
+      poll_interval: @poll
+    ]
 
-  defp strategy_opts(:dns_poll, n, _names, _ns),
+  defp strategy_opts(:dns_poll, n, _names, _ctx),
     do: [query: a_query(n), node_basename: "bench-#{@port}", poll_interval: @poll]
 
-  defp strategy_opts(_floor, _n, names, _ns), do: [nodes: names]
+  defp strategy_opts(_floor, _n, names, _ctx), do: [nodes: names]
 
   @doc """
   One formation round of `system` on `members` (`[{node, index}]`), `n` of
@@ -64,7 +71,7 @@ defmodule Caravan.Bench.Formation do
     n = length(members)
     names = for {_, i} <- members, do: name(system, i)
     Peers.each(members, fn {node, i} -> call(node, :distribute, [name(system, i)]) end)
-    opts = strategy_opts(system, n, names, ctx.servers.caravan.nameserver)
+    opts = strategy_opts(system, n, names, ctx)
     nodes = Enum.map(members, &elem(&1, 0))
     t0 = System.os_time(:microsecond) + 200_000 + 5_000 * n
     cpu0 = cpu(nodes)
@@ -114,7 +121,7 @@ defmodule Caravan.Bench.Formation do
     call(joiner, :distribute, [:"warmup-4399@127.0.2.#{j}"])
     call(joiner, :undistribute, [])
     Peers.each(formed, fn {node, i} -> call(node, :distribute, [name(system, i)]) end)
-    opts = strategy_opts(system, n, names, ctx.servers.caravan.nameserver)
+    opts = strategy_opts(system, n, names, ctx)
     formed_nodes = Enum.map(formed, &elem(&1, 0))
     t0 = System.os_time(:microsecond) + 200_000 + 5_000 * n
     Peers.each(formed_nodes, &call(&1, :start_round, [system, n - 2, opts, t0, nil]))
