@@ -1,6 +1,8 @@
 defmodule Caravan.Cluster.Config do
   @moduledoc false
-  # The validated configuration of one `Caravan.Cluster.DnsStrategy` topology.
+  # One job: the validated configuration of one `Caravan.Cluster.DnsStrategy`
+  # topology, its defaults, and the order in which its keys are checked (the
+  # key list is Config.Keys', each value's check Config.Values').
   #
   # Built from libcluster's `%Cluster.Strategy.State{}` (its `:config` keyword
   # list holds the keys below) or from a keyword list when the strategy is
@@ -8,6 +10,9 @@ defmodule Caravan.Cluster.Config do
   # `:query` is kept as `:queries`, a list, so one topology may follow several
   # services.
 
+  import Caravan.Cluster.Config.Values
+
+  alias Caravan.Cluster.Config.Keys
   alias Caravan.DNS.Options
 
   @default_poll_interval 5_000
@@ -88,18 +93,10 @@ defmodule Caravan.Cluster.Config do
     do: invalid("expected a libcluster state or a keyword list, got: #{inspect(other)}")
 
   defp build(opts) do
-    # Caravan 1.x's first releases called the query :consul_service;
-    # libcluster's DNSPoll calls the interval :polling_interval.
-    opts = Keyword.put_new_lazy(opts, :query, fn -> opts[:consul_service] end)
-
-    opts =
-      if Keyword.has_key?(opts, :polling_interval),
-        do: Keyword.put_new(opts, :poll_interval, opts[:polling_interval]),
-        else: opts
-
+    opts = Keys.aliases(opts)
     defaults = %__MODULE__{}
 
-    with :ok <- known_keys(opts),
+    with :ok <- Keys.check(opts),
          {:ok, query} <-
            fetch(opts, :query, nil, &queries?/1, "a non-empty string or a list of them"),
          {:ok, record_type} <-
@@ -215,123 +212,9 @@ defmodule Caravan.Cluster.Config do
     end
   end
 
-  # Every key the strategy reads; anything else is a typo or a key of
-  # another strategy, refused so that it never passes silently.
-  @known_keys ~w(query consul_service node_sname node_host poll_interval nameservers timeout
-                 prune max_nodes connect_timeout connect_concurrency dns_client topology
-                 connect disconnect list_nodes report_interval record_type node_basename
-                 polling_interval leave_after)a
-
   @doc """
   The config keys a topology accepts (see `Caravan.Cluster.DnsStrategy`).
   """
   @spec known_keys() :: [atom()]
-  def known_keys, do: @known_keys
-
-  defp known_keys(opts) do
-    case Enum.uniq(for {key, _} <- opts, key not in @known_keys, do: key) do
-      [] ->
-        :ok
-
-      unknown ->
-        invalid(
-          Enum.map_join(unknown, "; ", fn key ->
-            "unknown key #{inspect(key)}" <>
-              case nearest_key(key) do
-                nil -> ""
-                near -> "; did you mean #{inspect(near)}?"
-              end
-          end) <> " (known keys: #{Enum.map_join(@known_keys, ", ", &inspect/1)})"
-        )
-    end
-  end
-
-  # The known key nearest to `key` (String.jaro_distance/2), if near at all.
-  defp nearest_key(key) do
-    name = to_string(key)
-    near = Enum.max_by(@known_keys, &String.jaro_distance(name, to_string(&1)))
-    if String.jaro_distance(name, to_string(near)) >= 0.7, do: near
-  end
-
-  # SRV records name nodes "<node_sname>-<port>@<target>"; A/AAAA records
-  # "<node_basename>@<ip>" (libcluster DNSPoll, dns_cluster), the basename
-  # defaulting to this node's name part as dns_cluster does.
-  defp names(opts, :srv) do
-    with {:ok, sname} <-
-           fetch(opts, :node_sname, nil, &sname/1, "a string matching ^[0-9A-Za-z_-]+$"),
-         do: {:ok, sname, nil}
-  end
-
-  defp names(opts, record_type) do
-    expected =
-      "a string matching ^[0-9A-Za-z_-]+$ whose trailing digits, if any, are a port " <>
-        "in 1..65535 (\"app\" listens on 4370, \"app-4371\" on 4371)"
-
-    default = if Node.alive?(), do: node() |> Atom.to_string() |> String.split("@") |> hd()
-
-    case fetch(opts, :node_basename, default, &basename?/1, expected) do
-      {:ok, basename} ->
-        {:ok, nil, basename}
-
-      {:error, {_kind, "missing " <> _}} ->
-        invalid(
-          "missing :node_basename; expected #{expected} (record_type: #{inspect(record_type)} " <>
-            "names nodes <node_basename>@<ip>; it defaults to this node's name part, but this " <>
-            "node is not distributed)"
-        )
-
-      error ->
-        error
-    end
-  end
-
-  # A custom :dns_client answers SRV queries; A/AAAA lookups are Caravan's own.
-  defp client_for(:srv, _opts), do: :ok
-
-  defp client_for(record_type, opts) do
-    if Keyword.has_key?(opts, :dns_client),
-      do:
-        invalid(
-          "invalid :dns_client: #{inspect(opts[:dns_client])} with record_type: " <>
-            "#{inspect(record_type)}; a :dns_client answers SRV lookups only (record_type: " <>
-            ":srv); remove it to look up A/AAAA records natively"
-        ),
-      else: :ok
-  end
-
-  defp fetch(opts, key, default, valid?, expected) do
-    case Keyword.get(opts, key, default) do
-      nil ->
-        invalid("missing #{inspect(key)}; expected #{expected}")
-
-      value ->
-        if valid?.(value),
-          do: {:ok, value},
-          else: invalid("invalid #{inspect(key)}: #{inspect(value)}; expected #{expected}")
-    end
-  end
-
-  defp invalid(message), do: {:error, {:invalid_option, message}}
-
-  defp prefix({:error, {_kind, message}}, key),
-    do: invalid("invalid #{inspect(key)}: " <> message)
-
-  defp prefix(ok, _key), do: ok
-
-  defp non_empty_string(value), do: is_binary(value) and String.trim(value) != ""
-  defp queries?([_ | _] = list), do: Enum.all?(list, &non_empty_string/1)
-  defp queries?(value), do: non_empty_string(value)
-  defp sname(value), do: is_binary(value) and value =~ ~r/\A[0-9A-Za-z_-]+\z/
-
-  defp basename?(value),
-    do: sname(value) and match?({:ok, _}, Caravan.Epmd.fetch_dist_port(value <> "@h"))
-
-  defp pos_int(value), do: is_integer(value) and value > 0
-  defp mfa?({m, f, a}), do: is_atom(m) and is_atom(f) and is_list(a)
-  defp mfa?(_), do: false
-
-  defp dns_client?(module) do
-    is_atom(module) and Code.ensure_loaded?(module) and
-      (function_exported?(module, :get_nodes, 1) or function_exported?(module, :get_nodes, 2))
-  end
+  defdelegate known_keys, to: Keys, as: :known
 end

@@ -1,9 +1,11 @@
 defmodule Caravan.Epmd.BootCheck do
   @moduledoc false
-  # Boot-time mistakes, caught by the epmd module with a message that names
-  # the fix. Runs before the file server and Logger exist (DESIGN.md), so
-  # it only reads :init arguments and prints with :erlang.display_string/1
-  # (through its callers or warn/1).
+  # Boot-time mistakes (unknown -caravan_* flags, -no_epmd, a name without
+  # a port, a port already taken), caught by the epmd module with a message
+  # that names the fix. Runs before the file server and Logger exist
+  # (DESIGN.md), so it only reads :init arguments and the kernel's
+  # environment, and prints with :erlang.display_string/1 (through its
+  # callers or warn/1).
 
   # The -caravan_* flags Caravan reads (Caravan.Epmd.HostResolver).
   @known_flags ~w(caravan_nameservers caravan_dns_timeout)
@@ -133,6 +135,75 @@ defmodule Caravan.Epmd.BootCheck do
   end
 
   defp srv_snames(_topologies), do: []
+
+  @doc """
+  Prints why the boot will fail when `port` (the port of node name
+  `name@host`) is already taken on the address distribution listens on
+  (`inet_dist_use_interface`, else any address): another process, or a
+  node with the same name still running. A probe listen, opened and
+  closed at once; it changes nothing, the distribution's own listen
+  decides. Returns `:ok`.
+  """
+  @spec port_in_use(atom() | charlist(), charlist(), :inet.port_number()) :: :ok
+  def port_in_use(name, host, port) do
+    {family, ip} = listen_address()
+
+    case :gen_tcp.listen(port, [family, ip: ip, reuseaddr: true]) do
+      {:ok, socket} ->
+        :gen_tcp.close(socket)
+        :ok
+
+      {:error, :eaddrinuse} ->
+        :erlang.display_string(
+          ~c"[caravan] cannot listen: port #{port} on #{:inet.ntoa(ip)}, the port of node " ++
+            ~c"name #{name}@#{host}, is already in use (eaddrinuse): another process, or a " ++
+            ~c"node with the same name, holds it. Stop it or choose another port in the " ++
+            ~c"node name." ++ several_nodes_hint(ip) ++ ~c"\n"
+        )
+
+        :ok
+
+      {:error, _other} ->
+        :ok
+    end
+  end
+
+  # Nodes on one host that share a port need an address each.
+  defp several_nodes_hint({0, 0, 0, 0}), do: several_nodes_hint(nil)
+  defp several_nodes_hint({0, 0, 0, 0, 0, 0, 0, 0}), do: several_nodes_hint(nil)
+
+  defp several_nodes_hint(nil),
+    do:
+      ~c" Several nodes on one host with the same port each need their own address: " ++
+        ~c"add -kernel inet_dist_use_interface '{127,0,0,2}' (the node's own IP) to " ++
+        ~c"vm.args."
+
+  defp several_nodes_hint(_ip), do: []
+
+  # The address and family of the distribution listen socket: the kernel's
+  # inet_dist_use_interface, else any address, IPv6 when -proto_dist names
+  # an inet6_* module (inet6_tcp, inet6_tls).
+  defp listen_address do
+    case :application.get_env(:kernel, :inet_dist_use_interface) do
+      {:ok, {_, _, _, _} = ip} ->
+        {:inet, ip}
+
+      {:ok, {_, _, _, _, _, _, _, _} = ip} ->
+        {:inet6, ip}
+
+      _ ->
+        inet6? =
+          case :init.get_argument(:proto_dist) do
+            {:ok, protos} ->
+              :lists.any(&:lists.prefix(~c"inet6", &1), :lists.append(protos))
+
+            :error ->
+              false
+          end
+
+        if inet6?, do: {:inet6, {0, 0, 0, 0, 0, 0, 0, 0}}, else: {:inet, {0, 0, 0, 0}}
+    end
+  end
 
   defp warn(message),
     do: :erlang.display_string(String.to_charlist("[caravan] warning: " <> message <> "\n"))

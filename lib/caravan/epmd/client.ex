@@ -136,7 +136,7 @@ defmodule Caravan.Epmd.Client do
 
       {:ok, port} ->
         Caravan.Epmd.BootCheck.name_without_port(name, host, port)
-        report_port_in_use(name, host, port)
+        Caravan.Epmd.BootCheck.port_in_use(name, host, port)
         {:ok, port}
 
       {:error, {_kind, message}} = error ->
@@ -145,67 +145,6 @@ defmodule Caravan.Epmd.Client do
         )
 
         error
-    end
-  end
-
-  # A probe listen on the address distribution uses, only to explain the
-  # boot failure that follows when the port is taken (another process, or
-  # a node with the same name still running). It changes nothing: the
-  # distribution's own listen decides.
-  defp report_port_in_use(name, host, port) do
-    {family, ip} = listen_address()
-
-    case :gen_tcp.listen(port, [family, ip: ip, reuseaddr: true]) do
-      {:ok, socket} ->
-        :gen_tcp.close(socket)
-
-      {:error, :eaddrinuse} ->
-        :erlang.display_string(
-          ~c"[caravan] cannot listen: port #{port} on #{:inet.ntoa(ip)}, the port of node " ++
-            ~c"name #{name}@#{host}, is already in use (eaddrinuse): another process, or a " ++
-            ~c"node with the same name, holds it. Stop it or choose another port in the " ++
-            ~c"node name." ++ several_nodes_hint(ip) ++ ~c"\n"
-        )
-
-      {:error, _other} ->
-        :ok
-    end
-  end
-
-  # Nodes on one host that share a port need an address each.
-  defp several_nodes_hint({0, 0, 0, 0}), do: several_nodes_hint(nil)
-  defp several_nodes_hint({0, 0, 0, 0, 0, 0, 0, 0}), do: several_nodes_hint(nil)
-
-  defp several_nodes_hint(nil),
-    do:
-      ~c" Several nodes on one host with the same port each need their own address: " ++
-        ~c"add -kernel inet_dist_use_interface '{127,0,0,2}' (the node's own IP) to " ++
-        ~c"vm.args."
-
-  defp several_nodes_hint(_ip), do: []
-
-  # The address and family of the distribution listen socket: the kernel's
-  # inet_dist_use_interface, else any address, IPv6 when -proto_dist names
-  # an inet6_* module (inet6_tcp, inet6_tls).
-  defp listen_address do
-    case :application.get_env(:kernel, :inet_dist_use_interface) do
-      {:ok, {_, _, _, _} = ip} ->
-        {:inet, ip}
-
-      {:ok, {_, _, _, _, _, _, _, _} = ip} ->
-        {:inet6, ip}
-
-      _ ->
-        inet6? =
-          case :init.get_argument(:proto_dist) do
-            {:ok, protos} ->
-              :lists.any(&:lists.prefix(~c"inet6", &1), :lists.append(protos))
-
-            :error ->
-              false
-          end
-
-        if inet6?, do: {:inet6, {0, 0, 0, 0, 0, 0, 0, 0}}, else: {:inet, {0, 0, 0, 0}}
     end
   end
 

@@ -19,8 +19,8 @@ defmodule Mix.Tasks.Caravan.Precompile do
   """
   use Mix.Task
 
+  alias Caravan.NativeBuild.Cargo
   alias Caravan.Precompiled
-  alias Mix.Tasks.Compile.CaravanNative
 
   @impl Mix.Task
   def run(args) do
@@ -39,14 +39,14 @@ defmodule Mix.Tasks.Caravan.Precompile do
     name =
       Precompiled.artifact_name("caravan_native", Mix.Project.config()[:version], nif, target)
 
-    library = CaravanNative.build_library(root, [])
+    library = Cargo.build_library(root, [])
     data = Precompiled.pack(library, name)
     File.mkdir_p!(output)
     artifact = Path.join(output, name)
     File.write!(artifact, data)
 
     sum = Precompiled.checksum(data)
-    checksum_file = Path.join(root, CaravanNative.checksum_file())
+    checksum_file = Path.join(root, Precompiled.checksum_file())
     checksums = Precompiled.read_checksums(checksum_file)
     Precompiled.write_checksums(checksum_file, Map.put(checksums, name, sum))
 

@@ -50,10 +50,10 @@ defmodule Mix.Tasks.Compile.CaravanNative do
   """
   use Mix.Task.Compiler
 
+  alias Caravan.NativeBuild.{Cargo, Plan}
   alias Caravan.Precompiled
 
   @crate "caravan_native"
-  @checksum_file "checksum-Elixir.Caravan.Native.exs"
   @manifest "compile.caravan_native"
 
   @impl Mix.Task.Compiler
@@ -61,7 +61,7 @@ defmodule Mix.Tasks.Compile.CaravanNative do
     {opts, _, _} = OptionParser.parse(args, switches: [force: :boolean])
     root = File.cwd!()
     output = output_path()
-    plan = plan(root)
+    plan = Plan.choose(root)
     clean_old_layout(root)
 
     if opts[:force] || stale?(plan, root, output) do
@@ -84,107 +84,10 @@ defmodule Mix.Tasks.Compile.CaravanNative do
     :ok
   end
 
-  @doc false
-  # The checksum file's name, at the project root (rustler_precompiled's).
-  def checksum_file, do: @checksum_file
-
   defp output_path,
     do: Path.join([Mix.Project.app_path(), "priv", "native", @crate <> ".so"])
 
   defp manifest_path, do: Path.join(Mix.Project.manifest_path(), @manifest)
-
-  # -- the choice -------------------------------------------------------------
-
-  # {:source, why} | {:precompiled, artifact, checksum, location} |
-  # {:unavailable, message}
-  defp plan(root) do
-    cond do
-      forced = force_build() ->
-        {:source, forced}
-
-      top_level?() ->
-        {:source, "Caravan is the project being built"}
-
-      true ->
-        precompiled_plan(root)
-    end
-  end
-
-  # Whether Caravan is the project being built rather than a dependency.
-  # Mix gives a dependency's project an :app_path on some Elixir versions
-  # (Mix.Dep.in_dependency/3, 1.14), and on every version a dependency is
-  # built under its parent's build path, outside its own directory (seen
-  # on Elixir 1.18, where :app_path is not set). (:build_scm is not a
-  # test: it defaults to Mix.SCM.Path.)
-  defp top_level? do
-    own_dir = Path.expand(Path.dirname(Mix.Project.project_file()))
-    build = Path.expand(Mix.Project.build_path())
-
-    Mix.Project.config()[:app_path] == nil and String.starts_with?(build, own_dir <> "/")
-  end
-
-  defp force_build do
-    cond do
-      System.get_env("CARAVAN_BUILD") in ["1", "true"] -> "CARAVAN_BUILD is set"
-      Application.get_env(:caravan, :build_from_source) == true -> "build_from_source: true"
-      true -> nil
-    end
-  end
-
-  defp precompiled_plan(root) do
-    version = Mix.Project.config()[:version]
-    target = Precompiled.target()
-    checksums = Precompiled.read_checksums(Path.join(root, @checksum_file))
-
-    with {:ok, nif} <- Precompiled.nif_version(),
-         name = Precompiled.artifact_name(@crate, version, nif, target),
-         {:ok, sum} <- Map.fetch(checksums, name) do
-      case location() do
-        nil -> {:unavailable, no_location_message(name)}
-        location -> {:precompiled, name, sum, location}
-      end
-    else
-      {:error, message} -> {:unavailable, "Caravan cannot use its native library: #{message}."}
-      :error -> {:source, "no precompiled library for #{target} in #{@checksum_file}"}
-    end
-  end
-
-  defp location do
-    cond do
-      path = env_or_config("CARAVAN_PRECOMPILED_PATH", :precompiled_path) ->
-        {:path, Path.expand(path)}
-
-      url = env_or_config("CARAVAN_PRECOMPILED_URL", :precompiled_url) ->
-        {:url, url}
-
-      url = Mix.Project.config()[:caravan_native][:base_url] ->
-        {:url, url}
-
-      true ->
-        nil
-    end
-  end
-
-  defp env_or_config(var, key) do
-    case System.get_env(var) do
-      value when value not in [nil, ""] -> value
-      _ -> Application.get_env(:caravan, key)
-    end
-  end
-
-  defp no_location_message(name) do
-    """
-    Caravan needs its native library #{name} and does not know where to get it.
-    Do one of these, then run mix compile again:
-      * a precompiled library from a mirror or release page (https, checked against
-        the package's #{@checksum_file}):
-          CARAVAN_PRECOMPILED_URL=https://host/path    or  config :caravan, precompiled_url: "..."
-      * a precompiled library from a local directory or file (air-gapped builds):
-          CARAVAN_PRECOMPILED_PATH=/path/to/dir        or  config :caravan, precompiled_path: "..."
-      * a source build (needs cargo #{rust_version!(File.cwd!())} or newer, https://rustup.rs):
-          CARAVAN_BUILD=1                              or  config :caravan, build_from_source: true
-    """
-  end
 
   defp plan_key({:source, _}), do: {:source, cargo_features()}
   defp plan_key({:precompiled, name, sum, _}), do: {:precompiled, name, sum}
@@ -236,13 +139,13 @@ defmodule Mix.Tasks.Compile.CaravanNative do
 
   defp execute({:source, why}, root) do
     Mix.shell().info("Compiling #{@crate} (cargo build --release; #{why})")
-    File.read!(build_library(root, cargo_features()))
+    File.read!(Cargo.build_library(root, cargo_features()))
   end
 
   defp execute({:precompiled, name, sum, location}, _root) do
     Mix.shell().info("Installing precompiled #{name} from #{describe(location)}")
 
-    with {:ok, data} <- Precompiled.fetch(name, location),
+    with {:ok, data} <- Precompiled.Fetch.fetch(name, location),
          :ok <- Precompiled.verify(data, name, sum),
          {:ok, library} <- Precompiled.unpack(data, name) do
       library
@@ -273,97 +176,6 @@ defmodule Mix.Tasks.Compile.CaravanNative do
   def test_hooks?,
     do: Mix.env() == :test or System.get_env("CARAVAN_TEST_HOOKS") in ["1", "true"]
 
-  @doc false
-  # Builds the release library with `features` (a list of cargo feature
-  # names) after checking cargo's version; returns the built file's path.
-  # Shared with `mix caravan.precompile`.
-  @spec build_library(Path.t(), [String.t()]) :: Path.t()
-  def build_library(root, features) do
-    cargo = cargo!(root)
-    target_dir = target_dir()
-
-    args =
-      ["build", "--release", "--package", @crate, "--locked"] ++
-        if(features == [], do: [], else: ["--features", Enum.join(features, ",")])
-
-    env = [{"CARGO_TARGET_DIR", target_dir}]
-
-    case System.cmd(cargo, args, cd: root, env: env, stderr_to_stdout: true, into: IO.stream()) do
-      {_, 0} -> :ok
-      {_, status} -> Mix.raise("cargo build of #{@crate} failed with exit status #{status}")
-    end
-
-    release = Path.join(target_dir, "release")
-
-    Enum.find(
-      Enum.map(["lib#{@crate}.so", "lib#{@crate}.dylib"], &Path.join(release, &1)),
-      &File.exists?/1
-    ) || Mix.raise("cargo reported success but no lib#{@crate} is in #{release}")
-  end
-
-  # Under Mix's build path, so a dependency's directory stays untouched.
-  defp target_dir do
-    case System.get_env("CARGO_TARGET_DIR") do
-      dir when dir not in [nil, ""] -> Path.expand(dir)
-      _ -> Path.join([Mix.Project.build_path(), "native", "target"])
-    end
-  end
-
-  defp cargo!(root) do
-    needed = rust_version!(root)
-
-    cargo =
-      System.find_executable("cargo") ||
-        Mix.raise("""
-        Caravan needs cargo #{needed} or newer to build its native library from source, \
-        and cargo is not on the PATH.
-        Install Rust (https://rustup.rs) and run mix compile again, or use a precompiled \
-        library (CARAVAN_PRECOMPILED_URL or CARAVAN_PRECOMPILED_PATH, without CARAVAN_BUILD).
-        """)
-
-    {out, status} = System.cmd(cargo, ["--version"], cd: root, stderr_to_stdout: true)
-
-    case Regex.run(~r/\Acargo (\d+)\.(\d+)\.(\d+)/, out) do
-      [_ | parts] when status == 0 ->
-        found = parts |> Enum.map(&String.to_integer/1) |> List.to_tuple()
-
-        if found < version_tuple(needed) do
-          Mix.raise("""
-          Caravan needs cargo #{needed} or newer to build its native library (rust-version \
-          in Caravan's Cargo.toml; its Cargo.lock and crates need it), and #{cargo} is \
-          #{Enum.join(parts, ".")}.
-          Update Rust (`rustup update stable`, https://rustup.rs) and run mix compile again, \
-          or use a precompiled library (CARAVAN_PRECOMPILED_URL or CARAVAN_PRECOMPILED_PATH, \
-          without CARAVAN_BUILD).
-          """)
-        end
-
-        cargo
-
-      _ ->
-        Mix.raise(
-          "Caravan could not tell cargo's version: `#{cargo} --version` exited with " <>
-            "#{status} and printed #{inspect(out)}; expected \"cargo #{needed}.0 (...)\" or newer"
-        )
-    end
-  end
-
-  defp rust_version!(root) do
-    file = Path.join(root, "Cargo.toml")
-
-    case Regex.run(~r/^rust-version\s*=\s*"(\d+\.\d+(?:\.\d+)?)"/m, File.read!(file)) do
-      [_, version] -> version
-      nil -> Mix.raise("#{file} declares no rust-version under [workspace.package]")
-    end
-  end
-
-  defp version_tuple(version) do
-    [major, minor, patch] =
-      (String.split(version, ".") ++ ["0"]) |> Enum.take(3) |> Enum.map(&String.to_integer/1)
-
-    {major, minor, patch}
-  end
-
   defp install(library, output) do
     # Until 2.0.0-dev the library was built into the source tree's priv/,
     # which Mix links as the build path's priv: never write through a link.
@@ -389,7 +201,7 @@ defmodule Mix.Tasks.Compile.CaravanNative do
       not File.exists?(old) ->
         :ok
 
-      top_level?() ->
+      Plan.top_level?() ->
         File.rm_rf!(old)
         if File.ls(Path.join(root, "priv")) == {:ok, []}, do: File.rmdir(Path.join(root, "priv"))
 
