@@ -148,7 +148,7 @@ defmodule Caravan.DnsClient.InetRes do
     for {port, target} <- srvs(msg) do
       case host(node_host, target, Map.get(addresses, String.downcase(target), [])) do
         {:ok, host} -> {port, host}
-        :error -> {:invalid, "SRV target #{inspect(target)} has no IP address (node_host: :ip)"}
+        :error -> Caravan.DnsClient.no_address(target)
       end
     end
   end
