@@ -52,7 +52,7 @@ defmodule Caravan.DNS do
   """
 
   require Logger
-  alias Caravan.DNS.Options
+  alias Caravan.DNS.{Options, VmNameservers}
 
   # How long past its own bound the caller waits for the native reply.
   @reply_grace 1_000
@@ -212,69 +212,17 @@ defmodule Caravan.DNS do
   `:nameservers` key works unchanged.
   """
   @spec vm_nameservers() :: [String.t()]
-  def vm_nameservers do
-    entries =
-      inetrc_nameservers() ++
-        List.wrap(safe_res_option(:nameservers)) ++ List.wrap(safe_res_option(:alt_nameservers))
+  def vm_nameservers, do: Enum.map(VmNameservers.parsed(), &Options.text/1)
 
-    for entry <- entries, {:ok, [text]} <- [Options.nameservers([entry])], uniq: true, do: text
-  end
-
-  defp or_vm_nameservers([]), do: vm_nameservers()
+  defp or_vm_nameservers([]), do: VmNameservers.parsed()
   defp or_vm_nameservers(nameservers), do: nameservers
 
-  defp safe_res_option(option) do
-    :inet_db.res_option(option)
-  catch
-    # inet_db not running (a bare VM at boot): no VM configuration.
-    _, _ -> []
-  end
-
-  # The nameserver lines of the VM's erl_inetrc, read once per path.
-  defp inetrc_nameservers do
-    case inetrc_path() do
-      nil ->
-        []
-
-      path ->
-        key = {__MODULE__, :inetrc, path}
-
-        case :persistent_term.get(key, nil) do
-          nil ->
-            found = read_inetrc(path)
-            :persistent_term.put(key, found)
-            found
-
-          found ->
-            found
-        end
-    end
-  end
-
-  defp inetrc_path do
-    case :application.get_env(:kernel, :inetrc) do
-      {:ok, path} when is_list(path) or is_binary(path) -> to_string(path)
-      _ -> System.get_env("ERL_INETRC")
-    end
-  end
-
-  defp read_inetrc(path) do
-    case :file.consult(path) do
-      {:ok, terms} ->
-        main = for {:nameserver, ip, port} <- terms, do: {ip, port}
-        main = main ++ for({:nameserver, ip} <- terms, do: {ip, 53})
-        alt = for {:alt_nameserver, ip, port} <- terms, do: {ip, port}
-        main ++ alt ++ for({:alt_nameserver, ip} <- terms, do: {ip, 53})
-
-      {:error, _} ->
-        []
-    end
-  end
-
   # A failed lookup's message names the nameservers asked (those the
-  # native message does not name already).
-  defp name_the_asked({:error, {kind, message}}, nameservers)
+  # native message does not name already), written from their parsed form.
+  defp name_the_asked({:error, {kind, message}}, parsed)
        when kind not in [:nxdomain, :nodata, :invalid_query, :invalid_nameserver, :invalid_option] do
+    nameservers = Enum.map(parsed, &Options.text/1)
+
     if nameservers != [] and Enum.all?(nameservers, &String.contains?(message, &1)) do
       {:error, {kind, message}}
     else

@@ -25,4 +25,15 @@ defmodule Caravan.DnsClient do
   @callback get_nodes(query :: String.t(), opts :: keyword()) :: result()
 
   @optional_callbacks get_nodes: 2
+
+  @doc false
+  # The `{:invalid, message}` entry for an SRV target with no IP address
+  # under `node_host: :ip`: the one wording of it, for both clients (the
+  # native core reports only which target, caravan_core's NoAddress).
+  @spec no_address(String.t()) :: {:invalid, String.t()}
+  def no_address(target),
+    do:
+      {:invalid,
+       "SRV target #{inspect(target)} has no IP address (node_host: :ip; none in the " <>
+         "additional section and it does not resolve)"}
 end

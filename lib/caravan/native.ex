@@ -166,8 +166,10 @@ defmodule Caravan.Native do
   def dist_port(node), do: load_and_call(:dist_port, [node])
   def listen_port(node), do: load_and_call(:listen_port, [node])
 
-  # trace: true makes the reply {tag, ref, result, [line]}, the lines being
-  # the lookup's tracing events (native/caravan_core/src/trace.rs).
+  # nameservers: [{ip_tuple, port}], as nameserver/1 parsed them (the
+  # lookups parse no text). trace: true makes the reply
+  # {tag, ref, result, [line]}, the lines being the lookup's tracing events
+  # (native/caravan_core/src/trace.rs).
   def srv_lookup(query, nameservers, timeout_ms, node_host, trace),
     do: load_and_call(:srv_lookup, [query, nameservers, timeout_ms, node_host, trace])
 
@@ -181,6 +183,8 @@ defmodule Caravan.Native do
   def host_lookup(host, family, nameservers, timeout_ms, trace),
     do: load_and_call(:host_lookup, [host, family, nameservers, timeout_ms, trace])
 
+  # The one nameserver parser: "IP", "IP:PORT" or "[IPv6]:PORT" ->
+  # {:ok, {ip_tuple, port}} | {:error, {:invalid_nameserver, message}}.
   def nameserver(text), do: load_and_call(:nameserver, [text])
 
   # Test hooks: NIFs of the library built with the cargo feature

@@ -7,7 +7,7 @@ defmodule Caravan.AddressClusterTest do
   # each node uses its own name part, as dns_cluster does.
   use ExUnit.Case, async: false
 
-  alias Caravan.Test.{BeamNode, Dnsmasq, Listeners, Recorder}
+  alias Caravan.Test.{BeamNode, Dnsmasq, Loopback, Listeners, Recorder}
 
   @moduletag :slow
   @moduletag timeout: 120_000
@@ -25,7 +25,7 @@ defmodule Caravan.AddressClusterTest do
 
     dns =
       Dnsmasq.start(
-        listen: "127.0.9.40",
+        listen: Loopback.address(),
         port: 8797,
         hosts: for(ip <- @ips, do: {"app.service.consul", ip |> :inet.ntoa() |> to_string()})
       )

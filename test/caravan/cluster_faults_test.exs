@@ -7,7 +7,7 @@ defmodule Caravan.ClusterFaultsTest do
   # port is taken fails to boot with a message that names the port.
   use ExUnit.Case, async: false
 
-  alias Caravan.Test.{BeamNode, Dnsmasq, Listeners, Recorder}
+  alias Caravan.Test.{BeamNode, Dnsmasq, Loopback, Listeners, Recorder}
 
   @moduletag :slow
   @moduletag timeout: 240_000
@@ -27,7 +27,7 @@ defmodule Caravan.ClusterFaultsTest do
 
   describe "a 5-node cluster with the strategy (prune: true)" do
     setup ctx do
-      dns = start_dns()
+      dns = start_dns(Loopback.address())
       on_exit(fn -> Dnsmasq.stop(dns) end)
       inetrc = Dnsmasq.inetrc(dns, Path.join(ctx.tmp, "inetrc"))
 
@@ -128,7 +128,7 @@ defmodule Caravan.ClusterFaultsTest do
       counts = for {peer, _} <- nodes, do: failures(peer, failed)
 
       # The nameserver comes back on the same address and port.
-      dns = start_dns()
+      dns = start_dns(dns.listen)
       on_exit(fn -> Dnsmasq.stop(dns) end)
       again = "lookup of #{inspect(@query)} works again"
 
@@ -177,9 +177,9 @@ defmodule Caravan.ClusterFaultsTest do
     assert BeamNode.listening?(ip, 4979)
   end
 
-  defp start_dns do
+  defp start_dns(listen) do
     Dnsmasq.start(
-      listen: "127.0.3.50",
+      listen: listen,
       port: 8746,
       srv: for({host, _} <- @hosts, do: {@query, host, @port}),
       hosts: for({host, ip} <- @hosts, do: {host, to_string(:inet.ntoa(ip))})

@@ -3,14 +3,16 @@ defmodule Caravan.CompleteAnswersTest do
   # answers silently (Caravan.Test.ConsulDns, a stand-in written from
   # Consul's agent/dns.go because Consul cannot be installed here), and
   # stays on UDP with a well-behaved server (the real dnsmasq) when the
-  # answer fits.
+  # answer fits. Every server has a loopback address of its own
+  # (Caravan.Test.Loopback). Not async: the 64-lookups-at-once test holds
+  # its 2 s lookup bound only without other files' load beside it (run
+  # async, it timed out here on a loaded 2-core machine).
   use ExUnit.Case, async: false
 
   import ExUnit.CaptureIO
 
-  alias Caravan.Test.{ConsulDns, Dnsmasq}
+  alias Caravan.Test.{ConsulDns, Dnsmasq, Loopback}
 
-  @ip {127, 0, 3, 2}
   @port 8612
 
   # Every test starts with no memory of which queries needed TCP
@@ -25,7 +27,11 @@ defmodule Caravan.CompleteAnswersTest do
       @tag n: n, form: form
       test "get_nodes/2 sees all #{n} instances with .#{form}. targets, both query forms",
            %{n: n, form: form} do
-        server = start_supervised!({ConsulDns, port: @port, ip: @ip, instances: n, target: form})
+        server =
+          start_supervised!(
+            {ConsulDns, port: @port, ip: Loopback.ip(), instances: n, target: form}
+          )
+
         ns = ConsulDns.nameserver(server)
 
         expected =
@@ -53,7 +59,8 @@ defmodule Caravan.CompleteAnswersTest do
     test "AAAA targets (IPv6 .addr.) and an answer that fits stay complete" do
       server =
         start_supervised!(
-          {ConsulDns, port: @port, ip: @ip, instances: 40, target: :addr, family: :inet6}
+          {ConsulDns,
+           port: @port, ip: Loopback.ip(), instances: 40, target: :addr, family: :inet6}
         )
 
       assert {:ok, peers} =
@@ -85,7 +92,7 @@ defmodule Caravan.CompleteAnswersTest do
     end
 
     test "a changed instance set is seen at the next lookup" do
-      server = start_supervised!({ConsulDns, port: @port, ip: @ip, instances: 40})
+      server = start_supervised!({ConsulDns, port: @port, ip: Loopback.ip(), instances: 40})
       opts = [nameservers: [ConsulDns.nameserver(server)]]
       assert {:ok, peers} = Caravan.DnsClient.Native.get_nodes("web.service.consul", opts)
       assert length(peers) == 40
@@ -95,7 +102,7 @@ defmodule Caravan.CompleteAnswersTest do
     end
 
     test "mix caravan.lookup lists every record and says the answer came over TCP" do
-      server = start_supervised!({ConsulDns, port: @port, ip: @ip, instances: 40})
+      server = start_supervised!({ConsulDns, port: @port, ip: Loopback.ip(), instances: 40})
 
       out =
         capture_io(fn ->
@@ -114,21 +121,23 @@ defmodule Caravan.CompleteAnswersTest do
   end
 
   test "a failed lookup names the nameservers asked, each word once" do
+    # Nothing listens on these.
+    dead1 = Loopback.address() <> ":8617"
+    dead2 = Loopback.address() <> ":8618"
+
     error =
       assert_raise Mix.Error, fn ->
-        Mix.Tasks.Caravan.Lookup.run(["web.service.consul", "--nameserver", "127.0.3.5:8617"])
+        Mix.Tasks.Caravan.Lookup.run(["web.service.consul", "--nameserver", dead1])
       end
 
-    assert error.message =~ "transport: UDP to 127.0.3.5:8617: connection refused"
+    assert error.message =~ "transport: UDP to #{dead1}: connection refused"
     refute error.message =~ ~r/\b(\w+): \1:/
 
     # Several nameservers: each is named.
     assert {:error, {:transport, message}} =
-             Caravan.DNS.lookup_srv("web.service.consul",
-               nameservers: ["127.0.3.5:8617", "127.0.3.6:8618"]
-             )
+             Caravan.DNS.lookup_srv("web.service.consul", nameservers: [dead1, dead2])
 
-    assert message =~ "127.0.3.5:8617" and message =~ "127.0.3.6:8618"
+    assert message =~ dead1 and message =~ dead2
   end
 
   describe "against dnsmasq (sets TC, echoes OPT)" do
@@ -139,7 +148,7 @@ defmodule Caravan.CompleteAnswersTest do
 
       dns =
         Dnsmasq.start(
-          listen: "127.0.3.3",
+          listen: Loopback.address(),
           port: 8613,
           srv: srv ++ big,
           hosts: hosts,
@@ -195,7 +204,7 @@ defmodule Caravan.CompleteAnswersTest do
     # slots and the other 44 never got an answer (issue 14). Each lookup
     # here stands for one node's poll; all 64 start together, 5 rounds.
     big = for i <- 1..64, do: {"_big._tcp.service.consul", "b#{i}.node.dc1.consul", 21_000 + i}
-    dns = Dnsmasq.start(listen: "127.0.3.4", port: 8616, srv: big)
+    dns = Dnsmasq.start(listen: Loopback.address(), port: 8616, srv: big)
     on_exit(fn -> Dnsmasq.stop(dns) end)
     ns = Dnsmasq.nameserver(dns)
 

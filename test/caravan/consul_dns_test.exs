@@ -4,16 +4,20 @@ defmodule Caravan.ConsulDnsTest do
   # never set), everything over TCP. Checked with a small hand-written UDP
   # client (raw reply size, TC bit and ANCOUNT read from the header bytes,
   # RFC 1035 4.1.1) and with :inet_res and its documented :inet_dns
-  # accessors.
-  use ExUnit.Case, async: false
+  # accessors. Each test's server has a loopback address of its own
+  # (Caravan.Test.Loopback), so the file runs async.
+  use ExUnit.Case, async: true
 
-  alias Caravan.Test.ConsulDns
+  alias Caravan.Test.{ConsulDns, Loopback}
 
-  @ip {127, 0, 3, 1}
   @port 8611
 
   setup do
-    server = start_supervised!({ConsulDns, port: @port, ip: @ip, instances: 40})
+    # The helpers below ask this test's server: its address is kept in the
+    # test process.
+    ip = Loopback.ip()
+    Process.put(:dns_ip, ip)
+    server = start_supervised!({ConsulDns, port: @port, ip: ip, instances: 40})
     %{server: server}
   end
 
@@ -65,7 +69,7 @@ defmodule Caravan.ConsulDnsTest do
     stop_supervised!(ConsulDns)
 
     start_supervised!(
-      {ConsulDns, port: @port, ip: @ip, instances: 4, target: :addr, family: :inet6}
+      {ConsulDns, port: @port, ip: ip(), instances: 4, target: :addr, family: :inet6}
     )
 
     {:ok, msg} = inet_res("web.service.consul", usevc: true)
@@ -90,6 +94,8 @@ defmodule Caravan.ConsulDnsTest do
 
   # -- a small client ----------------------------------------------------------
 
+  defp ip, do: Process.get(:dns_ip)
+
   defp all_targets(form) do
     for i <- 1..40,
         into: MapSet.new(),
@@ -103,7 +109,7 @@ defmodule Caravan.ConsulDnsTest do
       String.to_charlist(name),
       :in,
       type,
-      [nameservers: [{@ip, @port}], timeout: 2_000, retry: 1] ++ opts
+      [nameservers: [{ip(), @port}], timeout: 2_000, retry: 1] ++ opts
     )
   end
 
@@ -129,7 +135,7 @@ defmodule Caravan.ConsulDnsTest do
     {:ok, socket} = :gen_udp.open(0, [:binary, active: false])
 
     try do
-      :ok = :gen_udp.send(socket, @ip, @port, query)
+      :ok = :gen_udp.send(socket, ip(), @port, query)
       {:ok, {_ip, _port, reply}} = :gen_udp.recv(socket, 65_535, 2_000)
       reply
     after

@@ -1,20 +1,26 @@
 defmodule Caravan.DiscoveryTest do
-  # Discovery against a real dnsmasq on 127.0.4.1 (ports 8760-8769): the
-  # shapes of real Consul, Nomad and Kubernetes answers, and the strategy's
-  # rules (errors are not "no peers", prune, several queries, the atom cap).
+  # Discovery against a real dnsmasq (ports 8760-8769) on a loopback
+  # address of each test's own (Caravan.Test.Loopback, so the file runs
+  # async): the shapes of real Consul, Nomad and Kubernetes answers, and
+  # the strategy's rules (errors are not "no peers", prune, several
+  # queries, the atom cap).
   # libcluster is not installable here (no hex), so Caravan.Test.Topology
   # stands in for its state and its connect/disconnect hooks.
-  use ExUnit.Case, async: false
+  use ExUnit.Case, async: true
 
   import ExUnit.CaptureLog
   import Caravan.Test.Topology, only: [state: 3]
   alias Caravan.Cluster.DnsStrategy
-  alias Caravan.Test.Dnsmasq
+  alias Caravan.Test.{Dnsmasq, Loopback}
 
-  @listen "127.0.4.1"
+  # This test's address: the same for every dnsmasq it starts (some tests
+  # restart theirs with new records).
+  defp listen do
+    with nil <- Process.get(:listen), do: tap(Loopback.address(), &Process.put(:listen, &1))
+  end
 
   defp dnsmasq(port, srv, opts \\ []) do
-    dns = Dnsmasq.start([listen: @listen, port: port, srv: srv] ++ opts)
+    dns = Dnsmasq.start([listen: listen(), port: port, srv: srv] ++ opts)
     on_exit(fn -> Dnsmasq.stop(dns) end)
     dns
   end

@@ -146,5 +146,23 @@ defmodule Caravan.DNSTest do
                  timeout: 200
                )
     end
+
+    test "a target with no IP address under node_host: :ip reads the same from both clients",
+         %{ns: ns} do
+      # web2 has no address: none in the additional section, and it does
+      # not resolve (NXDOMAIN from dnsmasq for the native client; the OS
+      # resolver for :inet_res, which has no record of it either).
+      opts = [nameservers: [ns], node_host: :ip]
+
+      expected =
+        ~s(SRV target "web2.node.dc1.consul" has no IP address (node_host: :ip; ) <>
+          ~s(none in the additional section and it does not resolve\))
+
+      for client <- [Caravan.DnsClient.Native, Caravan.DnsClient.InetRes] do
+        assert client.get_nodes("_web._tcp.service.consul", opts) ==
+                 {:ok, [{4370, "127.0.0.2"}, {:invalid, expected}]},
+               inspect(client)
+      end
+    end
   end
 end

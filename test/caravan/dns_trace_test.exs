@@ -53,10 +53,11 @@ defmodule Caravan.DNSTraceTest do
   end
 
   test "the reply carries the trace only when asked, and the native call says so", %{ns: ns} do
-    {:ok, plain} = Caravan.Native.srv_lookup(@query, [ns], 2_000, :auto, false)
+    {:ok, [parsed]} = Caravan.DNS.Options.parse(ns)
+    {:ok, plain} = Caravan.Native.srv_lookup(@query, [parsed], 2_000, :auto, false)
     assert_receive {:caravan_srv, ^plain, {:ok, [_ | _]}}, 5_000
 
-    {:ok, traced} = Caravan.Native.srv_lookup(@query, [ns], 2_000, :auto, true)
+    {:ok, traced} = Caravan.Native.srv_lookup(@query, [parsed], 2_000, :auto, true)
     assert_receive {:caravan_srv, ^traced, {:ok, [_ | _]}, lines}, 5_000
     assert Enum.any?(lines, &(&1 =~ "retrying over TCP"))
     assert Enum.all?(lines, &is_binary/1)

@@ -1,16 +1,19 @@
 defmodule Caravan.HostileDnsTest do
   # A hostile or broken DNS (Caravan.Test.FaultDns, a server built on OTP's
-  # :inet_dns, on 127.0.2.1 ports 8720-8722). For each fault:
+  # :inet_dns, on ports 8720-8722 of loopback addresses from
+  # Caravan.Test.Loopback). For each fault:
   #   (a) Caravan.DNS.lookup_srv ends within its bound with a typed error or
   #       a filtered answer;
   #   (b) the strategy, with prune: true, keeps the cluster: no disconnect,
   #       still alive after several polls through every fault;
   #   (c) nothing blocks a scheduler: a system monitor watches for long
   #       schedules in Caravan's code meanwhile.
+  # Not async: the system monitor is one per VM, and the strategy's test
+  # double finds the test under a registered name.
   use ExUnit.Case, async: false
 
   alias Caravan.Cluster.DnsStrategy
-  alias Caravan.Test.{FaultDns, Topology}
+  alias Caravan.Test.{FaultDns, Loopback, Topology}
 
   @query "_app._tcp.service.consul"
   # The lookup bound used throughout, and how long past it a reply may come:
@@ -70,7 +73,7 @@ defmodule Caravan.HostileDnsTest do
   end
 
   test "each fault ends the lookup within its bound, with a typed error or a filtered answer" do
-    server = start_supervised!({FaultDns, port: 8720})
+    server = start_supervised!({FaultDns, ip: Loopback.ip(), port: 8720})
     ns = FaultDns.nameserver(server)
 
     for {mode, expected} <- faults() do
@@ -113,7 +116,7 @@ defmodule Caravan.HostileDnsTest do
 
   test "a CNAME chain that ends in an existing name with no records is still NODATA" do
     # The control for :cname_self and :cname_loop: only a loop is an error.
-    server = start_supervised!({FaultDns, port: 8721, mode: :cname_chain})
+    server = start_supervised!({FaultDns, ip: Loopback.ip(), port: 8721, mode: :cname_chain})
 
     assert {:error, {:nodata, _}} =
              Caravan.DNS.lookup_srv(@query,
@@ -128,7 +131,7 @@ defmodule Caravan.HostileDnsTest do
   end
 
   test "with prune: true the strategy keeps the cluster through every fault" do
-    server = start_supervised!({FaultDns, port: 8722})
+    server = start_supervised!({FaultDns, ip: Loopback.ip(), port: 8722})
     {:ok, connected} = Agent.start_link(fn -> [] end)
 
     config = [

@@ -11,7 +11,7 @@ defmodule Caravan.LibclusterNodesTest do
   # strategy's.
   use ExUnit.Case, async: false
 
-  alias Caravan.Test.{BeamNode, Dnsmasq, Libcluster, Listeners}
+  alias Caravan.Test.{BeamNode, Dnsmasq, Loopback, Libcluster, Listeners}
   alias Caravan.Test.Topology.State
 
   @moduletag :slow
@@ -24,10 +24,10 @@ defmodule Caravan.LibclusterNodesTest do
   ]
   @port 4960
 
-  defp dnsmasq(hosts) do
+  defp dnsmasq(hosts, listen) do
     dns =
       Dnsmasq.start(
-        listen: "127.0.9.50",
+        listen: listen,
         port: 8798,
         srv: for({host, _} <- hosts, do: {"_app._tcp.service.consul", host, @port}),
         hosts: for({host, ip} <- @hosts, do: {host, ip |> :inet.ntoa() |> to_string()})
@@ -44,7 +44,7 @@ defmodule Caravan.LibclusterNodesTest do
 
   test "connects and prunes go through libcluster, which logs and reports each" do
     refute Code.ensure_loaded?(Cluster.Strategy)
-    dns = dnsmasq(@hosts)
+    dns = dnsmasq(@hosts, Loopback.address())
     tmp = Path.join(System.tmp_dir!(), "caravan_lcn_#{System.unique_integer([:positive])}")
     File.mkdir_p!(tmp)
     on_exit(fn -> File.rm_rf!(tmp) end)
@@ -104,7 +104,7 @@ defmodule Caravan.LibclusterNodesTest do
 
     # DNS drops n3: both strategies prune it through disconnect_nodes.
     Dnsmasq.stop(dns)
-    dnsmasq(Enum.take(@hosts, 2))
+    dnsmasq(Enum.take(@hosts, 2), dns.listen)
 
     for peer <- [p1, p2] do
       assert BeamNode.eventually(fn ->

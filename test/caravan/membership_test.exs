@@ -1,14 +1,17 @@
 defmodule Caravan.MembershipTest do
   # Real nodes (:peer OS processes on 127.0.4.41-53, no epmd) cluster from
-  # a real dnsmasq on 127.0.4.1:8772 whose records change while they run
-  # (dnsmasq changes records only by restart, which is also how these tests
-  # make the nameserver die and come back).
+  # a real dnsmasq on port 8772 of a loopback address from
+  # Caravan.Test.Loopback, whose records change while they run (dnsmasq
+  # changes records only by restart, which is also how these tests make the
+  # nameserver die and come back). The nodes keep their fixed addresses:
+  # the .addr. targets below encode them. Not async: the nodes listen on
+  # fixed distribution ports.
   use ExUnit.Case, async: false
 
-  alias Caravan.Test.{BeamNode, Dnsmasq}
+  alias Caravan.Test.{BeamNode, Dnsmasq, Loopback}
 
   @moduletag timeout: 180_000
-  @dns [listen: "127.0.4.1", port: 8772]
+  @dns_port 8772
   @query "_app._tcp.service.consul"
 
   # An inetrc that turns every OS lookup off (no hosts file, no resolv.conf,
@@ -21,8 +24,15 @@ defmodule Caravan.MembershipTest do
     path
   end
 
+  # This test's dnsmasq address, the same across its restarts.
+  defp listen do
+    with nil <- Process.get(:listen), do: tap(Loopback.address(), &Process.put(:listen, &1))
+  end
+
+  defp ns, do: "#{listen()}:#{@dns_port}"
+
   defp dnsmasq(srv, hosts \\ []) do
-    dns = Dnsmasq.start(@dns ++ [srv: srv, hosts: hosts])
+    dns = Dnsmasq.start(listen: listen(), port: @dns_port, srv: srv, hosts: hosts)
     on_exit(fn -> Dnsmasq.stop(dns) end)
     dns
   end
@@ -39,7 +49,7 @@ defmodule Caravan.MembershipTest do
     base = [
       query: @query,
       node_sname: "app",
-      nameservers: ["127.0.4.1:8772"],
+      nameservers: [ns()],
       timeout: 250,
       poll_interval: 300
     ]
@@ -65,13 +75,13 @@ defmodule Caravan.MembershipTest do
     {p1, n1} =
       node("app-5041", "127.0.4.41", {127, 0, 4, 41},
         inetrc: inetrc,
-        args: ["-caravan_nameservers", "127.0.4.1:8772"]
+        args: ["-caravan_nameservers", ns()]
       )
 
     {p2, n2} =
       node("app-5042", "web2.node.dc1.consul", {127, 0, 4, 42},
         inetrc: inetrc,
-        env: [{"CARAVAN_NAMESERVERS", "127.0.4.1:8772"}]
+        env: [{"CARAVAN_NAMESERVERS", ns()}]
       )
 
     # The control: the same node without Caravan's nameservers cannot

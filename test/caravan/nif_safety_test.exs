@@ -4,11 +4,14 @@ defmodule Caravan.NifSafetyTest do
   # leave memory flat, loading twice is harmless, and a missing or corrupt
   # library stops the boot with a message naming the path.
   #
-  # DNS here is real: Caravan.Test.FaultDns (on :inet_dns) on 127.0.2.3:8724
-  # and dnsmasq on 127.0.2.2:8723 for the load.
+  # DNS here is real: Caravan.Test.FaultDns (on :inet_dns) on port 8724
+  # and dnsmasq on port 8723 for the load, on loopback addresses from
+  # Caravan.Test.Loopback. Not async: it measures the VM's memory and the
+  # runtime's in-flight count, which other files' lookups would move, and
+  # boots a node on its fixed distribution port.
   use ExUnit.Case, async: false
 
-  alias Caravan.Test.{Dnsmasq, FaultDns}
+  alias Caravan.Test.{Dnsmasq, FaultDns, Loopback}
 
   @query "_app._tcp.service.consul"
 
@@ -28,7 +31,7 @@ defmodule Caravan.NifSafetyTest do
       end
 
       # The runtime's worker survived: lookups still work, nothing is left.
-      server = start_supervised!({FaultDns, ip: {127, 0, 2, 3}, port: 8724})
+      server = start_supervised!({FaultDns, ip: Loopback.ip(), port: 8724})
       assert {:ok, [_, _]} = lookup(server)
       assert eventually(fn -> Caravan.Native.runtime_info().in_flight == 0 end)
     end
@@ -62,7 +65,7 @@ defmodule Caravan.NifSafetyTest do
   end
 
   test "1000 callers that die before their reply leave nothing behind" do
-    server = start_supervised!({FaultDns, ip: {127, 0, 2, 3}, port: 8724, mode: {:delay, 1_500}})
+    server = start_supervised!({FaultDns, ip: Loopback.ip(), port: 8724, mode: {:delay, 1_500}})
     ns = FaultDns.nameserver(server)
     # Warm up: the runtime, the resolver for this nameserver, the modules.
     assert {:ok, _} = Caravan.DNS.lookup_srv(@query, nameservers: [ns], timeout: 4_000)
@@ -104,7 +107,7 @@ defmodule Caravan.NifSafetyTest do
   test "100 000 lookups with 1000 in flight leave memory flat" do
     dns =
       Dnsmasq.start(
-        listen: "127.0.2.2",
+        listen: Loopback.address(),
         port: 8723,
         srv: [
           {@query, "web1.node.dc1.consul", 4801},
@@ -156,7 +159,7 @@ defmodule Caravan.NifSafetyTest do
 
   describe "loading" do
     test "loading twice is harmless: the library stays loaded once, the NIFs keep working" do
-      server = start_supervised!({FaultDns, ip: {127, 0, 2, 3}, port: 8724, mode: {:delay, 200}})
+      server = start_supervised!({FaultDns, ip: Loopback.ip(), port: 8724, mode: {:delay, 200}})
 
       {:ok, ref} =
         Caravan.DNS.lookup_srv_async(@query, nameservers: [FaultDns.nameserver(server)])

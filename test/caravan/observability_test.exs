@@ -1,19 +1,21 @@
 defmodule Caravan.ObservabilityTest do
   # Telemetry events, log levels and the two Mix tasks, against a real
-  # dnsmasq on 127.0.4.1:8770. The :telemetry library cannot be installed
-  # here (no hex): test/support/telemetry.ex is a double of its execute/3.
+  # dnsmasq on port 8770 of a loopback address from Caravan.Test.Loopback.
+  # The :telemetry library cannot be installed here (no hex):
+  # test/support/telemetry.ex is a double of its execute/3. Not async: the
+  # double's handler and the log levels are global.
   use ExUnit.Case, async: false
 
   import ExUnit.CaptureIO
   import ExUnit.CaptureLog
   import Caravan.Test.Topology, only: [state: 3]
   alias Caravan.Cluster.DnsStrategy
-  alias Caravan.Test.Dnsmasq
+  alias Caravan.Test.{Dnsmasq, Loopback}
 
   setup_all do
     dns =
       Dnsmasq.start(
-        listen: "127.0.4.1",
+        listen: Loopback.address(),
         port: 8770,
         srv: [
           {"_app._tcp.service.consul", "web1.node.dc1.consul", 5031},
@@ -73,7 +75,7 @@ defmodule Caravan.ObservabilityTest do
         query: "_app._tcp.service.consul",
         node_sname: "app",
         # Nothing listens here.
-        nameservers: ["127.0.4.1:8771"],
+        nameservers: [Loopback.address() <> ":8771"],
         timeout: 200,
         poll_interval: 60_000
       ]

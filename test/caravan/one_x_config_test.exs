@@ -8,20 +8,26 @@ defmodule Caravan.OneXConfigTest do
   use ExUnit.Case, async: false
 
   alias Caravan.DnsClient.InetRes
-  alias Caravan.Test.{BeamNode, ConsulDns}
+  alias Caravan.Test.{BeamNode, ConsulDns, Loopback}
 
   @moduletag timeout: 120_000
 
-  @dns_ip {127, 0, 5, 1}
   @dns_port 8614
+
+  # Each test's DNS server and nodes take loopback addresses of their own
+  # (Caravan.Test.Loopback). Not async: the nodes listen on the fixed
+  # distribution port 4370.
+  setup do
+    %{dns_ip: Loopback.ip()}
+  end
 
   describe "Caravan.DnsClient.InetRes against the Consul stand-in" do
     for n <- [40, 500], form <- [:node, :addr] do
       @tag n: n, form: form
       test "sees all #{n} instances with .#{form}. targets, both query forms",
-           %{n: n, form: form} do
+           %{n: n, form: form, dns_ip: dns_ip} do
         server =
-          start_supervised!({ConsulDns, port: @dns_port, ip: @dns_ip, instances: n, target: form})
+          start_supervised!({ConsulDns, port: @dns_port, ip: dns_ip, instances: n, target: form})
 
         ns = ConsulDns.nameserver(server)
 
@@ -35,8 +41,9 @@ defmodule Caravan.OneXConfigTest do
       end
     end
 
-    test "two instances stay on one UDP query; NXDOMAIN is no peers; failures name the nameserver" do
-      server = start_supervised!({ConsulDns, port: @dns_port, ip: @dns_ip, instances: 2})
+    test "two instances stay on one UDP query; NXDOMAIN is no peers; failures name the nameserver",
+         %{dns_ip: dns_ip} do
+      server = start_supervised!({ConsulDns, port: @dns_port, ip: dns_ip, instances: 2})
       ns = ConsulDns.nameserver(server)
 
       assert {:ok, [{20_001, _}, {20_002, _}]} =
@@ -45,13 +52,13 @@ defmodule Caravan.OneXConfigTest do
       assert ConsulDns.queries(server) == %{udp: 1, tcp: 0}
       assert {:ok, []} = InetRes.get_nodes("nope.service.consul", nameservers: [ns])
 
-      assert {:error, {_kind, message}} =
-               InetRes.get_nodes("web.service.consul",
-                 nameservers: ["127.0.5.9:8615"],
-                 timeout: 300
-               )
+      # Nothing listens here.
+      dead = Loopback.address() <> ":8615"
 
-      assert message =~ "127.0.5.9:8615"
+      assert {:error, {_kind, message}} =
+               InetRes.get_nodes("web.service.consul", nameservers: [dead], timeout: 300)
+
+      assert message =~ dead
     end
 
     test "the strategy's config accepts it (Caravan 1.x's documented dns_client)" do
@@ -66,10 +73,10 @@ defmodule Caravan.OneXConfigTest do
   end
 
   describe "a node configured the 1.x way (erl_inetrc, no :nameservers)" do
-    setup do
-      hosts = [{"web1", {127, 0, 5, 2}}, {"web2", {127, 0, 5, 3}}]
+    setup %{dns_ip: dns_ip} do
+      hosts = [{"web1", Loopback.ip()}, {"web2", Loopback.ip()}]
       instances = for {node, ip} <- hosts, do: %{node: node, ip: ip, port: 4370}
-      start_supervised!({ConsulDns, port: @dns_port, ip: @dns_ip, instances: instances})
+      start_supervised!({ConsulDns, port: @dns_port, ip: dns_ip, instances: instances})
 
       tmp = Path.join(System.tmp_dir!(), "caravan_1x_#{System.unique_integer([:positive])}")
       File.mkdir_p!(tmp)
@@ -83,7 +90,7 @@ defmodule Caravan.OneXConfigTest do
       File.write!(inetrc, """
       {resolv_conf, ""}.
       {lookup, [dns]}.
-      {nameserver, #{inspect(@dns_ip)}, #{@dns_port}}.
+      {nameserver, #{inspect(dns_ip)}, #{@dns_port}}.
       """)
 
       on_exit(fn -> File.rm_rf!(tmp) end)
@@ -95,7 +102,8 @@ defmodule Caravan.OneXConfigTest do
       test "joins the cluster with dns_client #{inspect(client)}", %{
         hosts: hosts,
         inetrc: inetrc,
-        client: client
+        client: client,
+        dns_ip: dns_ip
       } do
         nodes =
           for {name, ip} <- hosts do
@@ -111,10 +119,11 @@ defmodule Caravan.OneXConfigTest do
         [{peer1, _} | _] = nodes
         # The VM took the erl_inetrc, and Caravan asks its nameserver.
         assert BeamNode.call(peer1, :inet_db, :res_option, [:nameservers]) == [
-                 {@dns_ip, @dns_port}
+                 {dns_ip, @dns_port}
                ]
 
-        assert BeamNode.call(peer1, Caravan.DNS, :vm_nameservers, []) == ["127.0.5.1:8614"]
+        assert BeamNode.call(peer1, Caravan.DNS, :vm_nameservers, []) ==
+                 ["#{:inet.ntoa(dns_ip)}:#{@dns_port}"]
 
         for {peer, _node} <- nodes do
           opts = [query: "web.service.consul", node_sname: "app", poll_interval: 500]

@@ -5,7 +5,7 @@ defmodule Caravan.SecurityTest do
   # trust (and a peer without TLS).
   use ExUnit.Case, async: false
 
-  alias Caravan.Test.{BeamNode, Dnsmasq, Listeners, TlsCerts}
+  alias Caravan.Test.{BeamNode, Dnsmasq, Loopback, Listeners, TlsCerts}
 
   @moduletag :slow
   @moduletag timeout: 180_000
@@ -31,7 +31,7 @@ defmodule Caravan.SecurityTest do
 
     dns =
       Dnsmasq.start(
-        listen: "127.0.3.30",
+        listen: Loopback.address(),
         port: 8744,
         srv: for({host, _} <- @cookie_hosts, do: {"_sec._tcp.service.consul", host, 4930}),
         hosts:

@@ -6,7 +6,7 @@ defmodule Caravan.TransportsTest do
   # ::1) listen on the port from the node name and form a cluster.
   use ExUnit.Case, async: false
 
-  alias Caravan.Test.{BeamNode, Dnsmasq, Listeners, TlsCerts}
+  alias Caravan.Test.{BeamNode, Dnsmasq, Loopback, Listeners, TlsCerts}
 
   @moduletag :slow
   @moduletag timeout: 180_000
@@ -36,7 +36,7 @@ defmodule Caravan.TransportsTest do
 
     dns =
       Dnsmasq.start(
-        listen: "127.0.3.10",
+        listen: Loopback.address(),
         port: 8740,
         srv:
           for({host, _} <- @servers, do: {"_app._tcp.service.consul", host, 4910}) ++

@@ -6,8 +6,12 @@ defmodule Caravan.Test.Loopback do
   takes its addresses here can use any fixed port on them, so test files
   that use only such addresses can run `async: true`.
 
-  The older files pick addresses in 127.0.0.0/16 by hand, one range per
-  file; this range does not overlap them.
+  DNS servers take their addresses here. Some files that boot BEAM nodes
+  still give their nodes fixed addresses in 127.0.0.0/16, where node names,
+  `.addr.` targets or expected output spell them; those files are
+  `async: false` (the nodes listen on fixed distribution ports), so ExUnit
+  runs them one at a time after the async files, never beside them. This
+  range does not overlap theirs.
   """
 
   @key {__MODULE__, :counter}

@@ -4,16 +4,19 @@ defmodule Caravan.DNS.Options do
   # `:nameservers`, `:timeout` (ms) and `:node_host`, with their defaults.
   # Caravan.DNS, the strategy's Config, the boot-time HostResolver and
   # `mix caravan.lookup` all come through here; the NIFs then trust them.
-  # Nameserver strings are checked by the native parser (the one the
-  # lookups use), so validation and lookups agree.
+  # Nameserver strings are parsed once, here, by the native parser
+  # (`Caravan.Native.nameserver/1`), into `{ip_tuple, port}`: the form the
+  # lookup NIFs take, so a lookup parses no text. `nameservers/1` writes
+  # them back as `"IP:PORT"` for configs and messages.
 
   @default_timeout 2_000
 
   defstruct nameservers: [], timeout: @default_timeout, node_host: :auto
 
   @type node_host :: :auto | :target | :ip
+  @type nameserver :: {:inet.ip_address(), 1..65_535}
   @type t :: %__MODULE__{
-          nameservers: [String.t()],
+          nameservers: [nameserver()],
           timeout: pos_integer(),
           node_host: node_host()
         }
@@ -23,14 +26,14 @@ defmodule Caravan.DNS.Options do
   def default_timeout, do: @default_timeout
 
   @doc """
-  Validates `:nameservers`, `:timeout` and `:node_host` in `opts` (other
-  keys are ignored). Returns `{:ok, t}` or `{:error, {kind, message}}`
+  Validates `:nameservers` (parsed, `parse/1`), `:timeout` and
+  `:node_host` in `opts` (other keys are ignored). Returns `{:ok, t}` or `{:error, {kind, message}}`
   (`:invalid_nameserver` or `:invalid_option`) naming the bad value.
   """
   @spec new(keyword()) :: {:ok, t()} | {:error, Caravan.error()}
   def new(opts) when is_list(opts) do
     with {:ok, timeout} <- timeout(Keyword.get(opts, :timeout, @default_timeout)),
-         {:ok, nameservers} <- nameservers(Keyword.get(opts, :nameservers, [])),
+         {:ok, nameservers} <- parse(Keyword.get(opts, :nameservers, [])),
          {:ok, node_host} <- node_host(Keyword.get(opts, :node_host, :auto)) do
       {:ok, %__MODULE__{nameservers: nameservers, timeout: timeout, node_host: node_host}}
     end
@@ -42,17 +45,28 @@ defmodule Caravan.DNS.Options do
 
   @doc """
   Checks and normalises nameservers to `"IP:PORT"` strings (port 53 when a
-  string gives none): `"IP"`, `"IP:PORT"`, `"[IPv6]:PORT"`, or Caravan
-  1.x's `{"IP", port}` / `{ip_tuple, port}` (port an integer or a string).
-  One nameserver may be given without a list.
+  string gives none), for configs and messages: `parse/1`, then `text/1`.
   """
   @spec nameservers(term()) :: {:ok, [String.t()]} | {:error, Caravan.error()}
   def nameservers(list) do
+    with {:ok, parsed} <- parse(list), do: {:ok, Enum.map(parsed, &text/1)}
+  end
+
+  @doc """
+  Parses nameservers into `{ip_tuple, port}`, the form the lookup NIFs
+  take: `"IP"` (port 53), `"IP:PORT"`, `"[IPv6]:PORT"` (parsed by the
+  native parser, `caravan_core::resolver::parse_nameserver`), or Caravan
+  1.x's `{"IP", port}` / `{ip_tuple, port}` (port an integer or a string).
+  One nameserver may be given without a list. `{ip_tuple, port}` passes
+  through with no text parsed.
+  """
+  @spec parse(term()) :: {:ok, [nameserver()]} | {:error, Caravan.error()}
+  def parse(list) do
     list
     |> List.wrap()
     |> Enum.reduce_while({:ok, []}, fn ns, {:ok, acc} ->
       case nameserver(ns) do
-        {:ok, text} -> {:cont, {:ok, [text | acc]}}
+        {:ok, parsed} -> {:cont, {:ok, [parsed | acc]}}
         {:error, message} -> {:halt, {:error, {:invalid_nameserver, message}}}
         :error -> {:halt, {:error, {:invalid_nameserver, invalid_nameserver(ns)}}}
       end
@@ -63,9 +77,17 @@ defmodule Caravan.DNS.Options do
     end
   end
 
+  @doc """
+  A parsed nameserver as text: `"IP:PORT"`, `"[IPv6]:PORT"` (IPv6 as
+  `:inet.ntoa/1` writes it, RFC 5952).
+  """
+  @spec text(nameserver()) :: String.t()
+  def text({ip, port}) when tuple_size(ip) == 8, do: "[#{:inet.ntoa(ip)}]:#{port}"
+  def text({ip, port}), do: "#{:inet.ntoa(ip)}:#{port}"
+
   defp nameserver(text) when is_binary(text) do
     case Caravan.Native.nameserver(text) do
-      {:ok, normalised} -> {:ok, normalised}
+      {:ok, parsed} -> {:ok, parsed}
       {:error, {:invalid_nameserver, message}} -> {:error, message}
     end
   end
@@ -85,11 +107,7 @@ defmodule Caravan.DNS.Options do
   end
 
   defp nameserver({ip, port}) when is_tuple(ip) and port in 1..65_535 do
-    case :inet.ntoa(ip) do
-      {:error, _} -> :error
-      text when tuple_size(ip) == 8 -> {:ok, "[#{text}]:#{port}"}
-      text -> {:ok, "#{text}:#{port}"}
-    end
+    if :inet.is_ip_address(ip), do: {:ok, {ip, port}}, else: :error
   end
 
   defp nameserver(_), do: :error

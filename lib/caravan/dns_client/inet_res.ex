@@ -71,8 +71,8 @@ defmodule Caravan.DnsClient.InetRes do
   """
   @impl Caravan.DnsClient
   def get_nodes(query, opts) when is_binary(query) and is_list(opts) do
-    with {:ok, ns} <- Caravan.DNS.Options.nameservers(Keyword.get(opts, :nameservers, [])),
-         {:ok, ns_opts} <- inet_res_nameservers(ns),
+    with {:ok, ns} <- Caravan.DNS.Options.parse(Keyword.get(opts, :nameservers, [])),
+         ns_opts = if(ns == [], do: [], else: [nameservers: ns]),
          base = [timeout: Keyword.get(opts, :timeout, @default_timeout)] ++ ns_opts,
          {:ok, msg} <- resolve(query, [edns: 0, udp_payload_size: @payload] ++ base),
          {:ok, msg} <- confirm(query, msg, base) do
@@ -109,21 +109,6 @@ defmodule Caravan.DnsClient.InetRes do
     do: {:error, {:server_failure, "the nameserver answered #{reason}"}}
 
   defp error(reason), do: {:error, {:transport, ":inet_res failed: #{inspect(reason)}"}}
-
-  defp inet_res_nameservers([]), do: {:ok, []}
-
-  defp inet_res_nameservers(list) do
-    {:ok,
-     [
-       nameservers:
-         for text <- list do
-           # "IP:PORT" or "[IPv6]:PORT", as Caravan.DNS.Options wrote it.
-           [ip, port] = Regex.run(~r/^\[?(.*?)\]?:(\d+)$/, text, capture: :all_but_first)
-           {:ok, ip} = :inet.parse_address(String.to_charlist(ip))
-           {ip, String.to_integer(port)}
-         end
-     ]}
-  end
 
   defp asked(opts) do
     case Caravan.DNS.Options.nameservers(Keyword.get(opts, :nameservers, [])) do
@@ -163,7 +148,7 @@ defmodule Caravan.DnsClient.InetRes do
     for {port, target} <- srvs(msg) do
       case host(node_host, target, Map.get(addresses, String.downcase(target), [])) do
         {:ok, host} -> {port, host}
-        :error -> {:invalid, "SRV target #{inspect(target)} has no IP address (node_host: :ip)"}
+        :error -> Caravan.DnsClient.no_address(target)
       end
     end
   end

@@ -50,9 +50,5 @@ defmodule Caravan.DnsClient.Native do
 
   defp peer(%{port: port, host: host}) when is_binary(host), do: {port, host}
 
-  defp peer(%{target: target}),
-    do:
-      {:invalid,
-       "SRV target #{inspect(target)} has no IP address (node_host: :ip; none in the " <>
-         "additional section and it does not resolve)"}
+  defp peer(%{target: target}), do: Caravan.DnsClient.no_address(target)
 end

@@ -110,11 +110,18 @@ defmodule Caravan.Epmd.HostResolver do
     end
   end
 
-  # The configuration in use: `{nameservers, timeout_ms}`, `{[], timeout_ms}`
-  # when none is configured.
+  # The configuration in use: `{nameservers, timeout_ms}`, nameservers as
+  # `"IP:PORT"`; `{[], timeout_ms}` when none is configured.
   @doc false
   @spec config() :: {[String.t()], pos_integer()}
-  def config, do: :persistent_term.get(@key, {[], @default_timeout})
+  def config do
+    {parsed, timeout} = parsed_config()
+    {Enum.map(parsed, &Caravan.DNS.Options.text/1), timeout}
+  end
+
+  # As kept: the nameservers parsed once at boot (`{ip_tuple, port}`), so a
+  # host lookup parses no text.
+  defp parsed_config, do: :persistent_term.get(@key, {[], @default_timeout})
 
   # Resolves `host` (a charlist or string) for `family` (`:inet` or
   # `:inet6`) in the order of the module doc.
@@ -154,7 +161,7 @@ defmodule Caravan.Epmd.HostResolver do
         {:ok, ip}
 
       :error ->
-        case config() do
+        case parsed_config() do
           {[_ | _] = nameservers, timeout} ->
             resolve_dns(to_string(host), family, nameservers, timeout)
 
@@ -198,7 +205,7 @@ defmodule Caravan.Epmd.HostResolver do
       text ->
         list = text |> String.split(",", trim: true) |> Enum.map(&String.trim/1)
 
-        case Caravan.DNS.Options.nameservers(list) do
+        case Caravan.DNS.Options.parse(list) do
           {:ok, nameservers} ->
             {:ok, nameservers}
 

@@ -18,7 +18,7 @@ use caravan_core::node_name;
 use caravan_core::resolver::{self, Family, LookupConfig, LookupError};
 use caravan_core::target::NodeHost;
 
-use terms::{with_node_name, IpTerm, KindError, SrvTerm};
+use terms::{with_node_name, IpTerm, KindError, NameserverTerm, SrvTerm};
 
 mod atoms {
     rustler::atoms! {
@@ -29,16 +29,13 @@ mod atoms {
     }
 }
 
-/// Parses the nameserver strings and the timeout into a [`LookupConfig`].
-fn lookup_config(nameservers: &[String], timeout_ms: u64) -> Result<LookupConfig, KindError> {
-    let nameservers = nameservers
-        .iter()
-        .map(|ns| resolver::parse_nameserver(ns))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(LookupConfig {
-        nameservers,
+/// The nameservers (already parsed, see `nameserver/1`) and the timeout as
+/// a [`LookupConfig`].
+fn lookup_config(nameservers: Vec<NameserverTerm>, timeout_ms: u64) -> LookupConfig {
+    LookupConfig {
+        nameservers: nameservers.into_iter().map(|ns| ns.0).collect(),
         timeout: Duration::from_millis(timeout_ms.max(1)),
-    })
+    }
 }
 
 /// Spawns `work` on the runtime; the caller gets `{:ok, ref}` at once and
@@ -77,6 +74,7 @@ fn listen_port(node: Term) -> Result<u16, KindError> {
 
 /// `srv_lookup(query, nameservers, timeout_ms, node_host, trace) :: {:ok, ref} | {:error, {kind, message}}`
 ///
+/// `nameservers` are `{ip_tuple, port}` as `nameserver/1` returns them;
 /// `node_host` is `:auto`, `:target` or `:ip` (see `caravan_core::target`).
 /// Returns at once; the caller later receives
 /// `{:caravan_srv, ref, {:ok, [record]} | {:error, {kind, message}}}`, with
@@ -86,13 +84,13 @@ fn listen_port(node: Term) -> Result<u16, KindError> {
 fn srv_lookup<'a>(
     env: Env<'a>,
     query: String,
-    nameservers: Vec<String>,
+    nameservers: Vec<NameserverTerm>,
     timeout_ms: u64,
     node_host: Atom,
     trace: bool,
 ) -> Result<Term<'a>, KindError> {
     // Bad arguments are answered at once, before anything is spawned.
-    let config = lookup_config(&nameservers, timeout_ms)?;
+    let config = lookup_config(nameservers, timeout_ms);
     let name = resolver::parse_query(&query)?;
     let mode = node_host
         .to_term(env)
@@ -111,7 +109,8 @@ fn srv_lookup<'a>(
 
 /// `host_lookup(host, family, nameservers, timeout_ms, trace) :: {:ok, ref} | {:error, {kind, message}}`
 ///
-/// `family` is `:inet` (A) or `:inet6` (AAAA). The caller later receives
+/// `family` is `:inet` (A) or `:inet6` (AAAA); `nameservers` as for
+/// `srv_lookup`. The caller later receives
 /// `{:caravan_host, ref, {:ok, [ip_tuple]} | {:error, {kind, message}}}`
 /// (with `trace`, the lines as a fourth element, as for `srv_lookup`).
 #[rustler::nif]
@@ -119,7 +118,7 @@ fn host_lookup<'a>(
     env: Env<'a>,
     host: String,
     family: Atom,
-    nameservers: Vec<String>,
+    nameservers: Vec<NameserverTerm>,
     timeout_ms: u64,
     trace: bool,
 ) -> Result<Term<'a>, KindError> {
@@ -133,24 +132,25 @@ fn host_lookup<'a>(
             message: "expected the family :inet or :inet6".into(),
         });
     };
-    let config = lookup_config(&nameservers, timeout_ms)?;
+    let config = lookup_config(nameservers, timeout_ms);
     spawn_lookup(env, atoms::caravan_host(), trace, async move {
         let found = resolver::lookup_host(&config, &host, family).await?;
         Ok(found.into_iter().map(IpTerm).collect::<Vec<_>>())
     })
 }
 
-/// `nameserver(text) :: {:ok, "IP:PORT"} | {:error, {:invalid_nameserver, message}}`
+/// `nameserver(text) :: {:ok, {ip_tuple, port}} | {:error, {:invalid_nameserver, message}}`
 ///
 /// The one nameserver parser (`caravan_core::resolver::parse_nameserver`),
-/// so config validation and lookups agree.
+/// called once when the options are validated (`Caravan.DNS.Options`); the
+/// lookups take its `{ip_tuple, port}` and parse no text.
 #[rustler::nif]
-fn nameserver(text: Term) -> Result<String, KindError> {
+fn nameserver(text: Term) -> Result<NameserverTerm, KindError> {
     let text = text.decode::<String>().map_err(|_| KindError {
         kind: "invalid_nameserver",
         message: "expected the nameserver as a string".into(),
     })?;
-    Ok(resolver::parse_nameserver(&text)?.to_string())
+    Ok(NameserverTerm(resolver::parse_nameserver(&text)?))
 }
 
 /// Test hooks, compiled only with the cargo feature `test-hooks` (which

@@ -1,11 +1,13 @@
 //! Terms <-> Rust values at the NIF boundary: the `{kind, message}` error,
-//! IP tuples, SRV record maps, and node names given as atoms, charlists or
-//! binaries. No logic: the rules live in `caravan_core`.
+//! IP tuples, nameservers as `{ip_tuple, port}`, SRV record maps, and node
+//! names given as atoms, charlists or binaries. No logic: the rules live in
+//! `caravan_core`.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use rustler::types::list::ListIterator;
-use rustler::{Atom, Encoder, Env, NifMap, Term, TermType};
+use rustler::types::tuple::get_tuple;
+use rustler::{Atom, Decoder, Encoder, Env, NifMap, NifResult, Term, TermType};
 
 use caravan_core::node_name::{NodeNameError, MAX_NODE_NAME_CHARS};
 use caravan_core::resolver::{LookupError, SrvRecord};
@@ -62,6 +64,53 @@ impl Encoder for IpTerm {
                 rustler::types::tuple::make_tuple(env, &tuple)
             }
         }
+    }
+}
+
+impl<'a> Decoder<'a> for IpTerm {
+    /// A 4-tuple of 0..255 or an 8-tuple of 0..65535, else `badarg`.
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        let parts = get_tuple(term)?;
+        let ip = match parts.len() {
+            4 => {
+                let mut octets = [0u8; 4];
+                for (octet, part) in octets.iter_mut().zip(&parts) {
+                    *octet = part.decode()?;
+                }
+                IpAddr::V4(Ipv4Addr::from(octets))
+            }
+            8 => {
+                let mut segments = [0u16; 8];
+                for (segment, part) in segments.iter_mut().zip(&parts) {
+                    *segment = part.decode()?;
+                }
+                IpAddr::V6(Ipv6Addr::from(segments))
+            }
+            _ => return Err(rustler::Error::BadArg),
+        };
+        Ok(Self(ip))
+    }
+}
+
+/// A nameserver as `Caravan.DNS.Options` holds it once parsed:
+/// `{ip_tuple, port}`, port 1..65535. Decoding is a conversion, not a
+/// parse: the text was parsed once, by the `nameserver` NIF.
+pub(crate) struct NameserverTerm(pub(crate) SocketAddr);
+
+impl Encoder for NameserverTerm {
+    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
+        (IpTerm(self.0.ip()), self.0.port()).encode(env)
+    }
+}
+
+impl<'a> Decoder<'a> for NameserverTerm {
+    /// `{ip_tuple, port}` with a port in 1..65535, else `badarg`.
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        let (ip, port): (IpTerm, u16) = term.decode()?;
+        if port == 0 {
+            return Err(rustler::Error::BadArg);
+        }
+        Ok(Self(SocketAddr::new(ip.0, port)))
     }
 }
 

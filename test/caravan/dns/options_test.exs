@@ -25,6 +25,40 @@ defmodule Caravan.DNS.OptionsTest do
     assert Options.nameservers({{0, 0, 0, 0, 0, 0, 0, 1}, 8600}) == {:ok, ["[::1]:8600"]}
   end
 
+  test "parse/1 parses once into {ip_tuple, port}, the form the lookup NIFs take" do
+    assert Options.parse(["127.0.0.1:8600", "10.0.0.1", "[::1]:53", {"10.0.0.2", "8600"}]) ==
+             {:ok,
+              [
+                {{127, 0, 0, 1}, 8600},
+                {{10, 0, 0, 1}, 53},
+                {{0, 0, 0, 0, 0, 0, 0, 1}, 53},
+                {{10, 0, 0, 2}, 8600}
+              ]}
+
+    # The parsed form passes through unchanged, and is written back as text.
+    assert Options.parse({{10, 0, 0, 3}, 53}) == {:ok, [{{10, 0, 0, 3}, 53}]}
+
+    assert Options.new(nameservers: ["127.0.0.1:8600"]) ==
+             {:ok, %Options{nameservers: [{{127, 0, 0, 1}, 8600}]}}
+
+    assert Options.text({{127, 0, 0, 1}, 8600}) == "127.0.0.1:8600"
+    assert Options.text({{0xFD00, 0, 0, 0, 0, 0, 0, 1}, 53}) == "[fd00::1]:53"
+    assert {:error, {:invalid_nameserver, _}} = Options.parse([{{1, 2, 3}, 53}])
+    assert {:error, {:invalid_nameserver, _}} = Options.parse([{{256, 0, 0, 1}, 53}])
+  end
+
+  test "the lookup NIFs take parsed nameservers only: text is refused, not parsed again" do
+    assert {:ok, {{127, 0, 0, 1}, 8600}} = Caravan.Native.nameserver("127.0.0.1:8600")
+
+    assert_raise ArgumentError, fn ->
+      Caravan.Native.srv_lookup("a.consul", ["127.0.0.1:8600"], 100, :auto, false)
+    end
+
+    assert_raise ArgumentError, fn ->
+      Caravan.Native.host_lookup("a.consul", :inet, [{{127, 0, 0, 1}, 0}], 100, false)
+    end
+  end
+
   test "errors name the value and what was expected" do
     assert Options.nameservers(["consul:8600"]) ==
              {:error,

@@ -1,19 +1,24 @@
 defmodule Caravan.Epmd.HostCacheTest do
-  # A real node (127.0.14.21, no epmd) with -caravan_nameservers pointing at
-  # a real dnsmasq on 127.0.14.1:8714: the addresses its epmd module
-  # resolves for peers' hosts are kept for a short while, SRV answers put
-  # their targets' addresses there, and what is kept expires.
+  # A real node (no epmd) with -caravan_nameservers pointing at a real
+  # dnsmasq on port 8714, both on loopback addresses from
+  # Caravan.Test.Loopback: the addresses its epmd module resolves for
+  # peers' hosts are kept for a short while, SRV answers put their
+  # targets' addresses there, and what is kept expires. Not async: the
+  # node listens on its fixed distribution port.
   use ExUnit.Case, async: false
 
   alias Caravan.Epmd.HostResolver
-  alias Caravan.Test.{BeamNode, Dnsmasq}
+  alias Caravan.Test.{BeamNode, Dnsmasq, Loopback}
 
   @moduletag timeout: 120_000
 
   setup do
+    listen = Loopback.address()
+    ns = listen <> ":8714"
+
     dns =
       Dnsmasq.start(
-        listen: "127.0.14.1",
+        listen: listen,
         port: 8714,
         srv: [{"_app._tcp.service.consul", "web2.node.dc1.consul", 4372}],
         hosts: [
@@ -24,13 +29,13 @@ defmodule Caravan.Epmd.HostCacheTest do
 
     on_exit(fn -> Dnsmasq.stop(dns) end)
 
+    ip = Loopback.ip()
+
     {peer, _node} =
-      BeamNode.start("app-4371", "127.0.14.21", {127, 0, 14, 21},
-        args: ["-caravan_nameservers", "127.0.14.1:8714"]
-      )
+      BeamNode.start("app-4371", to_string(:inet.ntoa(ip)), ip, args: ["-caravan_nameservers", ns])
 
     on_exit(fn -> BeamNode.stop(peer) end)
-    %{peer: peer}
+    %{peer: peer, ns: ns}
   end
 
   defp resolve(peer, host), do: BeamNode.call(peer, HostResolver, :resolve, [host, :inet])
@@ -48,7 +53,8 @@ defmodule Caravan.Epmd.HostCacheTest do
            end)
   end
 
-  test "an SRV lookup of the strategy's client keeps its targets' addresses", %{peer: peer} do
+  test "an SRV lookup of the strategy's client keeps its targets' addresses",
+       %{peer: peer, ns: ns} do
     :ok = BeamNode.call(peer, HostResolver, :remember, ["web2.node.dc1.consul", [{10, 9, 9, 9}]])
     assert resolve(peer, ~c"web2.node.dc1.consul") == {:ok, {10, 9, 9, 9}}
 
@@ -57,7 +63,7 @@ defmodule Caravan.Epmd.HostCacheTest do
     assert {:ok, [{4372, "web2.node.dc1.consul"}]} =
              BeamNode.call(peer, Caravan.DnsClient.Native, :get_nodes, [
                "_app._tcp.service.consul",
-               [nameservers: ["127.0.14.1:8714"]]
+               [nameservers: [ns]]
              ])
 
     assert resolve(peer, ~c"web2.node.dc1.consul") == {:ok, {127, 0, 14, 32}}
