@@ -158,6 +158,25 @@ cost_rows = [
     end
 ]
 
+first_rows = [
+  [
+    "N",
+    "starts Caravan",
+    "starts DNSPoll-like",
+    "takes Caravan",
+    "takes DNSPoll-like"
+  ]
+  | for n <- sizes do
+      [
+        to_string(n),
+        f.(med.(n, :caravan, :first_start_ms)),
+        f.(med.(n, :dns_poll, :first_start_ms)),
+        f.(med.(n, :caravan, :first_lookup_ms)),
+        f.(med.(n, :dns_poll, :first_lookup_ms))
+      ]
+    end
+]
+
 [jc, jd, jfp, jfs] = for s <- systems -- [:floor_lower], do: Stats.median(join[s])
 join_bound = if is_number(jfp), do: Formation.poll_interval() + 2 * jfp
 
@@ -229,6 +248,10 @@ timeout: no full mesh within #{Formation.deadline_ms()} ms)
 Costs during formation (CPU-s: all nodes' user+system CPU; queries: logged by dnsmasq, UDP and TCP)
 and DNS queries per node per poll at rest; worst discovery lookup of the rounds, ms
 #{Table.text(cost_rows)}
+
+First discovery lookup of a round, the median node's: ms after t0 it starts, ms it takes
+(medians over the rounds)
+#{Table.text(first_rows)}
 
 Join: ms from the joiner's start until all #{join_formed + 1} see each other
 #{Table.text(join_rows)}

@@ -19,7 +19,7 @@ defmodule Caravan.Bench.Formation do
   # common OS time t0, its strategy; formation time = the last node's first
   # full view (N-1 peers) - t0. Systems interleaved, the order reversed every
   # other repetition; medians reported.
-  alias Caravan.Bench.{Log, Peers, QueryLog}
+  alias Caravan.Bench.{Log, Peers, QueryLog, Stats}
 
   @port 4370
   @poll 1_000
@@ -82,6 +82,7 @@ defmodule Caravan.Bench.Formation do
     cpu_s = (cpu(nodes) - cpu0) / 100
     queries = QueryLog.count(log, q0).total
     lookup_us = nodes |> Peers.each(&call(&1, :lookup_max, [])) |> Enum.max()
+    {first_start_ms, first_lookup_ms} = first_lookups(nodes, system, t0)
 
     {rest_qpp, rest_types} =
       if rest_ms > 0 and system in [:caravan, :dns_poll] do
@@ -100,6 +101,8 @@ defmodule Caravan.Bench.Formation do
       cpu_s: cpu_s,
       queries: queries,
       lookup_ms: lookup_us / 1000,
+      first_start_ms: first_start_ms,
+      first_lookup_ms: first_lookup_ms,
       rest_qpp: rest_qpp,
       rest_types: rest_types
     }
@@ -141,6 +144,18 @@ defmodule Caravan.Bench.Formation do
     stop(formed_nodes ++ [joiner])
     ms
   end
+
+  # Each node's first discovery lookup of the round: when it started (ms
+  # after t0) and how long it took (ms); the median node's, for the DNS
+  # systems (nil for the floors).
+  defp first_lookups(nodes, system, t0) when system in [:caravan, :dns_poll] do
+    firsts = Peers.each(nodes, &call(&1, :first_lookup, []))
+    started = for {at, _} <- firsts, at > 0, do: (at - t0) / 1000
+    took = for {at, us} <- firsts, at > 0, do: us / 1000
+    {Stats.median(started), Stats.median(took)}
+  end
+
+  defp first_lookups(_nodes, _system, _t0), do: {nil, nil}
 
   # ms from t0 (µs) to the last full view; :timeout when there was none.
   defp since(:timeout, _t0), do: :timeout

@@ -176,7 +176,9 @@ defmodule Caravan.Bench.PeerSide do
   defp lookup_ref do
     case :persistent_term.get({__MODULE__, :lookup_max}, nil) do
       nil ->
-        ref = :atomics.new(1, signed: false)
+        # 1: worst lookup (µs); 2, 3: the first lookup's start (OS µs)
+        # and duration (µs).
+        ref = :atomics.new(3, signed: false)
         :persistent_term.put({__MODULE__, :lookup_max}, ref)
         ref
 
@@ -185,10 +187,25 @@ defmodule Caravan.Bench.PeerSide do
     end
   end
 
-  defp lookup_reset, do: :atomics.put(lookup_ref(), 1, 0)
+  defp lookup_reset do
+    :atomics.put(lookup_ref(), 1, 0)
+    :atomics.put(lookup_ref(), 2, 0)
+    :atomics.put(lookup_ref(), 3, 0)
+  end
 
-  @doc "Notes one discovery lookup of `us` µs."
-  def lookup_note(us), do: raise_max(lookup_ref(), us)
+  @doc """
+  The round's first discovery lookup: `{started_at, took}`, OS time and
+  duration in µs (`{0, 0}` when none ended yet).
+  """
+  def first_lookup, do: {:atomics.get(lookup_ref(), 2), :atomics.get(lookup_ref(), 3)}
+
+  @doc "Notes one discovery lookup of `us` µs that ended now."
+  def lookup_note(us) do
+    ref = lookup_ref()
+    started_at = System.os_time(:microsecond) - us
+    if :atomics.compare_exchange(ref, 2, 0, started_at) == :ok, do: :atomics.put(ref, 3, us)
+    raise_max(ref, us)
+  end
 
   defp raise_max(ref, us) do
     old = :atomics.get(ref, 1)
