@@ -275,6 +275,10 @@ Costs during formation; DNS queries per node per poll at rest; worst discovery l
 
 #{Table.markdown(cost_rows)}
 
+First discovery lookup of a round, the median node's: ms after t0 it starts, ms it takes:
+
+#{Table.markdown(first_rows)}
+
 Join, ms:
 
 #{Table.markdown(join_rows)}
