@@ -12,9 +12,12 @@ defmodule Caravan.DNS do
   after the answer, only when the UDP answer may be incomplete: TC set, or
   no room left for one more record group (a server such as Consul trims
   UDP answers without setting TC), or, from a server that ignored EDNS0, 3
-  or more records (Consul's `udp_answer_limit`). Each record's
-  `:transport` says which transport gave it. Answers are not cached, so a
-  changed service is seen at once.
+  or more records (Consul's `udp_answer_limit`). A query whose last
+  complete answer at that nameserver would not be trusted over UDP is
+  asked over TCP directly (one query per poll, not two; RFC 7766 5), until
+  an answer fits UDP again, a direct TCP exchange fails, or 600 s pass.
+  Each record's `:transport` says which transport gave it. Answers are not
+  cached, so a changed service is seen at once.
 
   ## Options
 
