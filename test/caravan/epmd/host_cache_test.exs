@@ -30,9 +30,8 @@ defmodule Caravan.Epmd.HostCacheTest do
     on_exit(fn -> Dnsmasq.stop(dns) end)
 
     ip = Loopback.ip()
-
-    {peer, _node} =
-      BeamNode.start("app-4371", to_string(:inet.ntoa(ip)), ip, args: ["-caravan_nameservers", ns])
+    host = to_string(:inet.ntoa(ip))
+    {peer, _node} = BeamNode.start("app-4371", host, ip, args: ["-caravan_nameservers", ns])
 
     on_exit(fn -> BeamNode.stop(peer) end)
     %{peer: peer, ns: ns}
