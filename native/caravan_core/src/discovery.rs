@@ -89,25 +89,16 @@ pub async fn query(
     let remembered = TCP_FIRST.lock().lookup(&key, Instant::now());
     if let Some(entry) = remembered {
         tracing::debug!(%server, %name, "the last answer needed TCP; asking over TCP directly");
-        let direct = bounded(tcp_try, server, "TCP", tcp_exchange(server, &request))
-            .await
-            .and_then(|bytes| parse(server, &request, &bytes));
-        let (message, size) = match direct {
-            Ok(reply) => reply,
-            Err(err) => {
-                TCP_FIRST.lock().forget(&key);
-                return Err(err);
-            }
-        };
-        learn(key, record_type, &message, size, entry.has_opt);
-        return checked(
+        return ask_tcp(
             server,
-            Answer {
-                message,
-                transport: Transport::Tcp,
-                doubt: Some(Doubt::Remembered),
-            },
-        );
+            &request,
+            tcp_try,
+            key,
+            record_type,
+            entry.has_opt,
+            Doubt::Remembered,
+        )
+        .await;
     }
     let udp = bounded(
         udp_try,
@@ -146,8 +137,32 @@ pub async fn query(
             "UDP answer may have been trimmed without TC, retrying over TCP"
         ),
     }
-    let tcp = bounded(tcp_try, server, "TCP", tcp_exchange(server, &request)).await?;
-    let (message, size) = parse(server, &request, &tcp)?;
+    ask_tcp(server, &request, tcp_try, key, record_type, has_opt, doubt).await
+}
+
+/// The TCP exchange of a query, asked straight away or after a doubted UDP
+/// answer: `tcp_try` bounds it, `has_opt` is the EDNS0 support the server
+/// showed over UDP, `doubt` why TCP. A failed exchange forgets the query
+/// (the next one starts on UDP); an answer is learnt from ([`learn`]).
+async fn ask_tcp(
+    server: SocketAddr,
+    request: &Message,
+    tcp_try: Duration,
+    key: Key,
+    record_type: RecordType,
+    has_opt: bool,
+    doubt: Doubt,
+) -> Result<Answer, LookupError> {
+    let reply = bounded(tcp_try, server, "TCP", tcp_exchange(server, request))
+        .await
+        .and_then(|bytes| parse(server, request, &bytes));
+    let (message, size) = match reply {
+        Ok(reply) => reply,
+        Err(err) => {
+            TCP_FIRST.lock().forget(&key);
+            return Err(err);
+        }
+    };
     learn(key, record_type, &message, size, has_opt);
     checked(
         server,
