@@ -43,15 +43,8 @@ defmodule Caravan.Cluster.Libcluster do
   """
   @spec connect(atom(), mfa_tuple, mfa_tuple, node()) :: true | false | :ignored | term()
         when mfa_tuple: {module(), atom(), [term()]}
-  def connect(topology, {m, _, _} = connect, {lm, _, _} = list_nodes, node) do
-    loaded([m, lm])
-
-    case apply(@strategy, :connect_nodes, [topology, connect, list_nodes, [node]]) do
-      :ok -> true
-      {:error, [{^node, reason}]} -> reason
-      {:error, other} -> {:libcluster_error, other}
-    end
-  end
+  def connect(topology, connect, list_nodes, node),
+    do: through(:connect_nodes, topology, connect, list_nodes, node)
 
   @doc """
   Disconnects `node` through `Cluster.Strategy.disconnect_nodes/4`.
@@ -62,15 +55,8 @@ defmodule Caravan.Cluster.Libcluster do
   """
   @spec disconnect(atom(), mfa_tuple, mfa_tuple, node()) :: term()
         when mfa_tuple: {module(), atom(), [term()]}
-  def disconnect(topology, {m, _, _} = disconnect, {lm, _, _} = list_nodes, node) do
-    loaded([m, lm])
-
-    case apply(@strategy, :disconnect_nodes, [topology, disconnect, list_nodes, [node]]) do
-      :ok -> true
-      {:error, [{^node, reason}]} -> reason
-      {:error, other} -> {:libcluster_error, other}
-    end
-  end
+  def disconnect(topology, disconnect, list_nodes, node),
+    do: through(:disconnect_nodes, topology, disconnect, list_nodes, node)
 
   @doc """
   Whether `config :libcluster, debug: true` is set: libcluster's strategies
@@ -80,7 +66,17 @@ defmodule Caravan.Cluster.Libcluster do
   @spec debug?() :: boolean()
   def debug?, do: Application.get_env(:libcluster, :debug, false) not in [nil, false, "false"]
 
-  # libcluster checks the MFAs with function_exported?/3, which is false for
-  # a module that is not loaded yet.
-  defp loaded(modules), do: Enum.each(modules, &Code.ensure_loaded/1)
+  # Cluster.Strategy.connect_nodes/4 or disconnect_nodes/4 for one node:
+  # true when libcluster reports no failure, else that node's reason.
+  defp through(fun, topology, {m, _, _} = mfa, {lm, _, _} = list_nodes, node) do
+    # libcluster checks the MFAs with function_exported?/3, which is false
+    # for a module that is not loaded yet.
+    Enum.each([m, lm], &Code.ensure_loaded/1)
+
+    case apply(@strategy, fun, [topology, mfa, list_nodes, [node]]) do
+      :ok -> true
+      {:error, [{^node, reason}]} -> reason
+      {:error, other} -> {:libcluster_error, other}
+    end
+  end
 end
