@@ -151,17 +151,7 @@ defmodule Caravan.Test.Lab do
     if lab.dns_peer, do: BeamNode.stop(lab.dns_peer)
     namespaces = [lab.dns_ns, lab.bridge_ns | for({_, h} <- lab.hosts, do: h.ns)]
 
-    for ns <- namespaces do
-      {pids, _} = System.cmd("ip", ["netns", "pids", ns], stderr_to_stdout: true)
-
-      for pid <- String.split(pids),
-          pid =~ ~r/\A\d+\z/,
-          do: System.cmd("kill", ["-KILL", pid], stderr_to_stdout: true)
-
-      System.cmd("ip", ["netns", "del", ns], stderr_to_stdout: true)
-    end
-
-    :ok
+    Enum.each(namespaces, &remove_namespace/1)
   end
 
   # Labs left by a test runner that was killed (on_exit never ran): the
@@ -173,17 +163,21 @@ defmodule Caravan.Test.Lab do
     for line <- String.split(list, "\n", trim: true),
         [ns | _] = String.split(line),
         [_, pid36] <- [Regex.run(~r/\Acvl([0-9A-Z]+)_/, ns)],
-        not File.exists?("/proc/#{String.to_integer(pid36, 36)}") do
-      {pids, _} = System.cmd("ip", ["netns", "pids", ns], stderr_to_stdout: true)
-
-      for pid <- String.split(pids),
-          pid =~ ~r/\A\d+\z/,
-          do: System.cmd("kill", ["-KILL", pid], stderr_to_stdout: true)
-
-      System.cmd("ip", ["netns", "del", ns], stderr_to_stdout: true)
-    end
+        not File.exists?("/proc/#{String.to_integer(pid36, 36)}"),
+        do: remove_namespace(ns)
 
     :ok
+  end
+
+  # Kills every process in network namespace `ns`, then deletes it.
+  defp remove_namespace(ns) do
+    {pids, _} = System.cmd("ip", ["netns", "pids", ns], stderr_to_stdout: true)
+
+    for pid <- String.split(pids),
+        pid =~ ~r/\A\d+\z/,
+        do: System.cmd("kill", ["-KILL", pid], stderr_to_stdout: true)
+
+    System.cmd("ip", ["netns", "del", ns], stderr_to_stdout: true)
   end
 
   @doc "Host `i`'s node name."
@@ -398,52 +392,26 @@ defmodule Caravan.Test.Lab do
 
     @doc "Starts the probe on this node. Returns `:ok`."
     def start do
-      parent = self()
+      :ok =
+        Caravan.Test.PeerLog.start_collector(
+          @name,
+          fn -> :ok = :net_kernel.monitor_nodes(true, %{nodedown_reason: true}) end,
+          fn -> loop([], []) end
+        )
 
-      spawn(fn ->
-        Process.register(self(), @name)
-        :ok = :net_kernel.monitor_nodes(true, %{nodedown_reason: true})
-        send(parent, :probing)
-        loop([], [])
-      end)
-
-      receive do
-        :probing -> :ok
-      after
-        10_000 -> raise "probe did not start"
-      end
-
-      {:ok, _} = Application.ensure_all_started(:logger)
-      :logger.add_primary_filter(:no_progress, {&:logger_filters.progress/2, :stop})
       # The node's own console stays quiet (its output reaches the test
-      # runner's); the probe records what the tests look at.
-      for id <- :logger.get_handler_ids(),
-          do: :logger.set_handler_config(id, :level, :error)
-
-      :ok = :logger.add_handler(@name, __MODULE__, %{level: :all})
-      :ok
+      # runner's); the probe records what the tests look at. The primary
+      # level stays as the node has it.
+      Caravan.Test.PeerLog.capture(@name, __MODULE__, :error, nil)
     end
 
     @doc "`{node_events, logs}`, oldest first."
-    def events do
-      send(@name, {:events, self()})
-
-      receive do
-        {@name, events} -> events
-      after
-        10_000 -> raise "probe did not answer"
-      end
-    end
+    def events, do: Caravan.Test.PeerLog.ask(@name, :events)
 
     @doc false
     # :logger handler callback.
     def log(%{msg: msg}, _config) do
-      text =
-        case msg do
-          {:string, chardata} -> IO.chardata_to_string(chardata)
-          {:report, report} -> inspect(report)
-          {format, args} -> format |> :io_lib.format(args) |> IO.chardata_to_string()
-        end
+      text = Caravan.Test.PeerLog.text(msg)
 
       if String.contains?(text, "[caravan]") or String.contains?(text, "'global'"),
         do: send(@name, {:log, :os.system_time(:millisecond), text})

@@ -7,48 +7,19 @@ defmodule Caravan.Test.LevelLog do
   exits, so a refused config comes back as `{:error, reason}`.
   """
 
+  alias Caravan.Test.PeerLog
+
   @name :caravan_test_level_log
 
   @doc "Starts recording (Logger started, primary level `:debug`). Returns `:ok`."
   def start do
-    parent = self()
-
-    spawn(fn ->
-      Process.register(self(), @name)
-      send(parent, :recording)
-      loop([])
-    end)
-
-    receive do
-      :recording -> :ok
-    after
-      10_000 -> raise "level log did not start"
-    end
-
-    {:ok, _} = Application.ensure_all_started(:logger)
-    :logger.add_primary_filter(:no_progress, {&:logger_filters.progress/2, :stop})
-    :ok = :logger.add_handler(@name, __MODULE__, %{level: :all})
-    :ok = :logger.set_primary_config(:level, :debug)
-    # The console keeps printing only warnings and above: every :logger
-    # handler already there (OTP's `default`, through which Elixir 1.15+
-    # prints, or Elixir 1.14's `Logger` handler in front of the console).
-    for id <- :logger.get_handler_ids(),
-        id != @name,
-        do: :logger.set_handler_config(id, :level, :warning)
-
-    :ok
+    :ok = PeerLog.start_collector(@name, fn -> :ok end, fn -> loop([]) end)
+    # The console keeps printing only warnings and above.
+    PeerLog.capture(@name, __MODULE__, :warning)
   end
 
   @doc "`[{level, text}]`, oldest first."
-  def lines do
-    send(@name, {:lines, self()})
-
-    receive do
-      {@name, lines} -> lines
-    after
-      10_000 -> raise "level log did not answer"
-    end
-  end
+  def lines, do: PeerLog.ask(@name, :lines)
 
   @doc "The recorded lines at `level` that contain `text`."
   def matching(level, text),
@@ -86,13 +57,7 @@ defmodule Caravan.Test.LevelLog do
   @doc false
   # :logger handler callback.
   def log(%{level: level, msg: msg}, _config) do
-    text =
-      case msg do
-        {:string, chardata} -> IO.chardata_to_string(chardata)
-        {:report, report} -> inspect(report)
-        {format, args} -> format |> :io_lib.format(args) |> IO.chardata_to_string()
-      end
-
+    text = PeerLog.text(msg)
     if String.contains?(text, "[caravan]"), do: send(@name, {:log, level, text})
   catch
     _, _ -> :ok

@@ -68,31 +68,10 @@ defmodule Caravan.Test.Libcluster do
   OTP's default handler keeps printing warnings and above). Returns `:ok`.
   """
   def record do
-    parent = self()
-
-    spawn(fn ->
-      Process.register(self(), @name)
-      send(parent, :recording)
-      loop([], [])
-    end)
-
-    receive do
-      :recording -> :ok
-    after
-      10_000 -> raise "libcluster recorder did not start"
-    end
-
-    {:ok, _} = Application.ensure_all_started(:logger)
+    :ok = Caravan.Test.PeerLog.start_collector(@name, fn -> :ok end, fn -> loop([], []) end)
+    :ok = Caravan.Test.PeerLog.capture(@name, __MODULE__, :warning)
     Caravan.Test.Telemetry.attach(&__MODULE__.event/4)
-    # Every :logger handler already there (OTP's `default`, through which
-    # Elixir 1.15+ prints, or Elixir 1.14's `Logger` handler in front of the
-    # console backend) keeps printing only warnings and above.
-    for id <- :logger.get_handler_ids(),
-        do: :ok = :logger.set_handler_config(id, :level, :warning)
-
-    :logger.add_primary_filter(:no_progress, {&:logger_filters.progress/2, :stop})
-    :ok = :logger.add_handler(@name, __MODULE__, %{level: :all})
-    :ok = :logger.set_primary_config(:level, :debug)
+    :ok
   end
 
   @doc "Stops recording in this VM (handler and process). Returns `:ok`."
@@ -107,15 +86,7 @@ defmodule Caravan.Test.Libcluster do
   `{events, logs}` recorded so far, oldest first: `{event_name,
   measurements, metadata}` and `{level, text}`.
   """
-  def recorded do
-    send(@name, {:get, self()})
-
-    receive do
-      {@name, recorded} -> recorded
-    after
-      10_000 -> raise "libcluster recorder did not answer"
-    end
-  end
+  def recorded, do: Caravan.Test.PeerLog.ask(@name, :get)
 
   @doc false
   # :telemetry handler (an external fun, so it also works on a peer node).
@@ -127,13 +98,7 @@ defmodule Caravan.Test.Libcluster do
   @doc false
   # :logger handler callback.
   def log(%{level: level, msg: msg}, _config) do
-    text =
-      case msg do
-        {:string, chardata} -> IO.chardata_to_string(chardata)
-        {:report, report} -> inspect(report)
-        {format, args} -> format |> :io_lib.format(args) |> IO.chardata_to_string()
-      end
-
+    text = Caravan.Test.PeerLog.text(msg)
     if String.contains?(text, "[libcluster:"), do: send(@name, {:log, {level, text}})
   catch
     _, _ -> :ok

@@ -6,6 +6,8 @@ defmodule Caravan.Test.Recorder do
   `[caravan]` log line, at any level, through a `:logger` handler.
   """
 
+  alias Caravan.Test.PeerLog
+
   @name :caravan_test_recorder
 
   @doc """
@@ -15,45 +17,18 @@ defmodule Caravan.Test.Recorder do
   Returns `:ok`.
   """
   def start do
-    parent = self()
+    :ok =
+      PeerLog.start_collector(
+        @name,
+        fn -> :ok = :net_kernel.monitor_nodes(true, node_type: :all) end,
+        fn -> loop([], []) end
+      )
 
-    spawn(fn ->
-      Process.register(self(), @name)
-      :ok = :net_kernel.monitor_nodes(true, node_type: :all)
-      send(parent, :recording)
-      loop([], [])
-    end)
-
-    receive do
-      :recording -> :ok
-    after
-      10_000 -> raise "recorder did not start"
-    end
-
-    # Elixir's Logger first, so that its start does not reset what follows;
-    # then every :logger handler already there keeps printing only warnings
-    # and above: OTP's `default` handler (Elixir 1.15+ prints through it)
-    # or Elixir's `Logger` handler in front of the console backend (1.14).
-    {:ok, _} = Application.ensure_all_started(:logger)
-
-    for id <- :logger.get_handler_ids(),
-        do: :ok = :logger.set_handler_config(id, :level, :warning)
-
-    :logger.add_primary_filter(:no_progress, {&:logger_filters.progress/2, :stop})
-    :ok = :logger.add_handler(@name, __MODULE__, %{level: :all})
-    :ok = :logger.set_primary_config(:level, :debug)
+    PeerLog.capture(@name, __MODULE__, :warning)
   end
 
   @doc "`{node_events, caravan_logs}`, oldest first: `{:nodeup | :nodedown, node}` and log strings."
-  def events do
-    send(@name, {:events, self()})
-
-    receive do
-      {@name, events} -> events
-    after
-      10_000 -> raise "recorder did not answer"
-    end
-  end
+  def events, do: PeerLog.ask(@name, :events)
 
   @doc "How many recorded `[caravan]` lines contain `text`."
   def count(text), do: events() |> elem(1) |> Enum.count(&String.contains?(&1, text))
@@ -72,13 +47,7 @@ defmodule Caravan.Test.Recorder do
   @doc false
   # :logger handler callback.
   def log(%{msg: msg}, _config) do
-    text =
-      case msg do
-        {:string, chardata} -> IO.chardata_to_string(chardata)
-        {:report, report} -> inspect(report)
-        {format, args} -> format |> :io_lib.format(args) |> IO.chardata_to_string()
-      end
-
+    text = PeerLog.text(msg)
     if String.contains?(text, "[caravan]"), do: send(@name, {:log, text})
   catch
     _, _ -> :ok
