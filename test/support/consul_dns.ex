@@ -118,7 +118,7 @@ defmodule Caravan.Test.ConsulDns do
       end)
 
     server = self()
-    spawn_link(fn -> accept_loop(listen, server) end)
+    Caravan.Test.TcpAcceptor.start_link(listen, &connection_loop(&1, server))
 
     {:ok,
      %{
@@ -186,25 +186,6 @@ defmodule Caravan.Test.ConsulDns do
 
   defp count(state, transport),
     do: %{state | queries: Map.update!(state.queries, transport, &(&1 + 1))}
-
-  defp accept_loop(listen, server) do
-    case :gen_tcp.accept(listen) do
-      {:ok, socket} ->
-        pid = spawn_link(fn -> connection(server) end)
-        :ok = :gen_tcp.controlling_process(socket, pid)
-        send(pid, {:socket, socket})
-        accept_loop(listen, server)
-
-      {:error, _closed} ->
-        :ok
-    end
-  end
-
-  defp connection(server) do
-    receive do
-      {:socket, socket} -> connection_loop(socket, server)
-    end
-  end
 
   # Consul (miekg/dns) serves several queries per TCP connection.
   defp connection_loop(socket, server) do

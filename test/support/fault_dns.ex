@@ -88,7 +88,7 @@ defmodule Caravan.Test.FaultDns do
       end)
 
     server = self()
-    acceptor = spawn_link(fn -> accept_loop(listen, server) end)
+    acceptor = Caravan.Test.TcpAcceptor.start_link(listen, &connection_loop(&1, server))
 
     {:ok,
      %{
@@ -160,26 +160,6 @@ defmodule Caravan.Test.FaultDns do
 
       result ->
         result
-    end
-  end
-
-  # Runs linked to the server, so it stops with it.
-  defp accept_loop(listen, server) do
-    case :gen_tcp.accept(listen) do
-      {:ok, socket} ->
-        pid = spawn_link(fn -> connection(server) end)
-        :ok = :gen_tcp.controlling_process(socket, pid)
-        send(pid, {:socket, socket})
-        accept_loop(listen, server)
-
-      {:error, _closed} ->
-        :ok
-    end
-  end
-
-  defp connection(server) do
-    receive do
-      {:socket, socket} -> connection_loop(socket, server)
     end
   end
 
