@@ -11,7 +11,7 @@ defmodule Caravan.Test.PeerLog do
   once it is registered; raises naming `name` when it did not start in
   10 s.
   """
-  @spec start_collector(atom(), (() -> term()), (() -> no_return())) :: :ok
+  @spec start_collector(atom(), function(), function()) :: :ok
   def start_collector(name, init, loop) do
     parent = self()
 
