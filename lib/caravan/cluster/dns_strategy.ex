@@ -140,8 +140,10 @@ defmodule Caravan.Cluster.DnsStrategy do
   def init(arg) do
     case Config.new(arg) do
       {:ok, config} ->
-        # The first poll comes soon, jittered (Poll.first_delay/1).
-        Process.send_after(self(), :poll, Poll.first_delay(config.poll_interval))
+        # The first poll at once: a first lookup that waits (jitter was
+        # tried) lets the nodes that asked first start their connects
+        # while the others' lookups queue behind them (README, Performance).
+        send(self(), :poll)
         # nodeup events, to keep out nodes DNS no longer lists (see
         # Caravan.Cluster.Events); leave requests arrive under this name.
         _ = :net_kernel.monitor_nodes(true)

@@ -152,17 +152,4 @@ defmodule Caravan.Cluster.Poll do
     do: {:error, {:invalid_record, "expected {port, host}, got: #{inspect(other)}"}}
 
   defp list_nodes(%Config{list_nodes: {m, f, a}}), do: apply(m, f, a)
-
-  @doc """
-  The delay (ms) of a topology's first poll: uniform in
-  0..min(poll_interval / 100, 10), so nodes booted together do not all
-  ask DNS in the same millisecond. The cap is small on purpose: every node
-  that polls later joins later, and the bench measured a 0..50 ms spread
-  costing 2.3x in formation time at 8 nodes for no gain.
-  """
-  @spec first_delay(pos_integer()) :: non_neg_integer()
-  def first_delay(poll_interval) do
-    spread = min(div(poll_interval, 100), 10)
-    :rand.uniform(spread + 1) - 1
-  end
 end

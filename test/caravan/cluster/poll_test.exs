@@ -52,12 +52,4 @@ defmodule Caravan.Cluster.PollTest do
     assert %{new: [:b@h]} = Poll.diff(result, connected)
     assert %{new: []} = Poll.diff(%{result | found: [node()]}, connected)
   end
-
-  test "the first poll waits 0..min(poll_interval / 100, 10) ms, spread" do
-    delays = for _ <- 1..500, do: Poll.first_delay(5_000)
-    assert Enum.all?(delays, &(&1 in 0..10))
-    assert length(Enum.uniq(delays)) == 11
-    assert Enum.all?(for(_ <- 1..100, do: Poll.first_delay(300)), &(&1 in 0..3))
-    assert Poll.first_delay(50) == 0
-  end
 end
