@@ -186,8 +186,11 @@ defmodule Caravan.Cluster.DnsStrategy do
     Process.send_after(self(), :poll, config.poll_interval)
 
     if state.poll do
-      log(:debug, config, "previous poll still running; skipping this one")
-      {:noreply, state}
+      # Not skipped: it starts when the running one ends (at most one
+      # waits), so a lookup that outlasts the interval under load (a boot
+      # storm) does not cost a whole extra interval.
+      log(:debug, config, "previous poll still running; the next starts when it ends")
+      {:noreply, %{state | repoll: true}}
     else
       {:noreply, %{state | poll: start_poll(config)}}
     end

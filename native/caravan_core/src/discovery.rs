@@ -67,7 +67,8 @@ pub struct Answer {
 /// over TCP when [`trim::may_be_trimmed`] doubts the UDP answer; straight
 /// over TCP when the last complete answer to this query at this server
 /// needed it ([`crate::tcp_first`]), so a poll whose answer outgrew UDP
-/// costs one query, not two. `udp_try` bounds the UDP exchange, `tcp_try`
+/// costs one query, not two. `udp_try` bounds the UDP exchange (the query
+/// is sent again every `udp_retransmit` without a reply), `tcp_try`
 /// the TCP one: give TCP room for one SYN retransmission (1 s, RFC 6298
 /// 2.1), which is what a client gets from a server whose listen queue is
 /// full (dnsmasq under a burst of nodes polling at once).
@@ -82,6 +83,7 @@ pub async fn query(
     name: &Name,
     record_type: RecordType,
     udp_try: Duration,
+    udp_retransmit: Duration,
     tcp_try: Duration,
 ) -> Result<Answer, LookupError> {
     let request = request(name, record_type);
@@ -104,7 +106,7 @@ pub async fn query(
         udp_try,
         server,
         "UDP",
-        udp_exchange(server, &request, udp_try / 3),
+        udp_exchange(server, &request, udp_retransmit),
     )
     .await?;
     let (message, size) = parse(server, &request, &udp)?;
@@ -471,8 +473,9 @@ mod tests {
             addr,
             &name,
             RecordType::SRV,
-            // Resent after a third of this.
             Duration::from_secs(3),
+            // Resent after this.
+            Duration::from_secs(1),
             Duration::from_secs(3),
         )
         .await
@@ -496,6 +499,7 @@ mod tests {
             &name,
             RecordType::SRV,
             Duration::from_secs(5),
+            Duration::from_secs(1),
             Duration::from_secs(5),
         )
         .await

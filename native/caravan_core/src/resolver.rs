@@ -343,6 +343,7 @@ async fn srv_answer(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Tries {
     udp: Duration,
+    retransmit: Duration,
     tcp: Duration,
 }
 
@@ -354,12 +355,14 @@ impl Tries {
     /// it: measured with 48 nodes booting on 2 CPUs, where half the first
     /// lookups gave up at 500 ms of a 1000 ms bound) is still an answer.
     /// With more, UDP gets half, so a silent nameserver leaves time for the
-    /// next. TCP gets all of it (the outer bound in `lookup_srv` still
+    /// next. Either way an unanswered UDP query is sent again every sixth
+    /// of the bound (a datagram lost under load). TCP gets all of it (the outer bound in `lookup_srv` still
     /// holds), enough for one SYN retransmission after a full listen queue.
     fn for_servers(timeout: Duration, servers: usize) -> Self {
         let udp = if servers <= 1 { timeout } else { timeout / 2 };
         Tries {
             udp: udp.max(Duration::from_millis(50)),
+            retransmit: timeout / 6,
             tcp: timeout,
         }
     }
@@ -383,7 +386,16 @@ async fn ask_each(
 ) -> Result<discovery::Answer, LookupError> {
     let mut last = LookupError::Config("no nameservers to ask".into());
     for server in servers {
-        match discovery::query(*server, name, RecordType::SRV, tries.udp, tries.tcp).await {
+        match discovery::query(
+            *server,
+            name,
+            RecordType::SRV,
+            tries.udp,
+            tries.retransmit,
+            tries.tcp,
+        )
+        .await
+        {
             Ok(answer) => return Ok(answer),
             Err(err) => {
                 tracing::debug!(%server, %name, error = %err, "nameserver failed");
@@ -638,6 +650,7 @@ mod tests {
         let bound = Duration::from_millis(1000);
         let one = Tries::for_servers(bound, 1);
         assert_eq!((one.udp, one.tcp), (bound, bound));
+        assert_eq!(one.retransmit, bound / 6);
         let two = Tries::for_servers(bound, 2);
         assert_eq!((two.udp, two.tcp), (bound / 2, bound));
         let tiny = Tries::for_servers(Duration::from_millis(60), 3);
