@@ -27,6 +27,23 @@ defmodule Caravan.Cluster.DnsStrategyTest do
     def get_nodes(_), do: raise("boom")
   end
 
+  # A client whose lookup waits until the test releases it: tells the
+  # test process (in :persistent_term) {:lookup, pid} and blocks.
+  defmodule GatedClient do
+    @behaviour Caravan.DnsClient
+    @impl true
+    def get_nodes(query), do: get_nodes(query, [])
+
+    @impl true
+    def get_nodes(_query, _opts) do
+      send(:persistent_term.get({__MODULE__, :test}), {:lookup, self()})
+
+      receive do
+        :release -> {:ok, []}
+      end
+    end
+  end
+
   setup_all do
     dns =
       Dnsmasq.start(
@@ -138,6 +155,34 @@ defmodule Caravan.Cluster.DnsStrategyTest do
 
     assert length(Regex.scan(~r/\[warning\] .*skipped SRV records: .*app-0@bad.example/, log)) ==
              1
+  end
+
+  test "a tick during a slow poll starts the next poll when that one ends, never beside it" do
+    :persistent_term.put({GatedClient, :test}, self())
+    on_exit(fn -> :persistent_term.erase({GatedClient, :test}) end)
+
+    config = [
+      query: "svc",
+      node_sname: "app",
+      dns_client: GatedClient,
+      poll_interval: 3_000,
+      timeout: 3_000
+    ]
+
+    capture_log(fn ->
+      start_supervised!({DnsStrategy, [state(config, self())]})
+      assert_receive {:lookup, first}, 5_000
+
+      # The tick at 3000 ms comes while the first poll still runs: no
+      # lookup beside it.
+      refute_receive {:lookup, _}, 3_500
+
+      # Released at 3500 ms: the next poll starts now, not at the tick at
+      # 6000 ms (the tick at 3000 was not skipped).
+      send(first, :release)
+      assert_receive {:lookup, second}, 1_500
+      send(second, :release)
+    end)
   end
 
   test "a client that raises does not stop the strategy" do

@@ -263,6 +263,42 @@ defmodule Caravan.Cluster.LibclusterTest do
     end
   end
 
+  describe "whether libcluster is there (Caravan.Cluster.Libcluster.available?/0)" do
+    # The stand-in's object code in a directory of the code path, not
+    # loaded: what a VM in interactive mode has when libcluster is a
+    # dependency whose modules are not loaded yet.
+    setup do
+      dir =
+        Path.join(System.tmp_dir!(), "caravan-libcluster-#{System.unique_integer([:positive])}")
+
+      File.mkdir_p!(dir)
+
+      for {module, binary} <- Libcluster.compile(),
+          do: File.write!(Path.join(dir, "#{module}.beam"), binary)
+
+      true = :code.add_patha(String.to_charlist(dir))
+
+      on_exit(fn ->
+        :code.del_path(String.to_charlist(dir))
+        Libcluster.unload()
+        :application.unload(:libcluster)
+        File.rm_rf!(dir)
+      end)
+    end
+
+    test "a Cluster.Strategy on the code path is not looked for without a :libcluster application" do
+      refute Caravan.Cluster.Libcluster.available?()
+      # Not searched for, so not loaded (a code-path search would have).
+      refute :code.is_loaded(Cluster.Strategy)
+    end
+
+    test "with the :libcluster application loaded, Cluster.Strategy is loaded and used" do
+      :ok = :application.load({:application, :libcluster, [vsn: ~c"3.5.0", modules: []]})
+      assert Caravan.Cluster.Libcluster.available?()
+      assert {:file, _} = :code.is_loaded(Cluster.Strategy)
+    end
+  end
+
   @doc false
   # A connect MFA: false for web1 (unreachable), a value outside
   # libcluster's contract for the rest.
