@@ -356,8 +356,9 @@ impl Tries {
     /// lookups gave up at 500 ms of a 1000 ms bound) is still an answer.
     /// With more, UDP gets half, so a silent nameserver leaves time for the
     /// next. Either way an unanswered UDP query is sent again every sixth
-    /// of the bound (a datagram lost under load). TCP gets all of it (the outer bound in `lookup_srv` still
-    /// holds), enough for one SYN retransmission after a full listen queue.
+    /// of the bound (a datagram lost under load). TCP gets all of it (the
+    /// outer bound in `lookup_srv` still holds), enough for one SYN
+    /// retransmission after a full listen queue.
     fn for_servers(timeout: Duration, servers: usize) -> Self {
         let udp = if servers <= 1 { timeout } else { timeout / 2 };
         Tries {
