@@ -303,7 +303,7 @@ async fn srv_answer(
     servers: &[SocketAddr],
     name: Name,
 ) -> Result<discovery::Answer, LookupError> {
-    let tries = Tries::for_servers(config.timeout, servers.len());
+    let tries = discovery::Tries::for_servers(config.timeout, servers.len());
     let mut chain = vec![name];
     loop {
         let current = chain
@@ -339,36 +339,6 @@ async fn srv_answer(
     }
 }
 
-/// Per-exchange bounds of one SRV query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Tries {
-    udp: Duration,
-    retransmit: Duration,
-    tcp: Duration,
-}
-
-impl Tries {
-    /// The bounds for a lookup bounded by `timeout` over `servers`
-    /// nameservers. With one nameserver its UDP exchange gets the whole
-    /// bound: there is no next nameserver to leave time for, and a reply
-    /// that is merely late (a loaded server, or this host too busy to read
-    /// it: measured with 48 nodes booting on 2 CPUs, where half the first
-    /// lookups gave up at 500 ms of a 1000 ms bound) is still an answer.
-    /// With more, UDP gets half, so a silent nameserver leaves time for the
-    /// next. Either way an unanswered UDP query is sent again every sixth
-    /// of the bound (a datagram lost under load). TCP gets all of it (the
-    /// outer bound in `lookup_srv` still holds), enough for one SYN
-    /// retransmission after a full listen queue.
-    fn for_servers(timeout: Duration, servers: usize) -> Self {
-        let udp = if servers <= 1 { timeout } else { timeout / 2 };
-        Tries {
-            udp: udp.max(Duration::from_millis(50)),
-            retransmit: timeout / 6,
-            tcp: timeout,
-        }
-    }
-}
-
 /// The CNAME target of `owner` among `answers`.
 fn cname_of(answers: &[Record], owner: &Name) -> Option<Name> {
     answers.iter().find_map(|record| match &record.data {
@@ -383,20 +353,11 @@ fn cname_of(answers: &[Record], owner: &Name) -> Option<Name> {
 async fn ask_each(
     servers: &[SocketAddr],
     name: &Name,
-    tries: Tries,
+    tries: discovery::Tries,
 ) -> Result<discovery::Answer, LookupError> {
     let mut last = LookupError::Config("no nameservers to ask".into());
     for server in servers {
-        match discovery::query(
-            *server,
-            name,
-            RecordType::SRV,
-            tries.udp,
-            tries.retransmit,
-            tries.tcp,
-        )
-        .await
-        {
+        match discovery::query(*server, name, RecordType::SRV, tries).await {
             Ok(answer) => return Ok(answer),
             Err(err) => {
                 tracing::debug!(%server, %name, error = %err, "nameserver failed");
@@ -644,18 +605,6 @@ mod tests {
             msg.contains("consul:8600") && msg.contains("IP:PORT"),
             "{msg}"
         );
-    }
-
-    #[test]
-    fn one_nameserver_gives_udp_the_whole_bound_more_give_it_half() {
-        let bound = Duration::from_millis(1000);
-        let one = Tries::for_servers(bound, 1);
-        assert_eq!((one.udp, one.tcp), (bound, bound));
-        assert_eq!(one.retransmit, bound / 6);
-        let two = Tries::for_servers(bound, 2);
-        assert_eq!((two.udp, two.tcp), (bound / 2, bound));
-        let tiny = Tries::for_servers(Duration::from_millis(60), 3);
-        assert_eq!(tiny.udp, Duration::from_millis(50));
     }
 
     #[test]
