@@ -17,9 +17,10 @@
 //!   answer's own size and records, with the EDNS0 support the server
 //!   showed over UDP;
 //! - forgotten when a TCP answer would now fit (the service shrank: the next
-//!   poll is back on UDP), when a direct TCP exchange fails (the next poll
-//!   starts over on UDP, as if nothing were known), and after
-//!   [`FORGET_AFTER`] in any case;
+//!   poll is back on UDP), when a direct TCP exchange fails outright
+//!   (refused, reset, malformed: the next poll starts over on UDP, as if
+//!   nothing were known; a timeout keeps it, the server being slow, not
+//!   unable), and after [`FORGET_AFTER`] in any case;
 //! - at most [`CAPACITY`] entries (an entry is a few dozen bytes); when
 //!   full, the oldest is dropped.
 //!
