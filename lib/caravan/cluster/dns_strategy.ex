@@ -54,8 +54,10 @@ defmodule Caravan.Cluster.DnsStrategy do
       given (Caravan 1.x); `:ip` the target's IP address (decoded from
       `.addr.`, else the answer's additional section, else resolved).
       See `Caravan.DNS`.
-    * `:poll_interval` - ms between lookups. Default 5000. libcluster
-      DNSPoll's `:polling_interval` is accepted as an alias.
+    * `:poll_interval` - ms between lookups, give or take 10% at each
+      poll (so nodes booted together do not keep polling in step). Default
+      5000. libcluster DNSPoll's `:polling_interval` is accepted as an
+      alias.
     * `:nameservers` - e.g. `["127.0.0.1:8600"]` (see `Caravan.DNS`).
       Default: the VM's (an erl_inetrc's nameserver lines, as Caravan 1.x;
       `Caravan.DNS.vm_nameservers/0`), else the system's resolv.conf.
@@ -183,7 +185,7 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   @impl GenServer
   def handle_info(:poll, %{config: config} = state) do
-    Process.send_after(self(), :poll, config.poll_interval)
+    Process.send_after(self(), :poll, Poll.next_delay(config.poll_interval))
 
     if state.poll do
       # Not skipped: it starts when the running one ends (at most one

@@ -6,6 +6,19 @@ defmodule Caravan.Cluster.PollTest do
 
   alias Caravan.Cluster.{Config, Poll}
 
+  doctest Poll
+
+  test "the next poll comes within 10% of the interval, never before 1 ms, and the mean holds" do
+    delays = for _ <- 1..2_000, do: Poll.next_delay(1_000)
+    assert Enum.min(delays) >= 900 and Enum.max(delays) <= 1_100
+    # Not all the same: nodes in step drift apart.
+    assert length(Enum.uniq(delays)) > 100
+    mean = Enum.sum(delays) / length(delays)
+    assert mean > 985 and mean < 1_015
+    assert Poll.next_delay(1, 0.0) == 1
+    assert_raise FunctionClauseError, fn -> Poll.next_delay(0, 0.5) end
+  end
+
   defp config(opts \\ []),
     do: struct!(Config, Keyword.merge([node_sname: "app", queries: ["q1", "q2"]], opts))
 
