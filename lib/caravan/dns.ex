@@ -15,8 +15,8 @@ defmodule Caravan.DNS do
   or more records (Consul's `udp_answer_limit`). A query whose last
   complete answer at that nameserver would not be trusted over UDP is
   asked over TCP directly (one query per poll, not two; RFC 7766 5), until
-  an answer fits UDP again, a direct TCP exchange fails other than by
-  timing out, or 600 s pass.
+  an answer fits UDP again, a direct TCP exchange fails outright or times
+  out twice in a row, or 600 s pass.
   Each record's `:transport` says which transport gave it. Answers are not
   cached, so a changed service is seen at once.
 

@@ -68,7 +68,7 @@ defmodule Caravan.Cluster.Warnings do
           do:
             {&warn/2, {:lookup, query},
              "lookup of #{inspect(query)} failed (#{format_reason(reason)}); " <>
-               "keeping the cluster as it is, retrying every #{config.poll_interval} ms"}
+               "keeping the cluster as it is, retrying about every #{config.poll_interval} ms"}
 
     {entries, warnings} =
       Enum.map_reduce(recovered ++ failed, warnings, fn {fun, key, message}, warnings ->

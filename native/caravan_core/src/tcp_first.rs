@@ -19,8 +19,11 @@
 //! - forgotten when a TCP answer would now fit (the service shrank: the next
 //!   poll is back on UDP), when a direct TCP exchange fails outright
 //!   (refused, reset, malformed: the next poll starts over on UDP, as if
-//!   nothing were known; a timeout keeps it, the server being slow, not
-//!   unable), and after [`FORGET_AFTER`] in any case;
+//!   nothing were known), at the [`TIMEOUTS_TO_FORGET`]th direct TCP
+//!   timeout in a row (one timeout says the server is slow, and keeps it;
+//!   a second says TCP may be blocked, and a UDP answer that fits again
+//!   must then not wait for [`FORGET_AFTER`]), and after [`FORGET_AFTER`]
+//!   in any case;
 //! - at most [`CAPACITY`] entries (an entry is a few dozen bytes); when
 //!   full, the oldest is dropped.
 //!
@@ -35,6 +38,9 @@ use std::time::{Duration, Instant};
 /// Every direct TCP answer re-checks (and renews) it, so this only bounds
 /// the life of entries for queries nobody asks any more.
 pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// Direct TCP timeouts in a row after which a query is forgotten.
+pub const TIMEOUTS_TO_FORGET: u8 = 2;
 
 /// The most (nameserver, query) pairs remembered at once.
 pub const CAPACITY: usize = 1024;
@@ -73,6 +79,8 @@ pub struct Entry {
     /// trim rule for a server that ignores EDNS0 differs.
     pub has_opt: bool,
     since: Instant,
+    /// Direct TCP timeouts since the last answer.
+    timeouts: u8,
 }
 
 /// The queries whose answers needed TCP (see the module doc).
@@ -122,13 +130,31 @@ impl TcpFirst {
             Entry {
                 has_opt,
                 since: now,
+                timeouts: 0,
             },
         );
     }
 
-    /// Forgets `key` (a direct TCP exchange failed).
+    /// Forgets `key` (a direct TCP exchange failed outright).
     pub fn forget(&mut self, key: &Key) {
         self.entries.remove(key);
+    }
+
+    /// Notes a direct TCP exchange of `key` that timed out: kept the first
+    /// time (a slow server), forgotten at the [`TIMEOUTS_TO_FORGET`]th in a
+    /// row (TCP may be blocked; the next query starts on UDP). An answer
+    /// ([`TcpFirst::learn`]) resets the count. Returns whether it is still
+    /// remembered.
+    pub fn timed_out(&mut self, key: &Key) -> bool {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return false;
+        };
+        entry.timeouts = entry.timeouts.saturating_add(1);
+        if entry.timeouts >= TIMEOUTS_TO_FORGET {
+            self.entries.remove(key);
+            return false;
+        }
+        true
     }
 
     /// Forgets everything.
@@ -206,6 +232,25 @@ mod tests {
         memory.learn(key(1), true, false, now);
         memory.forget(&key(1));
         assert_eq!(memory.lookup(&key(1), now), None);
+    }
+
+    #[test]
+    fn one_timeout_keeps_a_second_in_a_row_forgets_an_answer_resets() {
+        let mut memory = TcpFirst::new();
+        let now = Instant::now();
+        memory.learn(key(1), true, true, now);
+        assert!(memory.timed_out(&key(1)));
+        assert!(memory.lookup(&key(1), now).is_some());
+        // An answer in between: the count starts again.
+        memory.learn(key(1), true, true, now);
+        assert!(memory.timed_out(&key(1)));
+        assert!(memory.lookup(&key(1), now).is_some());
+        // Two in a row.
+        assert!(!memory.timed_out(&key(1)));
+        assert_eq!(memory.lookup(&key(1), now), None);
+        // Unknown keys stay unknown.
+        assert!(!memory.timed_out(&key(2)));
+        assert!(memory.is_empty());
     }
 
     #[test]

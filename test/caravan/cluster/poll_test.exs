@@ -9,6 +9,8 @@ defmodule Caravan.Cluster.PollTest do
   doctest Poll
 
   test "the next poll comes within 10% of the interval, never before 1 ms, and the mean holds" do
+    # A fixed seed: the draws below are the same at every run.
+    :rand.seed(:exsss, {14, 11, 2026})
     delays = for _ <- 1..2_000, do: Poll.next_delay(1_000)
     assert Enum.min(delays) >= 900 and Enum.max(delays) <= 1_100
     # Not all the same: nodes in step drift apart.

@@ -40,7 +40,7 @@ defmodule Caravan.Cluster.WarningsTest do
       failed = result(answered: [], found: [], errors: [{"q", {:timeout, "no answer"}}])
       {w, [{:warning, message}]} = Warnings.poll(Warnings.new(), failed, @config)
       assert message =~ ~s[lookup of "q" failed (timeout: no answer); keeping the cluster]
-      assert message =~ "retrying every 100 ms"
+      assert message =~ "retrying about every 100 ms"
       {w, [{:debug, _}]} = Warnings.poll(w, failed, @config)
       {w, entries} = Warnings.poll(w, result([]), @config)
 
