@@ -66,7 +66,8 @@ defmodule Caravan.Bench.Formation do
   One formation round of `system` on `members` (`[{node, index}]`), `n` of
   them. `rest_ms` > 0 also counts DNS queries at rest for that long
   (whole poll intervals), from half an interval after the first poll tick
-  that is at least one interval after the mesh. Returns `%{ms, cpu_s, queries, lookup_ms, rest_qpp}`.
+  that is at least one interval after the mesh. Returns `%{ms, cpu_s,
+  queries, lookup_ms, rest_qpp}`.
   """
   def formation(members, system, ctx, rest_ms) do
     n = length(members)
@@ -171,9 +172,9 @@ defmodule Caravan.Bench.Formation do
   # the formation (64 nodes: `global` syncing, dnsmasq's log lines of TCP
   # queries written late): a window opened then read 0.82 at 64 nodes.
   defp rest_window_start(t0) do
-    now = System.os_time(:microsecond) + @poll * 1000
+    earliest = System.os_time(:microsecond) + @poll * 1000
     half = div(@poll * 1000, 2)
-    k = max(0, ceil((now - t0 - half) / (@poll * 1000)))
+    k = max(0, ceil((earliest - t0 - half) / (@poll * 1000)))
     t0 + half + k * @poll * 1000
   end
 
