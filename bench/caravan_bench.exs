@@ -73,7 +73,7 @@ Log.say("booting #{count} nodes")
 nodes = Peers.start_many(Enum.map(1..count, &Formation.ip/1), inetrc, servers.caravan.nameserver)
 indexed = Enum.with_index(nodes, 1)
 
-{formation, join} =
+{formation, join, server_costs} =
   try do
     formation =
       for n <- sizes, into: %{} do
@@ -106,7 +106,16 @@ indexed = Enum.with_index(nodes, 1)
           Map.update(acc, system, [ms], &[ms | &1])
       end
 
-    {formation, join}
+    # What one node's first lookup costs each DNS server, on a calm
+    # machine (Formation.server_cost/4).
+    cost_ms = if quick, do: 300, else: 1_500
+
+    server_costs =
+      for n <- sizes, s <- [:caravan, :dns_poll], into: %{} do
+        {{n, s}, Formation.server_cost(ctx, s, n, cost_ms)}
+      end
+
+    {formation, join, server_costs}
   after
     Peers.each(nodes, &Peers.stop/1)
     for {_, server} <- servers, do: Dnsmasq.stop(server.dns) && File.rm(server.log)
@@ -174,6 +183,20 @@ first_rows = [
         f.(med.(n, :caravan, :first_lookup_ms)),
         f.(med.(n, :dns_poll, :first_lookup_ms))
       ]
+    end
+]
+
+server_rows = [
+  [
+    "N",
+    "server CPU Caravan",
+    "server CPU DNSPoll-like",
+    "wall Caravan",
+    "wall DNSPoll-like"
+  ]
+  | for n <- sizes do
+      [c, d] = for s <- [:caravan, :dns_poll], do: server_costs[{n, s}]
+      [to_string(n), f.(c.cpu_us), f.(d.cpu_us), f.(c.wall_us), f.(d.wall_us)]
     end
 ]
 
@@ -253,6 +276,11 @@ First discovery lookup of a round, the median node's: ms after t0 it starts, ms 
 (medians over the rounds)
 #{Table.text(first_rows)}
 
+One node's first lookup on a calm machine: the DNS server's CPU, µs (dnsmasq and the
+children it forks for TCP connections; 10 ms ticks over #{if quick, do: "0.3", else: "1.5"} s of
+lookups), and its wall time, µs
+#{Table.text(server_rows)}
+
 Join: ms from the joiner's start until all #{join_formed + 1} see each other
 #{Table.text(join_rows)}
 
@@ -278,6 +306,10 @@ Costs during formation; DNS queries per node per poll at rest; worst discovery l
 First discovery lookup of a round, the median node's: ms after t0 it starts, ms it takes:
 
 #{Table.markdown(first_rows)}
+
+One node's first lookup on a calm machine: the DNS server's CPU (dnsmasq and the children it forks for TCP connections), µs, and its wall time, µs:
+
+#{Table.markdown(server_rows)}
 
 Join, ms:
 

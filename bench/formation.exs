@@ -235,6 +235,62 @@ defmodule Caravan.Bench.Formation do
     end
   end
 
+  @doc """
+  What one node's first discovery lookup of an N-node cluster costs the DNS
+  server, measured from the bench VM with the machine calm: lookups one
+  after the other for `ms` milliseconds, each as a node's first (Caravan: its SRV query, with the
+  memory of which queries go straight to TCP forgotten before each, so UDP
+  then TCP when the answer outgrows UDP; DNSPoll-like: A then AAAA with
+  `:inet_res`, no EDNS0, TCP when truncated). Returns `%{cpu_us: server
+  CPU per lookup (µs; dnsmasq's user+system time and that of the children
+  it forks for TCP connections), wall_us: per lookup (µs)}`.
+  """
+  def server_cost(ctx, system, n, ms) do
+    server = ctx.servers[system]
+    {ip, port} = server.nameserver |> String.split(":") |> then(fn [ip, port] -> {ip, port} end)
+    {:ok, ip} = :inet.parse_address(String.to_charlist(ip))
+    port = String.to_integer(port)
+    lookup = first_lookup(system, n, {ip, port})
+    ticks0 = server_ticks(server.dns.os_pid)
+    started = System.monotonic_time(:microsecond)
+    k = repeat(lookup, started + ms * 1000, 0)
+    us = System.monotonic_time(:microsecond) - started
+    ticks = server_ticks(server.dns.os_pid) - ticks0
+    %{cpu_us: ticks * 10_000 / k, wall_us: us / k}
+  end
+
+  defp repeat(fun, until, done) do
+    if System.monotonic_time(:microsecond) >= until,
+      do: done,
+      else: fun.() && repeat(fun, until, done + 1)
+  end
+
+  defp first_lookup(:caravan, n, nameserver) do
+    query = srv_query(n, 1)
+
+    fn ->
+      _ = Caravan.Native.forget_transports()
+      {:ok, [_ | _]} = Caravan.DnsClient.Native.get_nodes(query, nameservers: [nameserver])
+    end
+  end
+
+  defp first_lookup(:dns_poll, n, nameserver) do
+    query = String.to_charlist(a_query(n))
+
+    fn ->
+      [_ | _] = :inet_res.lookup(query, :in, :a, nameservers: [nameserver])
+      :inet_res.lookup(query, :in, :aaaa, nameservers: [nameserver])
+    end
+  end
+
+  # The server's CPU ticks (1/100 s): its own user and system time and that
+  # of the children it has reaped (dnsmasq forks one per TCP connection).
+  defp server_ticks(os_pid) do
+    [_, rest] = "/proc/#{os_pid}/stat" |> File.read!() |> String.split(") ", parts: 2)
+    fields = String.split(rest, " ")
+    Enum.sum(for i <- 11..14, do: String.to_integer(Enum.at(fields, i)))
+  end
+
   @doc "Logs one round."
   def say(what, system, result), do: Log.say("#{what} #{system}: #{inspect(result)}")
 end
