@@ -257,9 +257,14 @@ defmodule Caravan.Bench.Formation do
   rescue
     # A lookup that fails on a calm machine is worth seeing, not worth the
     # run's other tables: the cells read "-".
-    e ->
-      Log.say("server cost of #{system} at N=#{n} not measured: #{Exception.message(e)}")
-      %{cpu_us: nil, wall_us: nil}
+    e -> not_measured(system, n, Exception.message(e))
+  catch
+    kind, reason -> not_measured(system, n, "#{kind}: #{inspect(reason)}")
+  end
+
+  defp not_measured(system, n, why) do
+    Log.say("server cost of #{system} at N=#{n} not measured: #{why}")
+    %{cpu_us: nil, wall_us: nil}
   end
 
   defp repeat(fun, until, done) do
