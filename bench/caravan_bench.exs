@@ -35,6 +35,8 @@ sizes =
 
 reps = Keyword.get(opts, :reps, if(quick, do: 1, else: 3))
 join_formed = if quick, do: 4, else: 16
+# How long the server-cost table's lookups run, per N and system.
+cost_ms = if quick, do: 300, else: 1_500
 rest_ms = if quick, do: 1_000, else: 3_000
 out = opts[:out] || Path.join([bench_dir, "results", if(quick, do: "quick.md", else: "full.md")])
 systems = Formation.systems()
@@ -108,8 +110,6 @@ indexed = Enum.with_index(nodes, 1)
 
     # What one node's first lookup costs each DNS server, on a calm
     # machine (Formation.server_cost/4).
-    cost_ms = if quick, do: 300, else: 1_500
-
     server_costs =
       for n <- sizes, s <- [:caravan, :dns_poll], into: %{} do
         {{n, s}, Formation.server_cost(ctx, s, n, cost_ms)}
@@ -277,7 +277,7 @@ First discovery lookup of a round, the median node's: ms after t0 it starts, ms 
 #{Table.text(first_rows)}
 
 One node's first lookup on a calm machine: the DNS server's CPU, µs (dnsmasq and the
-children it forks for TCP connections; 10 ms ticks over #{if quick, do: "0.3", else: "1.5"} s of
+children it forks for TCP connections; 10 ms ticks over #{cost_ms / 1000} s of
 lookups), and its wall time, µs
 #{Table.text(server_rows)}
 

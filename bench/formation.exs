@@ -249,11 +249,14 @@ defmodule Caravan.Bench.Formation do
   def server_cost(ctx, system, n, ms) do
     %{os_pid: os_pid, ip: ip, dns_port: port} = ctx.servers[system].dns
     lookup = first_lookup(system, n, {ip, port})
-    ticks0 = server_ticks(os_pid)
+    ticks0 = Peers.cpu_ticks(os_pid, reaped_children: true)
     started = System.monotonic_time(:microsecond)
     k = repeat(lookup, started + ms * 1000, 0)
     us = System.monotonic_time(:microsecond) - started
-    %{cpu_us: (server_ticks(os_pid) - ticks0) * 10_000 / k, wall_us: us / k}
+    ticks = Peers.cpu_ticks(os_pid, reaped_children: true) - ticks0
+    # cpu_ticks/2 reads 0 for a process that is gone: no figure then.
+    if ticks < 0, do: raise("dnsmasq (OS pid #{os_pid}) exited during the measurement")
+    %{cpu_us: ticks * 10_000 / k, wall_us: us / k}
   rescue
     # A lookup that fails on a calm machine is worth seeing, not worth the
     # run's other tables: the cells read "-".
@@ -267,10 +270,14 @@ defmodule Caravan.Bench.Formation do
     %{cpu_us: nil, wall_us: nil}
   end
 
+  # Calls `fun` until the monotonic time `until` (µs); returns the count.
   defp repeat(fun, until, done) do
-    if System.monotonic_time(:microsecond) >= until,
-      do: done,
-      else: fun.() && repeat(fun, until, done + 1)
+    if System.monotonic_time(:microsecond) >= until do
+      done
+    else
+      _ = fun.()
+      repeat(fun, until, done + 1)
+    end
   end
 
   defp first_lookup(:caravan, n, nameserver) do
@@ -289,14 +296,6 @@ defmodule Caravan.Bench.Formation do
       [_ | _] = :inet_res.lookup(query, :in, :a, nameservers: [nameserver])
       :inet_res.lookup(query, :in, :aaaa, nameservers: [nameserver])
     end
-  end
-
-  # The server's CPU ticks (1/100 s): its own user and system time and that
-  # of the children it has reaped (dnsmasq forks one per TCP connection).
-  defp server_ticks(os_pid) do
-    [_, rest] = "/proc/#{os_pid}/stat" |> File.read!() |> String.split(") ", parts: 2)
-    fields = String.split(rest, " ")
-    Enum.sum(for i <- 11..14, do: String.to_integer(Enum.at(fields, i)))
   end
 
   @doc "Logs one round."

@@ -126,14 +126,22 @@ defmodule Caravan.Bench.Peers do
   def compile_peer_modules(file),
     do: :persistent_term.put({__MODULE__, :peer_modules}, Code.compile_file(file))
 
-  @doc "User + system CPU time of an OS process so far, in clock ticks (USER_HZ, 100/s)."
-  def cpu_ticks(os_pid) do
+  @doc """
+  User + system CPU time of an OS process so far, in clock ticks (USER_HZ,
+  100/s); with `reaped_children: true` also that of the children it has
+  waited for (a server that forks per connection). 0 when the process is
+  gone.
+  """
+  def cpu_ticks(os_pid, opts \\ []) do
     case File.read("/proc/#{os_pid}/stat") do
       {:ok, stat} ->
-        # Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
+        # Fields after the ")" that ends the command name: utime is the
+        # 12th, stime the 13th, cutime and cstime (reaped children) the
+        # 14th and 15th.
         [_, rest] = String.split(stat, ") ", parts: 2)
         fields = String.split(rest, " ")
-        String.to_integer(Enum.at(fields, 11)) + String.to_integer(Enum.at(fields, 12))
+        last = if Keyword.get(opts, :reaped_children, false), do: 14, else: 12
+        Enum.sum(for i <- 11..last, do: String.to_integer(Enum.at(fields, i)))
 
       _ ->
         0
