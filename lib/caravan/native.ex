@@ -197,6 +197,10 @@ defmodule Caravan.Native do
     # %{started: boolean, in_flight: lookups spawned and not yet replied}.
     def runtime_info, do: load_and_call(:runtime_info, [])
 
+    # Bytes the native library holds on its heap now (test builds count
+    # them with stats_alloc).
+    def native_heap, do: load_and_call(:native_heap, [])
+
     # Forgets which SRV queries go straight to TCP (their last complete
     # answer did not fit UDP); returns how many were remembered.
     def forget_transports, do: load_and_call(:forget_transports, [])

@@ -153,6 +153,14 @@ fn nameserver(text: Term) -> Result<NameserverTerm, KindError> {
     Ok(NameserverTerm(resolver::parse_nameserver(&text)?))
 }
 
+/// Test builds count every byte the library takes from the heap, so the
+/// load test can check exactly that lookups leave no native memory behind
+/// (the process's RSS moves by tens of MB with the allocators' caching
+/// alone). Production builds use the system allocator untouched.
+#[cfg(feature = "test-hooks")]
+#[global_allocator]
+static HEAP: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
 /// Test hooks, compiled only with the cargo feature `test-hooks` (which
 /// `mix compile` turns on under MIX_ENV=test): the production library
 /// exports only the NIFs `lib/` calls.
@@ -177,6 +185,16 @@ mod test_hooks {
     #[rustler::nif]
     fn floor() -> Atom {
         rustler::types::atom::ok()
+    }
+
+    /// `native_heap() :: integer`: the bytes the library holds on its heap
+    /// now, allocated minus freed, as counted by the test builds' allocator
+    /// (`super::HEAP`; stats_alloc adds what a reallocation grows to the
+    /// allocated bytes and what it shrinks to the freed ones).
+    #[rustler::nif]
+    fn native_heap() -> i64 {
+        let stats = super::HEAP.stats();
+        stats.bytes_allocated as i64 - stats.bytes_deallocated as i64
     }
 
     /// `runtime_info() :: %{started: boolean, in_flight: non_neg_integer}`:
