@@ -197,8 +197,9 @@ defmodule Caravan.Native do
     # %{started: boolean, in_flight: lookups spawned and not yet replied}.
     def runtime_info, do: load_and_call(:runtime_info, [])
 
-    # Bytes the native library holds on its heap now (test builds count
-    # them with stats_alloc).
+    # Bytes the native library holds on its heap now (counted with
+    # stats_alloc in builds with the cargo feature `heap-count`: the test
+    # suite's, not the bench's).
     def native_heap, do: load_and_call(:native_heap, [])
 
     # Forgets which SRV queries go straight to TCP (their last complete

@@ -163,9 +163,18 @@ defmodule Mix.Tasks.Compile.CaravanNative do
   defp describe({:url, url}), do: url
 
   # The cargo features of the library this project loads: `test-hooks`
-  # (the test-only NIFs) when test_hooks?/0. `mix caravan.precompile`
-  # builds with none. A change of features reinstalls (plan_key/1).
-  defp cargo_features, do: if(test_hooks?(), do: ["test-hooks"], else: [])
+  # (the test-only NIFs) when test_hooks?/0, with `heap-count` (the
+  # library's heap counted, for the load test) unless CARAVAN_HEAP_COUNT is
+  # `0` or `false` (bench/run sets it: its nodes allocate as in
+  # production). `mix caravan.precompile` builds with none. A change of
+  # features reinstalls (plan_key/1).
+  defp cargo_features do
+    cond do
+      not test_hooks?() -> []
+      System.get_env("CARAVAN_HEAP_COUNT") in ["0", "false"] -> ["test-hooks"]
+      true -> ["test-hooks", "heap-count"]
+    end
+  end
 
   @doc false
   # Whether the library is built with the cargo feature `test-hooks` and

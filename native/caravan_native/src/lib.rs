@@ -156,8 +156,9 @@ fn nameserver(text: Term) -> Result<NameserverTerm, KindError> {
 /// Test builds count every byte the library takes from the heap, so the
 /// load test can check exactly that lookups leave no native memory behind
 /// (the process's RSS moves by tens of MB with the allocators' caching
-/// alone). Production builds use the system allocator untouched.
-#[cfg(feature = "test-hooks")]
+/// alone). Only with the cargo feature `heap-count`: production builds and
+/// the bench use the system allocator untouched.
+#[cfg(feature = "heap-count")]
 #[global_allocator]
 static HEAP: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
 
@@ -191,6 +192,7 @@ mod test_hooks {
     /// now, allocated minus freed, as counted by the test builds' allocator
     /// (`super::HEAP`; stats_alloc adds what a reallocation grows to the
     /// allocated bytes and what it shrinks to the freed ones).
+    #[cfg(feature = "heap-count")]
     #[rustler::nif]
     fn native_heap() -> i64 {
         let stats = super::HEAP.stats();
