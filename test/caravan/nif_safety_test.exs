@@ -165,8 +165,10 @@ defmodule Caravan.NifSafetyTest do
 
     assert beam_growth < 8_000_000, "BEAM memory grew by #{beam_growth} bytes"
     assert native_growth < 1_000_000, "the native heap grew by #{native_growth} bytes"
-    assert after_.threads <= before.threads, "threads: #{before.threads} -> #{after_.threads}"
-    assert after_.fds <= before.fds + 16, "open files: #{before.fds} -> #{after_.fds}"
+    thread_growth = after_.threads - before.threads
+    fd_growth = after_.fds - before.fds
+    assert thread_growth <= 0, "threads: #{before.threads} -> #{after_.threads}"
+    assert fd_growth <= 16, "open files: #{before.fds} -> #{after_.fds}"
   end
 
   describe "loading" do
