@@ -1,4 +1,4 @@
-# Checks the docs, from the repository root: `elixir script/check_docs.exs`.
+# Checks the docs: `elixir script/check_docs.exs` (from any directory).
 #
 #   1. Every relative link and #anchor in README.md, guides/*.md,
 #      CONTRIBUTING.md, CHANGELOG.md, bench/README.md and lib/**/*.ex
@@ -222,4 +222,5 @@ defmodule CheckDocs do
   end
 end
 
+File.cd!(Path.expand("..", __DIR__))
 CheckDocs.main()
