@@ -5,6 +5,9 @@ defmodule Caravan.MixProject do
   # artifact names). The Rust crates under native/ are internal
   # (publish = false) and keep their own 0.1.0.
   @version "2.0.0"
+  # Where the package's links and the docs' source links point (a placeholder
+  # until the repository is published).
+  @source_url "https://github.com/caravan-ex/caravan"
 
   def project do
     [
@@ -16,6 +19,7 @@ defmodule Caravan.MixProject do
           "node name, peers come from DNS SRV records (Consul, Kubernetes). Drop-in " <>
           "successor of Caravan 1.x, with a Rust NIF core.",
       package: package(),
+      docs: docs(),
       start_permanent: Mix.env() == :prod,
       elixirc_paths: elixirc_paths(Mix.env()),
       # The native compiler runs after :elixir, which compiles it
@@ -43,6 +47,7 @@ defmodule Caravan.MixProject do
   defp package do
     [
       licenses: ["Apache-2.0"],
+      links: %{"GitHub" => @source_url, "Changelog" => "#{@source_url}/blob/main/CHANGELOG.md"},
       files: [
         "lib",
         "native/*/src",
@@ -55,6 +60,44 @@ defmodule Caravan.MixProject do
         "README.md",
         "LICENSE",
         "CHANGELOG.md"
+      ]
+    ]
+  end
+
+  # ExDoc's settings (`mix docs` once ExDoc is a dev dependency): the README
+  # first, the guides, then the maintainers' pages.
+  defp docs do
+    [
+      main: "readme",
+      source_url: @source_url,
+      source_ref: "v#{@version}",
+      extras: [
+        "README.md",
+        "guides/installation.md",
+        "guides/deployment.md",
+        "guides/discovery.md",
+        "guides/consul-nomad-kubernetes.md",
+        "guides/troubleshooting.md",
+        "guides/migrating-from-1x.md",
+        "guides/security.md",
+        "CONTRIBUTING.md",
+        "bench/README.md": [filename: "bench", title: "Bench"],
+        "CHANGELOG.md": [title: "Changelog"]
+      ],
+      groups_for_extras: [
+        Guides: ~r"^guides/",
+        Maintainers: ["CONTRIBUTING.md", "bench/README.md", "CHANGELOG.md"]
+      ],
+      groups_for_modules: [
+        "Port from name": [Caravan.Epmd, Caravan.Epmd.Client, Caravan.Epmd.Dist_dist],
+        Discovery: [
+          Caravan.Cluster.DnsStrategy,
+          Caravan.DNS,
+          Caravan.DnsClient,
+          Caravan.DnsClient.Native,
+          Caravan.DnsClient.InetRes,
+          Caravan.Telemetry
+        ]
       ]
     ]
   end

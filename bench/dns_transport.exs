@@ -1,9 +1,10 @@
-# Measures issue 10's DNS figures. Run inside a network namespace:
+# Measures the DNS transport's figures (bench/README.md, "DNS transport").
+# Run inside a network namespace:
 #   unshare -n sh -c 'ip link set lo up && MIX_ENV=test mix run bench/dns_transport.exs'
 # Prints: records seen per query form against the Consul stand-in (40, 500
 # instances, .node. and .addr. targets); queries per lookup against dnsmasq
 # when the answer fits UDP and when it does not; a lookup to a closed port;
-# consecutive lookups that go over TCP (the 1 s stall of issue 14).
+# consecutive lookups that go over TCP (none may stall on a kept connection).
 alias Caravan.Test.{ConsulDns, Dnsmasq}
 
 get = fn ns, q -> Caravan.DnsClient.Native.get_nodes(q, nameservers: [ns], timeout: 2_000) end
