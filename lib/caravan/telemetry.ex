@@ -30,24 +30,24 @@ defmodule Caravan.Telemetry do
 
   @module_key {__MODULE__, :module}
 
-  @typedoc "An event's name: one of the three `[:caravan, _]` events above."
-  @type event :: [:caravan | :lookup | :connect | :disconnect, ...]
+  # Private like execute/3: the events are documented above, not as types.
+  # An event's name: one of the three [:caravan, _] events.
+  @typep event :: [:caravan | :lookup | :connect | :disconnect, ...]
+  # Integers; :duration in :native time units.
+  @typep measurements :: %{
+           optional(:duration) => integer(),
+           optional(:records) => non_neg_integer(),
+           optional(:system_time) => integer()
+         }
 
-  @typedoc "An event's measurements: integers (`:native` time units for `:duration`)."
-  @type measurements :: %{
-          optional(:duration) => integer(),
-          optional(:records) => non_neg_integer(),
-          optional(:system_time) => integer()
-        }
-
-  @typedoc "An event's metadata, as listed for each event above."
-  @type metadata :: %{
-          required(:topology) => atom(),
-          optional(:node) => node(),
-          optional(:query) => String.t(),
-          optional(:result) => :ok | :error,
-          optional(:reason) => term()
-        }
+  # As listed for each event above.
+  @typep metadata :: %{
+           required(:topology) => atom(),
+           optional(:node) => node(),
+           optional(:query) => String.t(),
+           optional(:result) => :ok | :error,
+           optional(:reason) => term()
+         }
 
   @doc false
   # Sends `event` with `measurements` and `metadata` through
