@@ -163,28 +163,62 @@ defmodule Caravan.Native do
   # first stub called loads it and calls the NIF that replaced it. A stub
   # runs at most twice: a stub that runs while the library is loaded has no
   # NIF behind it and raises :nif_not_loaded at once (it used to loop).
+  # The specs are the NIFs' (native/caravan_native/src/lib.rs).
+
+  @typedoc "A node name as the port rule takes it."
+  @type node_name :: atom() | charlist() | String.t()
+
+  @spec dist_port(node_name()) :: {:ok, :inet.port_number()} | {:error, Caravan.error()}
   def dist_port(node), do: load_and_call(:dist_port, [node])
+
+  @spec listen_port(node_name()) :: {:ok, :inet.port_number()} | {:error, Caravan.error()}
   def listen_port(node), do: load_and_call(:listen_port, [node])
 
-  # nameservers: [{ip_tuple, port}], as nameserver/1 parsed them (the
-  # lookups parse no text). trace: true makes the reply
-  # {tag, ref, result, [line]}, the lines being the lookup's tracing events
-  # (native/caravan_core/src/trace.rs).
+  # nameservers as nameserver/1 parsed them (the lookups parse no text);
+  # timeout_ms bounds the whole lookup. Returns at once; the answer comes
+  # as the message {:caravan_srv, ref, result}, with trace: true
+  # {:caravan_srv, ref, result, [line]}, the lines being the lookup's
+  # tracing events (native/caravan_core/src/trace.rs).
+  @spec srv_lookup(
+          String.t(),
+          [Caravan.DNS.Options.nameserver()],
+          non_neg_integer(),
+          Caravan.DNS.Options.node_host(),
+          boolean()
+        ) :: {:ok, reference()} | {:error, Caravan.error()}
   def srv_lookup(query, nameservers, timeout_ms, node_host, trace),
     do: load_and_call(:srv_lookup, [query, nameservers, timeout_ms, node_host, trace])
 
   # Untraced, and with node_host :auto (not NIFs).
+  @spec srv_lookup(
+          String.t(),
+          [Caravan.DNS.Options.nameserver()],
+          non_neg_integer(),
+          Caravan.DNS.Options.node_host()
+        ) :: {:ok, reference()} | {:error, Caravan.error()}
   def srv_lookup(query, nameservers, timeout_ms, node_host),
     do: srv_lookup(query, nameservers, timeout_ms, node_host, false)
 
+  @spec srv_lookup(String.t(), [Caravan.DNS.Options.nameserver()], non_neg_integer()) ::
+          {:ok, reference()} | {:error, Caravan.error()}
   def srv_lookup(query, nameservers, timeout_ms),
     do: srv_lookup(query, nameservers, timeout_ms, :auto, false)
 
+  # A (:inet) or AAAA (:inet6) records of host; the answer comes as
+  # {:caravan_host, ref, result} (with trace, the lines as a fourth element).
+  @spec host_lookup(
+          String.t(),
+          :inet | :inet6,
+          [Caravan.DNS.Options.nameserver()],
+          non_neg_integer(),
+          boolean()
+        ) :: {:ok, reference()} | {:error, Caravan.error()}
   def host_lookup(host, family, nameservers, timeout_ms, trace),
     do: load_and_call(:host_lookup, [host, family, nameservers, timeout_ms, trace])
 
-  # The one nameserver parser: "IP", "IP:PORT" or "[IPv6]:PORT" ->
-  # {:ok, {ip_tuple, port}} | {:error, {:invalid_nameserver, message}}.
+  # The one nameserver parser: "IP", "IP:PORT" or "[IPv6]:PORT".
+  @spec nameserver(String.t()) ::
+          {:ok, Caravan.DNS.Options.nameserver()} | {:error, Caravan.error()}
   def nameserver(text), do: load_and_call(:nameserver, [text])
 
   # Test hooks: NIFs of the library built with the cargo feature

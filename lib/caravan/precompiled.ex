@@ -18,6 +18,9 @@ defmodule Caravan.Precompiled do
   @nif_versions ["2.16"]
   @checksum_file "checksum-Elixir.Caravan.Native.exs"
 
+  @typedoc "The checksum file's map: artifact name => `\"sha256:<64 lowercase hex digits>\"`."
+  @type checksums :: %{optional(String.t()) => String.t()}
+
   @doc """
   The checksum file's name (`"checksum-Elixir.Caravan.Native.exs"`), at the
   project root and shipped in the package (rustler_precompiled's name).
@@ -82,7 +85,7 @@ defmodule Caravan.Precompiled do
   file is an empty map; a file that is not such a map raises `Mix.Error`
   naming the path.
   """
-  @spec read_checksums(Path.t()) :: %{String.t() => String.t()}
+  @spec read_checksums(Path.t()) :: checksums()
   def read_checksums(path) do
     if File.exists?(path) do
       case Code.eval_file(path) do
@@ -102,6 +105,7 @@ defmodule Caravan.Precompiled do
 
   defp valid_entry?(_), do: false
 
+  @spec bad_checksum_file!(Path.t()) :: no_return()
   defp bad_checksum_file!(path) do
     Mix.raise(
       "Caravan's checksum file #{path} is not a map of artifact names to " <>
@@ -111,7 +115,7 @@ defmodule Caravan.Precompiled do
   end
 
   @doc "Writes the checksum map to `path`, sorted by artifact name, as Elixir source."
-  @spec write_checksums(Path.t(), %{String.t() => String.t()}) :: :ok
+  @spec write_checksums(Path.t(), checksums()) :: :ok
   def write_checksums(path, map) do
     lines = for {name, sum} <- Enum.sort(map), do: "  #{inspect(name)} => #{inspect(sum)},\n"
     File.write!(path, ["%{\n", lines, "}\n"])

@@ -30,11 +30,30 @@ defmodule Caravan.Telemetry do
 
   @module_key {__MODULE__, :module}
 
+  # Private like execute/3: the events are documented above, not as types.
+  # An event's name: one of the three [:caravan, _] events.
+  @typep event :: [:caravan | :lookup | :connect | :disconnect, ...]
+  # Integers; :duration in :native time units.
+  @typep measurements :: %{
+           optional(:duration) => integer(),
+           optional(:records) => non_neg_integer(),
+           optional(:system_time) => integer()
+         }
+
+  # As listed for each event above.
+  @typep metadata :: %{
+           required(:topology) => atom(),
+           optional(:node) => node(),
+           optional(:query) => String.t(),
+           optional(:result) => :ok | :error,
+           optional(:reason) => term()
+         }
+
   @doc false
-  # Sends `event` with `measurements` and `metadata` (both maps) through
+  # Sends `event` with `measurements` and `metadata` through
   # `:telemetry.execute/3` when the `:telemetry` module is loaded. Returns
   # `:ok` either way; a failing handler is `:telemetry`'s business.
-  @spec execute([atom(), ...], map(), map()) :: :ok
+  @spec execute(event(), measurements(), metadata()) :: :ok
   def execute(event, measurements, metadata) do
     module = :persistent_term.get(@module_key, :telemetry)
 
@@ -48,5 +67,6 @@ defmodule Caravan.Telemetry do
 
   @doc false
   # The tests' telemetry double stands in for :telemetry through this.
+  @spec __put_module__(module()) :: :ok
   def __put_module__(module) when is_atom(module), do: :persistent_term.put(@module_key, module)
 end

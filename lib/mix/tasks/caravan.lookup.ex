@@ -90,13 +90,13 @@ defmodule Mix.Tasks.Caravan.Lookup do
       |> Enum.zip_with(& &1)
       |> Enum.map(fn column -> column |> Enum.map(&String.length/1) |> Enum.max() end)
 
-    for row <- rows do
+    Enum.each(rows, fn row ->
       row
       |> Enum.zip(widths)
       |> Enum.map_join("  ", fn {cell, width} -> String.pad_trailing(cell, width) end)
       |> String.trim_trailing()
       |> Mix.shell().info()
-    end
+    end)
   end
 
   defp node_host(mode) when mode in ["auto", "target", "ip"], do: String.to_atom(mode)

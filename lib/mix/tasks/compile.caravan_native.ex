@@ -79,8 +79,9 @@ defmodule Mix.Tasks.Compile.CaravanNative do
 
   @impl Mix.Task.Compiler
   def clean do
-    File.rm(output_path())
-    File.rm(manifest_path())
+    # Either file may be missing already.
+    _ = File.rm(output_path())
+    _ = File.rm(manifest_path())
     :ok
   end
 
@@ -211,8 +212,10 @@ defmodule Mix.Tasks.Compile.CaravanNative do
         :ok
 
       Plan.top_level?() ->
-        File.rm_rf!(old)
-        if File.ls(Path.join(root, "priv")) == {:ok, []}, do: File.rmdir(Path.join(root, "priv"))
+        _ = File.rm_rf!(old)
+        # rmdir removes priv/ only when nothing else is in it.
+        _ = File.rmdir(Path.join(root, "priv"))
+        :ok
 
       true ->
         Mix.shell().error(
