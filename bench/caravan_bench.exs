@@ -238,6 +238,22 @@ big = Enum.filter(sizes, &(&1 in [32, 48]))
 le = fn a, b -> is_number(a) and is_number(b) and a <= b end
 scale = fn x, k -> if is_number(x), do: k * x end
 
+# The micro rows' targets: p50s, Caravan's get_nodes/2 against the others.
+srv50 = fn n, impl -> micro.figures[{:srv, n, 50, impl}] end
+flight = fn impl -> micro.figures[{:in_flight, impl}] end
+
+micro_checks = [
+  {"SRV 3 records p50: Caravan at most 1.5x the floor and 0.75x :inet_res",
+   le.(srv50.(3, :caravan), scale.(srv50.(3, :floor), 1.5)) and
+     le.(srv50.(3, :caravan), scale.(srv50.(3, :inet_res), 0.75))},
+  {"SRV 50 records p50: Caravan at most 0.75x :inet_res",
+   le.(srv50.(50, :caravan), scale.(srv50.(50, :inet_res), 0.75))},
+  {"SRV 300 records (full additional section) p50: Caravan at most 1.0x :inet_res",
+   le.(srv50.(300, :caravan), srv50.(300, :inet_res))},
+  {"1,000 lookups in flight: Caravan at least 2x :inet_res's lookups/s",
+   le.(scale.(flight.(:inet_res), 2), flight.(:caravan))}
+]
+
 checks = [
   {"forms within 1.5x floor_par at N=32 and 48 (#{if big == [], do: "not run", else: "N=#{Enum.join(big, ", ")}"})",
    big != [] and
@@ -255,7 +271,9 @@ checks = [
    Enum.all?(sizes, &le.(worst.(&1, :caravan, :lookup_ms), 100))}
 ]
 
-check_lines = for {text, ok} <- checks, do: "#{if ok, do: "met    ", else: "NOT met"}  #{text}"
+check_lines =
+  for {text, ok} <- micro_checks ++ checks,
+      do: "#{if ok, do: "met    ", else: "NOT met"}  #{text}"
 
 rounds_lines =
   for n <- sizes, s <- systems do

@@ -48,7 +48,7 @@ defmodule Caravan.Bench.Micro do
   #                query. Every answer is checked for all n records.
   #   in flight    1,000 processes, each asking its own SRV name (3
   #                records, dnsmasq on 127.0.1.4:8700) one lookup after the
-  #                other for a window: lookups/s.
+  #                other: lookups/s over a window after a warm-up.
   #   dist_port/1  ns per call in one process: Caravan.Native.dist_port/1
   #                against Caravan.Bench.PortScan and an empty NIF.
   #   connect      Node.connect/1 from a node to a node it never saw,
@@ -72,26 +72,32 @@ defmodule Caravan.Bench.Micro do
 
   @doc """
   Runs the micro rows (`parts`: any of :srv, :in_flight, :dist_port,
-  :connect; default all). Returns `%{part => rows, notes: [text]}`, rows
-  as lists of cells, the first one the header.
+  :connect; default all). Returns `%{part => rows, notes: [text],
+  figures: %{key => number}}`: rows as lists of cells, the first one the
+  header; figures for the run's checks, `{:srv, records, percentile,
+  impl}` in µs and `{:in_flight, impl}` in lookups/s.
   """
   def run(quick, parts \\ [:srv, :in_flight, :dist_port, :connect]) do
-    notes = :ets.new(:bench_micro_notes, [:public, :duplicate_bag])
+    out = :ets.new(:bench_micro_out, [:public, :duplicate_bag])
 
     rows = %{
-      srv: fn -> srv_rows(quick, notes) end,
-      in_flight: fn -> in_flight_rows(quick, notes) end,
+      srv: fn -> srv_rows(quick, out) end,
+      in_flight: fn -> in_flight_rows(quick, out) end,
       dist_port: fn -> dist_port_rows(quick) end,
       connect: fn -> connect_rows(quick) end
     }
 
     result = for part <- parts, into: %{}, do: {part, rows[part].()}
-    Map.put(result, :notes, for({_, text} <- :ets.tab2list(notes), do: text))
+
+    Map.merge(result, %{
+      notes: for({:note, text} <- :ets.tab2list(out), do: text),
+      figures: for({:figure, key, value} <- :ets.tab2list(out), into: %{}, do: {key, value})
+    })
   end
 
   # -- SRV lookup latency ---------------------------------------------------
 
-  defp srv_rows(quick, notes) do
+  defp srv_rows(quick, out) do
     dns =
       start_dns("127.0.1.3",
         srv: for(n <- @sizes, i <- 1..n, do: {query(n), target(i), 4370}),
@@ -116,8 +122,8 @@ defmodule Caravan.Bench.Micro do
 
         for {impl, {_, errors}} <- times, errors != [] do
           :ets.insert(
-            notes,
-            {:srv,
+            out,
+            {:note,
              "SRV #{n} records, #{impl}: #{length(errors)} failed, " <>
                "e.g. #{inspect(hd(errors))}"}
           )
@@ -127,7 +133,11 @@ defmodule Caravan.Bench.Micro do
 
         for p <- [50, 99] do
           [c, nif, inet, floor] =
-            for impl <- @impls, do: times[impl] |> elem(0) |> Stats.percentile(p)
+            for impl <- @impls do
+              us = times[impl] |> elem(0) |> Stats.percentile(p)
+              :ets.insert(out, {:figure, {:srv, n, p, impl}, us})
+              us
+            end
 
           ["#{n} records#{transport}, p#{p}" | Enum.map([c, nif, inet, floor], &Stats.fmt/1)] ++
             [
@@ -232,17 +242,48 @@ defmodule Caravan.Bench.Micro do
       else: udp_floor(server, packet, n, timeout)
   end
 
-  defp udp_floor({ip, port}, packet, n, timeout) do
+  defp udp_floor(server, packet, n, timeout) do
     {:ok, socket} = :gen_udp.open(0, [:binary, active: false, ip: {127, 0, 0, 1}])
-    <<id::16, _::binary>> = packet
+    <<_id::16, body::binary>> = packet
+    sent = :counters.new(1, [])
 
     fn ->
-      :ok = :gen_udp.send(socket, ip, port, packet)
+      :ok = :counters.add(sent, 1, 1)
+      id = rem(:counters.get(sent, 1), 65_536)
+      deadline = System.monotonic_time(:millisecond) + timeout
+      udp_exchange(socket, server, <<id::16, body::binary>>, n, deadline)
+    end
+  end
 
-      case :gen_udp.recv(socket, 0, timeout) do
-        {:ok, {_, _, <<^id::16, _::32, ^n::16, _ns::16, ar::16, _::binary>>}} when ar >= n -> :ok
-        other -> {:error, other}
-      end
+  # Sends the query and waits for the reply to its id; sends it again
+  # after @resend_ms of silence (a burst of 1,000 can overflow the
+  # server's socket buffer), until `deadline` (monotonic ms).
+  @resend_ms 100
+  defp udp_exchange(socket, {ip, port} = server, <<id::16, _::binary>> = query, n, deadline) do
+    :ok = :gen_udp.send(socket, ip, port, query)
+    left = deadline - System.monotonic_time(:millisecond)
+
+    case udp_reply(socket, id, max(min(@resend_ms, left), 0)) do
+      {:ok, <<_::32, ^n::16, _ns::16, ar::16, _::binary>>} when ar >= n ->
+        :ok
+
+      {:ok, other} ->
+        {:error, {:reply, other}}
+
+      {:error, :timeout} when left > @resend_ms ->
+        udp_exchange(socket, server, query, n, deadline)
+
+      error ->
+        {:error, error}
+    end
+  end
+
+  # The reply to `id` after its id, skipping late replies to earlier queries.
+  defp udp_reply(socket, id, wait) do
+    case :gen_udp.recv(socket, 0, wait) do
+      {:ok, {_, _, <<^id::16, rest::binary>>}} -> {:ok, rest}
+      {:ok, _earlier} -> udp_reply(socket, id, wait)
+      error -> error
     end
   end
 
@@ -280,24 +321,29 @@ defmodule Caravan.Bench.Micro do
 
   # -- lookups in flight ----------------------------------------------------
 
-  defp in_flight_rows(quick, notes) do
+  defp in_flight_rows(quick, out) do
     dns =
       start_dns("127.0.1.4",
         srv: for(w <- 1..@in_flight, i <- 1..3, do: {flight_query(w), target(i), 4370}),
         hosts: hosts(3)
       )
 
-    window = if quick, do: 300, else: 1_000
-    rounds = if quick, do: 1, else: 3
+    # Lookups completed in the first `warm` ms are not counted: every
+    # worker's first lookup starts at once.
+    {rounds, warm, window} = if quick, do: {1, 200, 500}, else: {3, 500, 2_000}
     impls = [:caravan, :inet_res, :floor]
 
-    try do
-      Log.say(
-        "micro: #{@in_flight} lookups in flight, #{rounds} x #{window} ms per implementation"
-      )
+    Log.say(
+      "micro: #{@in_flight} lookups in flight, #{rounds} x #{warm} + #{window} ms per implementation"
+    )
 
+    workers = Map.new(impls, &{&1, start_workers(&1, dns)})
+
+    try do
       runs =
-        for r <- 1..rounds, impl <- rotate(impls, r), do: {impl, throughput(impl, dns, window)}
+        for r <- 1..rounds,
+            impl <- rotate(impls, r),
+            do: {impl, throughput(workers[impl], warm, window)}
 
       [c, i, f] =
         for impl <- impls do
@@ -307,11 +353,13 @@ defmodule Caravan.Bench.Micro do
           if errors > 0,
             do:
               :ets.insert(
-                notes,
-                {:in_flight, "in flight, #{impl}: #{errors} failed lookups (not counted)"}
+                out,
+                {:note, "in flight, #{impl}: #{errors} failed lookups (not counted)"}
               )
 
-          mine |> Enum.map(& &1.rate) |> Stats.median()
+          rate = mine |> Enum.map(& &1.rate) |> Stats.median()
+          :ets.insert(out, {:figure, {:in_flight, impl}, rate})
+          rate
         end
 
       [
@@ -326,51 +374,64 @@ defmodule Caravan.Bench.Micro do
         ]
       ]
     after
+      for {_, pids} <- workers, pid <- pids, do: Process.exit(pid, :kill)
       Dnsmasq.stop(dns)
     end
   end
 
-  # Lookups per second completed (all 3 records) within `window_ms` by
-  # @in_flight processes, each asking its own name one lookup after the
-  # other (1 s bound per lookup); failures counted apart.
-  defp throughput(impl, dns, window_ms) do
-    counters = :counters.new(2, [:write_concurrency])
-    deadline = System.monotonic_time(:millisecond) + window_ms
+  # @in_flight processes for `impl`, each ready to look up its own name
+  # (the floor's socket already open) when told to.
+  defp start_workers(impl, dns) do
+    parent = self()
 
-    workers =
-      for w <- 1..@in_flight do
-        spawn_monitor(fn ->
-          lookup = lookup_fun(impl, flight_query(w), 3, dns, 1_000)
-          work(lookup, deadline, counters)
-        end)
-      end
-
-    # Every worker ends its last lookup (bounded) before the next run.
-    limit = deadline + 1_500
-
-    for {pid, ref} <- workers do
-      receive do
-        {:DOWN, ^ref, :process, _, _} -> :ok
-      after
-        max(0, limit - System.monotonic_time(:millisecond)) ->
-          Process.exit(pid, :kill)
-          receive do: ({:DOWN, ^ref, :process, _, _} -> :ok)
-      end
+    for w <- 1..@in_flight do
+      spawn(fn ->
+        lookup = lookup_fun(impl, flight_query(w), 3, dns, 1_000)
+        worker(lookup, parent)
+      end)
     end
-
-    Process.sleep(200)
-    %{rate: :counters.get(counters, 1) / (window_ms / 1000), errors: :counters.get(counters, 2)}
   end
 
-  defp work(lookup, deadline, counters) do
-    if System.monotonic_time(:millisecond) < deadline do
-      result = lookup.()
-
-      if System.monotonic_time(:millisecond) <= deadline,
-        do: :counters.add(counters, if(result == :ok, do: 1, else: 2), 1)
-
-      work(lookup, deadline, counters)
+  defp worker(lookup, parent) do
+    receive do
+      {:go, from, until, counters} ->
+        work(lookup, from, until, counters)
+        send(parent, {:done, self()})
     end
+
+    worker(lookup, parent)
+  end
+
+  # One lookup after the other until `until`; those that end between
+  # `from` and `until` (monotonic µs) are counted, good ones in counter 1.
+  defp work(lookup, from, until, counters) do
+    result = lookup.()
+    now = System.monotonic_time(:microsecond)
+
+    if now >= from and now <= until,
+      do: :counters.add(counters, if(result == :ok, do: 1, else: 2), 1)
+
+    if now < until, do: work(lookup, from, until, counters)
+  end
+
+  # Every worker looking up without pause: lookups per second that
+  # returned all 3 records within the `window_ms` after `warm_ms` (1 s
+  # bound per lookup). Returns %{rate, errors}.
+  defp throughput(workers, warm_ms, window_ms) do
+    counters = :counters.new(2, [:write_concurrency])
+    from = System.monotonic_time(:microsecond) + warm_ms * 1000
+    until = from + window_ms * 1000
+    Enum.each(workers, &send(&1, {:go, from, until, counters}))
+
+    for pid <- workers do
+      receive do
+        {:done, ^pid} -> :ok
+      end
+    end
+
+    # A quiet server before the next measurement.
+    Process.sleep(100)
+    %{rate: :counters.get(counters, 1) / (window_ms / 1000), errors: :counters.get(counters, 2)}
   end
 
   defp start_dns(ip, records) do
