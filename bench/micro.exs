@@ -242,7 +242,7 @@ defmodule Caravan.Bench.Micro do
       else: udp_floor(server, packet, n, timeout)
   end
 
-  defp udp_floor(server, packet, n, timeout) do
+  defp udp_floor({ip, port}, packet, n, timeout) do
     {:ok, socket} = :gen_udp.open(0, [:binary, active: false, ip: {127, 0, 0, 1}])
     <<_id::16, body::binary>> = packet
     sent = :counters.new(1, [])
@@ -250,39 +250,21 @@ defmodule Caravan.Bench.Micro do
     fn ->
       :ok = :counters.add(sent, 1, 1)
       id = rem(:counters.get(sent, 1), 65_536)
-      deadline = System.monotonic_time(:millisecond) + timeout
-      udp_exchange(socket, server, <<id::16, body::binary>>, n, deadline)
+      :ok = :gen_udp.send(socket, ip, port, <<id::16, body::binary>>)
+
+      case udp_reply(socket, id, timeout) do
+        {:ok, <<_::32, ^n::16, _ns::16, ar::16, _::binary>>} when ar >= n -> :ok
+        other -> {:error, other}
+      end
     end
   end
 
-  # Sends the query and waits for the reply to its id; sends it again
-  # after @resend_ms of silence (a burst of 1,000 can overflow the
-  # server's socket buffer), until `deadline` (monotonic ms).
-  @resend_ms 100
-  defp udp_exchange(socket, {ip, port} = server, <<id::16, _::binary>> = query, n, deadline) do
-    :ok = :gen_udp.send(socket, ip, port, query)
-    left = deadline - System.monotonic_time(:millisecond)
-
-    case udp_reply(socket, id, max(min(@resend_ms, left), 0)) do
-      {:ok, <<_::32, ^n::16, _ns::16, ar::16, _::binary>>} when ar >= n ->
-        :ok
-
-      {:ok, other} ->
-        {:error, {:reply, other}}
-
-      {:error, :timeout} when left > @resend_ms ->
-        udp_exchange(socket, server, query, n, deadline)
-
-      error ->
-        {:error, error}
-    end
-  end
-
-  # The reply to `id` after its id, skipping late replies to earlier queries.
-  defp udp_reply(socket, id, wait) do
-    case :gen_udp.recv(socket, 0, wait) do
+  # The reply to `id` after its id, skipping a late reply to an earlier
+  # query (one that timed out).
+  defp udp_reply(socket, id, timeout) do
+    case :gen_udp.recv(socket, 0, timeout) do
       {:ok, {_, _, <<^id::16, rest::binary>>}} -> {:ok, rest}
-      {:ok, _earlier} -> udp_reply(socket, id, wait)
+      {:ok, _earlier} -> udp_reply(socket, id, timeout)
       error -> error
     end
   end
@@ -331,7 +313,7 @@ defmodule Caravan.Bench.Micro do
     # Lookups completed in the first `warm` ms are not counted: every
     # worker's first lookup starts at once.
     {rounds, warm, window} = if quick, do: {1, 200, 500}, else: {3, 500, 2_000}
-    impls = [:caravan, :inet_res, :floor]
+    impls = [:caravan, :inet_res]
 
     Log.say(
       "micro: #{@in_flight} lookups in flight, #{rounds} x #{warm} + #{window} ms per implementation"
@@ -345,7 +327,7 @@ defmodule Caravan.Bench.Micro do
             impl <- rotate(impls, r),
             do: {impl, throughput(workers[impl], warm, window)}
 
-      [c, i, f] =
+      [c, i] =
         for impl <- impls do
           mine = for {^impl, run} <- runs, do: run
           errors = mine |> Enum.map(& &1.errors) |> Enum.sum()
@@ -363,15 +345,8 @@ defmodule Caravan.Bench.Micro do
         end
 
       [
-        ~w(lookups/s Caravan :inet_res floor Caravan/:inet_res Caravan/floor),
-        [
-          "#{@in_flight} in flight, 3 records",
-          Stats.fmt(c),
-          Stats.fmt(i),
-          Stats.fmt(f),
-          Stats.ratio(c, i),
-          Stats.ratio(c, f)
-        ]
+        ~w(lookups/s Caravan :inet_res Caravan/:inet_res),
+        ["#{@in_flight} in flight, 3 records", Stats.fmt(c), Stats.fmt(i), Stats.ratio(c, i)]
       ]
     after
       for {_, pids} <- workers, pid <- pids, do: Process.exit(pid, :kill)
@@ -380,7 +355,7 @@ defmodule Caravan.Bench.Micro do
   end
 
   # @in_flight processes for `impl`, each ready to look up its own name
-  # (the floor's socket already open) when told to.
+  # when told to.
   defp start_workers(impl, dns) do
     parent = self()
 
