@@ -296,7 +296,7 @@ header =
     "#{:erlang.system_info(:logical_processors)} logical CPUs (#{cpu}), load #{String.trim(load)}, " <>
     "OTP #{System.otp_release()}, Elixir #{System.version()}; formation: medians of #{reps} interleaved repetitions"
 
-micro_notes = Enum.map_join(micro.notes, "", &("\n" <> &1))
+micro_notes = if micro.notes == [], do: "", else: "\n\n" <> Enum.join(micro.notes, "\n")
 
 text = """
 #{header}
@@ -308,8 +308,8 @@ Micro rows (ratios: Caravan's figure over the other's, in the row's unit; interl
 
 #{Table.text(micro.dist_port)}
 
-#{Table.text(micro.connect)}
-#{micro_notes}
+#{Table.text(micro.connect)}#{micro_notes}
+
 Formation: ms from t0 until every node sees N-1 peers (poll interval #{Formation.poll_interval()} ms;
 timeout: no full mesh within #{Formation.deadline_ms()} ms)
 #{Table.text(formation_rows)}
@@ -355,8 +355,7 @@ The port rule, ns per call:
 
 First connect, µs:
 
-#{Table.markdown(micro.connect)}
-#{Enum.map_join(micro.notes, "", &("\n- " <> &1))}
+#{Table.markdown(micro.connect)}#{Enum.map_join(micro.notes, "", &("\n\n- " <> &1))}
 
 Formation, ms (poll interval #{Formation.poll_interval()} ms):
 
