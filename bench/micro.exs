@@ -325,19 +325,18 @@ defmodule Caravan.Bench.Micro do
       runs =
         for r <- 1..rounds,
             impl <- rotate(impls, r),
-            do: {impl, throughput(workers[impl], warm, window)}
+            do: {impl, throughput(workers[impl], warm, window, {out, impl})}
 
       [c, i] =
         for impl <- impls do
           mine = for {^impl, run} <- runs, do: run
           errors = mine |> Enum.map(& &1.errors) |> Enum.sum()
 
-          if errors > 0,
-            do:
-              :ets.insert(
-                out,
-                {:note, "in flight, #{impl}: #{errors} failed lookups (not counted)"}
-              )
+          if errors > 0 do
+            [{_, example}] = :ets.lookup(out, {:failed, impl})
+            text = "in flight, #{impl}: #{errors} failed lookups (not counted), e.g. "
+            :ets.insert(out, {:note, text <> inspect(example)})
+          end
 
           rate = mine |> Enum.map(& &1.rate) |> Stats.median()
           :ets.insert(out, {:figure, {:in_flight, impl}, rate})
@@ -369,8 +368,8 @@ defmodule Caravan.Bench.Micro do
 
   defp worker(lookup, parent) do
     receive do
-      {:go, from, until, counters} ->
-        work(lookup, from, until, counters)
+      {:go, from, until, counters, failed} ->
+        work(lookup, from, until, counters, failed)
         send(parent, {:done, self()})
     end
 
@@ -378,25 +377,35 @@ defmodule Caravan.Bench.Micro do
   end
 
   # One lookup after the other until `until`; those that end between
-  # `from` and `until` (monotonic µs) are counted, good ones in counter 1.
-  defp work(lookup, from, until, counters) do
+  # `from` and `until` (monotonic µs) are counted, good ones in counter 1,
+  # the first failure kept in `table` under {:failed, impl}.
+  defp work(lookup, from, until, counters, {table, impl} = failed) do
     result = lookup.()
     now = System.monotonic_time(:microsecond)
 
-    if now >= from and now <= until,
-      do: :counters.add(counters, if(result == :ok, do: 1, else: 2), 1)
+    cond do
+      now < from or now > until ->
+        :ok
 
-    if now < until, do: work(lookup, from, until, counters)
+      result == :ok ->
+        :counters.add(counters, 1, 1)
+
+      true ->
+        :counters.add(counters, 2, 1)
+        :ets.insert_new(table, {{:failed, impl}, result})
+    end
+
+    if now < until, do: work(lookup, from, until, counters, failed)
   end
 
   # Every worker looking up without pause: lookups per second that
   # returned all 3 records within the `window_ms` after `warm_ms` (1 s
   # bound per lookup). Returns %{rate, errors}.
-  defp throughput(workers, warm_ms, window_ms) do
+  defp throughput(workers, warm_ms, window_ms, failed) do
     counters = :counters.new(2, [:write_concurrency])
     from = System.monotonic_time(:microsecond) + warm_ms * 1000
     until = from + window_ms * 1000
-    Enum.each(workers, &send(&1, {:go, from, until, counters}))
+    Enum.each(workers, &send(&1, {:go, from, until, counters, failed}))
 
     for pid <- workers do
       receive do
