@@ -1,23 +1,32 @@
-# Cluster formation: Caravan against libcluster's DNSPoll (as
+# The micro rows (SRV lookup latency and lookups in flight against
+# :inet_res and an open-socket floor, the port rule against an Elixir byte
+# scan, a first connect against OTP's epmd; bench/micro.exs), then cluster
+# formation: Caravan against libcluster's DNSPoll (as
 # Caravan.Bench.DnsPollLike) and two floors with no DNS, side by side in one
 # interleaved run on one machine. Prints ratio tables (shared machines are
 # noisy; ratios within one run are what holds) and writes them as markdown.
 #
 #   ./bench/run                  # N = 8, 16, 32, 48, 64, join of 16 + 1; 3 repetitions
-#   ./bench/run --quick          # N = 4, join of 4 + 1, 1 repetition (CI)
+#   ./bench/run --quick          # N = 4, join of 4 + 1, 1 repetition, fewer samples (CI)
 #   ./bench/run --sizes 8,32 --reps 5 --out /tmp/t.md
 #
-# Addresses: dnsmasq on 127.0.1.1:8700, nodes on 127.0.2.1.. port 4370.
-# Run it inside its own network namespace (unshare -n, see GUIDE/README).
+# Addresses: dnsmasq on 127.0.1.1-4:8700, formation nodes on 127.0.2.1..
+# port 4370, first-connect nodes on 127.0.4.1-3 and 127.0.5.1-3, epmd on
+# port 4469. Run it inside its own network namespace (unshare -n, see
+# GUIDE/README).
 
 bench_dir = __DIR__
 # CI compiles the bench by running it: a warning is an error here too.
 Code.put_compiler_option(:warnings_as_errors, true)
+# Caravan.DNS traces a lookup whenever Logger would print debug entries;
+# the bench VM's lookups run untraced, as on a production node.
+Logger.configure(level: :warning)
 Code.require_file("support.exs", bench_dir)
 Caravan.Bench.Peers.compile_peer_modules(Path.join(bench_dir, "peer_side.exs"))
 Code.require_file("formation.exs", bench_dir)
+Code.require_file("micro.exs", bench_dir)
 
-alias Caravan.Bench.{Formation, Log, OsProcs, Peers, Stats, Table}
+alias Caravan.Bench.{Formation, Log, Micro, OsProcs, Peers, Stats, Table}
 alias Caravan.Test.Dnsmasq
 
 {opts, _} =
@@ -41,6 +50,8 @@ rest_ms = if quick, do: 1_000, else: 3_000
 out = opts[:out] || Path.join([bench_dir, "results", if(quick, do: "quick.md", else: "full.md")])
 systems = Formation.systems()
 started = System.monotonic_time(:millisecond)
+
+micro = Micro.run(quick)
 
 records = Formation.dns_records(sizes ++ [join_formed + 1], reps)
 
@@ -72,7 +83,13 @@ inetrc =
 ctx = %{servers: servers}
 count = max(Enum.max(sizes), join_formed + 1)
 Log.say("booting #{count} nodes")
-nodes = Peers.start_many(Enum.map(1..count, &Formation.ip/1), inetrc, servers.caravan.nameserver)
+
+nodes =
+  Peers.start_many(Enum.map(1..count, &Formation.ip/1),
+    inetrc: inetrc,
+    nameserver: servers.caravan.nameserver
+  )
+
 indexed = Enum.with_index(nodes, 1)
 
 {formation, join, server_costs} =
@@ -221,6 +238,22 @@ big = Enum.filter(sizes, &(&1 in [32, 48]))
 le = fn a, b -> is_number(a) and is_number(b) and a <= b end
 scale = fn x, k -> if is_number(x), do: k * x end
 
+# The micro rows' targets: p50s, Caravan's get_nodes/2 against the others.
+srv50 = fn n, impl -> micro.figures[{:srv, n, 50, impl}] end
+flight = fn impl -> micro.figures[{:in_flight, impl}] end
+
+micro_checks = [
+  {"SRV 3 records p50: Caravan at most 1.5x the floor and 0.75x :inet_res",
+   le.(srv50.(3, :caravan), scale.(srv50.(3, :floor), 1.5)) and
+     le.(srv50.(3, :caravan), scale.(srv50.(3, :inet_res), 0.75))},
+  {"SRV 50 records p50: Caravan at most 0.75x :inet_res",
+   le.(srv50.(50, :caravan), scale.(srv50.(50, :inet_res), 0.75))},
+  {"SRV 300 records (full additional section) p50: Caravan at most 1.0x :inet_res",
+   le.(srv50.(300, :caravan), srv50.(300, :inet_res))},
+  {"1,000 lookups in flight: Caravan at least 2x :inet_res's lookups/s",
+   le.(scale.(flight.(:inet_res), 2), flight.(:caravan))}
+]
+
 checks = [
   {"forms within 1.5x floor_par at N=32 and 48 (#{if big == [], do: "not run", else: "N=#{Enum.join(big, ", ")}"})",
    big != [] and
@@ -238,7 +271,9 @@ checks = [
    Enum.all?(sizes, &le.(worst.(&1, :caravan, :lookup_ms), 100))}
 ]
 
-check_lines = for {text, ok} <- checks, do: "#{if ok, do: "met    ", else: "NOT met"}  #{text}"
+check_lines =
+  for {text, ok} <- micro_checks ++ checks,
+      do: "#{if ok, do: "met    ", else: "NOT met"}  #{text}"
 
 rounds_lines =
   for n <- sizes, s <- systems do
@@ -255,14 +290,25 @@ cpu =
 {load, _} = System.cmd("cat", ["/proc/loadavg"])
 
 header =
-  "Caravan formation bench, #{if quick, do: "--quick", else: "full"} run, " <>
+  "Caravan bench, #{if quick, do: "--quick", else: "full"} run, " <>
     "#{DateTime.utc_now() |> DateTime.truncate(:second)}, " <>
     "#{div(System.monotonic_time(:millisecond) - started, 1000)} s wall time; " <>
     "#{:erlang.system_info(:logical_processors)} logical CPUs (#{cpu}), load #{String.trim(load)}, " <>
-    "OTP #{System.otp_release()}, Elixir #{System.version()}; medians of #{reps} interleaved repetitions"
+    "OTP #{System.otp_release()}, Elixir #{System.version()}; formation: medians of #{reps} interleaved repetitions"
+
+micro_notes = if micro.notes == [], do: "", else: "\n\n" <> Enum.join(micro.notes, "\n")
 
 text = """
 #{header}
+
+Micro rows (ratios: Caravan's figure over the other's, in the row's unit; interleaved samples)
+#{Table.text(micro.srv)}
+
+#{Table.text(micro.in_flight)}
+
+#{Table.text(micro.dist_port)}
+
+#{Table.text(micro.connect)}#{micro_notes}
 
 Formation: ms from t0 until every node sees N-1 peers (poll interval #{Formation.poll_interval()} ms;
 timeout: no full mesh within #{Formation.deadline_ms()} ms)
@@ -294,6 +340,22 @@ IO.puts(text)
 
 markdown = """
 #{header}
+
+SRV lookup, µs, p50 and p99 of interleaved lookups (ratios: Caravan's figure over the other's):
+
+#{Table.markdown(micro.srv)}
+
+Lookups in flight, lookups/s:
+
+#{Table.markdown(micro.in_flight)}
+
+The port rule, ns per call:
+
+#{Table.markdown(micro.dist_port)}
+
+First connect, µs:
+
+#{Table.markdown(micro.connect)}#{Enum.map_join(micro.notes, "", &("\n\n- " <> &1))}
 
 Formation, ms (poll interval #{Formation.poll_interval()} ms):
 

@@ -12,6 +12,17 @@ defmodule Caravan.Bench.Stats do
     Enum.at(sorted, div(length(sorted) - 1, 2))
   end
 
+  @doc """
+  The `p`th percentile (nearest rank, `p` in 1..100) of a list of
+  numbers; nil for [].
+  """
+  def percentile([], _p), do: nil
+
+  def percentile(values, p) do
+    sorted = Enum.sort(values)
+    Enum.at(sorted, max(ceil(p / 100 * length(sorted)) - 1, 0))
+  end
+
   @doc "A number for the table: integers as they are, floats to 3 significant digits."
   def fmt(nil), do: "-"
   def fmt(:timeout), do: "timeout"
@@ -67,22 +78,35 @@ defmodule Caravan.Bench.Peers do
   # needs (Caravan.Bench.PeerSide.distribute/1).
 
   @doc """
-  Starts a node listening on `ip` (tuple); `inetrc` resolves through the
-  bench's dnsmasq, `nameserver` ("IP:PORT") is its -caravan_nameservers.
-  Returns `%{peer, os_pid, ip}`.
+  Starts a node listening on `ip` (tuple). Options: `:inetrc` (a file the
+  node's OTP resolver reads), `:nameserver` ("IP:PORT", its
+  -caravan_nameservers), `:epmd_port` (the node runs OTP's own epmd client
+  against an epmd on that port, ERL_EPMD_PORT, instead of Caravan's epmd
+  module). Returns `%{peer, os_pid, ip}`.
   """
-  def start(ip, inetrc, nameserver) do
+  def start(ip, opts) do
+    dist =
+      case opts[:epmd_port] do
+        nil -> ["-start_epmd", "false", "-epmd_module", "Elixir.Caravan.Epmd.Client"]
+        _port -> ["-start_epmd", "false"]
+      end
+
     args =
-      ["-start_epmd", "false", "-epmd_module", "Elixir.Caravan.Epmd.Client"] ++
-        ["-kernel", "inet_dist_use_interface", ip_term(ip)] ++
-        ["-kernel", "logger_level", "critical", "-caravan_nameservers", nameserver] ++
+      dist ++
+        ["-kernel", "inet_dist_use_interface", ip_term(ip), "-kernel", "logger_level", "critical"] ++
+        if(opts[:nameserver], do: ["-caravan_nameservers", opts[:nameserver]], else: []) ++
         ["+S", "1:1"] ++ Caravan.Test.BeamNode.code_path_args()
+
+    env =
+      for {key, var} <- [inetrc: ~c"ERL_INETRC", epmd_port: ~c"ERL_EPMD_PORT"],
+          value = opts[key],
+          do: {var, String.to_charlist(to_string(value))}
 
     {:ok, peer, _not_distributed} =
       :peer.start(%{
         connection: :standard_io,
         args: Enum.map(args, &String.to_charlist/1),
-        env: [{~c"ERL_INETRC", String.to_charlist(inetrc)}],
+        env: env,
         wait_boot: 60_000
       })
 
@@ -94,10 +118,10 @@ defmodule Caravan.Bench.Peers do
     %{peer: peer, os_pid: call(peer, :os, :getpid, []) |> List.to_integer(), ip: ip}
   end
 
-  @doc "Starts one node per ip, two boots at a time, in order."
-  def start_many(ips, inetrc, nameserver) do
+  @doc "Starts one node per ip (`start/2` with `opts`), two boots at a time, in order."
+  def start_many(ips, opts) do
     ips
-    |> Task.async_stream(&start(&1, inetrc, nameserver),
+    |> Task.async_stream(&start(&1, opts),
       max_concurrency: 2,
       timeout: 120_000,
       ordered: true
@@ -181,13 +205,62 @@ end
 
 defmodule Caravan.Bench.OsProcs do
   @moduledoc false
-  # dnsmasq's pid also goes to $CARAVAN_BENCH_PIDFILE, so bench/run can kill
-  # it if the bench VM itself dies.
+  # The pids of dnsmasq and epmd also go to $CARAVAN_BENCH_PIDFILE, so
+  # bench/run can kill them if the bench VM itself dies.
   def record(os_pid) do
     case System.get_env("CARAVAN_BENCH_PIDFILE") do
       file when file in [nil, ""] -> :ok
       file -> File.write!(file, "#{os_pid}\n", [:append])
     end
+  end
+
+  @doc """
+  Starts OTP's epmd on `port` (never 4369, the machine's own), listening
+  on loopback and `ips`, in the foreground so the bench owns its OS pid;
+  waits until it accepts connections. Returns `%{os_pid, port}`.
+  """
+  def start_epmd(port, ips) when port != 4369 do
+    exe = System.find_executable("epmd") || raise "epmd not found"
+    address = Enum.map_join([{127, 0, 0, 1} | ips], ",", &to_string(:inet.ntoa(&1)))
+
+    os_port =
+      Port.open({:spawn_executable, exe}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        args: ["-port", "#{port}", "-address", address]
+      ])
+
+    {:os_pid, os_pid} = Port.info(os_port, :os_pid)
+    record(os_pid)
+    epmd = %{os_pid: os_pid, port: os_port}
+
+    unless Enum.any?(1..50, fn _ -> accepts?(port) or Process.sleep(100) != :ok end) do
+      stop_epmd(epmd)
+      raise "epmd on port #{port} did not start"
+    end
+
+    epmd
+  end
+
+  defp accepts?(port) do
+    case :gen_tcp.connect({127, 0, 0, 1}, port, [], 200) do
+      {:ok, socket} -> :gen_tcp.close(socket) == :ok
+      _ -> false
+    end
+  end
+
+  @doc "Stops the bench's epmd by its OS pid and waits for it to exit. Returns :ok."
+  def stop_epmd(%{os_pid: os_pid, port: os_port}) do
+    System.cmd("kill", ["-TERM", "#{os_pid}"], stderr_to_stdout: true)
+
+    receive do
+      {^os_port, {:exit_status, _}} -> :ok
+    after
+      3_000 -> System.cmd("kill", ["-KILL", "#{os_pid}"], stderr_to_stdout: true)
+    end
+
+    :ok
   end
 end
 
