@@ -13,7 +13,7 @@ defmodule Caravan.Cluster.Leave do
 
   require Logger
 
-  import Caravan.Cluster.Log, only: [log: 3]
+  import Caravan.Cluster.Warnings, only: [log: 3]
 
   alias Caravan.Cluster.{Config, Libcluster}
 

@@ -1,9 +1,11 @@
-defmodule Caravan.Diagnose.Probe do
+defmodule Caravan.Epmd.Probe do
   @moduledoc false
-  # Finds out why a node cannot be reached, in words: shared by
-  # `Caravan.diagnose/1` and `Caravan.Cluster.DnsStrategy` (which calls
-  # `why/2` when a connect returns false). Every step is bounded: the host
-  # lookup by the resolver's timeout, the TCP probe by `:tcp_timeout`.
+  # Finds out why a node cannot be reached, in words, by doing what the
+  # epmd layer does to reach it (the port from its name, its host resolved
+  # through Caravan.Epmd.HostResolver) and one TCP connect. Used by
+  # Caravan.Cluster (a failed connect explained) and Caravan.Diagnose; it
+  # depends on neither. Every step is bounded: the host lookup by the
+  # resolver's timeout, the TCP probe by `:tcp_timeout`.
 
   @default_tcp_timeout 1_000
 
