@@ -11,6 +11,7 @@ defmodule Caravan.Cluster.Act do
 
   alias Caravan.Cluster.{Connector, Leave, Membership, Poll, Warnings}
   alias Caravan.Cluster.DnsStrategy.State
+  alias Caravan.Epmd.Probe
 
   import Warnings, only: [log: 3]
 
@@ -39,7 +40,7 @@ defmodule Caravan.Cluster.Act do
   @doc """
   Acts on a connect's result (`Caravan.Cluster.Connector.handle/2`). Under
   libcluster, libcluster has logged the connect at info already. A failed
-  connect is explained (`Caravan.Cluster.Warnings.why/2`, in its own
+  connect is explained (`Caravan.Epmd.Probe.why/2`, in its own
   process, which sends `{:caravan_why, node, text}` for `why/3`) at the
   first failure of a streak and then once per `report_interval`; the
   others are debug.
@@ -59,7 +60,7 @@ defmodule Caravan.Cluster.Act do
     case Warnings.connect_failed(state.warnings, node, System.monotonic_time(:millisecond)) do
       {true, warnings} ->
         owner = self()
-        spawn(fn -> send(owner, {:caravan_why, node, Warnings.why(node, failure)}) end)
+        spawn(fn -> send(owner, {:caravan_why, node, Probe.why(node, failure)}) end)
         %{state | warnings: warnings}
 
       {false, _} ->

@@ -89,27 +89,11 @@ defmodule Caravan.Cluster.DnsStrategy do
       `{:net_kernel, :connect_node, []}`, `{:erlang, :disconnect_node, []}`,
       `{:erlang, :nodes, [:connected]}`.
 
-  ## More in the README
-
-  The README's "Discovery" part is the rest of this guide: "What a poll
-  does" (timing, parallel lookups and connects), "Errors are not 'no
-  peers'" (failed lookups, skipped records), "An invalid config fails the
-  start", "Pruning" (asking departed nodes to leave, and why), "Under
-  libcluster: its logs and telemetry", "Consul, Nomad and Kubernetes"
-  (service definitions and topology configs), "Troubleshooting" and "When
-  the cluster does not form" (`Caravan.diagnose/1`, each setup mistake and
-  the line it logs), "Logs" and "Telemetry" (`Caravan.Telemetry`).
-
-  ## Rooms
-
-  Each poll runs `Caravan.Cluster.Poll` in its own process;
-  `Caravan.Cluster.Act` applies its result to the state
-  (`Caravan.Cluster.DnsStrategy.State`), with `Caravan.Cluster.Membership`
-  deciding, `Caravan.Cluster.Warnings` saying, `Caravan.Cluster.Connector`
-  and `Caravan.Cluster.Leave` doing. Dependencies run one way:
-  `Caravan.Diagnose` asks the strategy through `status/2`; the strategy
-  knows nothing of it, and probes an unreachable node with
-  `Caravan.Epmd.Probe`.
+  The guides carry the rest (what a poll does, pruning, libcluster's logs
+  and telemetry, Consul, Nomad and Kubernetes, troubleshooting). Inside,
+  `Caravan.Cluster.Poll` runs each poll in its own process and
+  `Caravan.Cluster.Act` applies its result to the state; `Caravan.Diagnose`
+  asks the strategy through `status/2`, never the other way round.
   """
   use GenServer
   require Logger
@@ -167,8 +151,6 @@ defmodule Caravan.Cluster.DnsStrategy do
   catch
     :exit, reason -> {:error, reason}
   end
-
-  # -- GenServer: poll (Poll), act (Act) ------------------------------------
 
   @impl GenServer
   def init(arg) do

@@ -1,12 +1,9 @@
 defmodule Caravan.Cluster.Warnings do
   @moduledoc false
-  # One job: what the strategy says to the operator, and when. It owns the
-  # warn-once ledgers (a streak's first warning is a warning, repeats are
-  # debug, its end an info; silent DNS after @silence_polls polls; an
-  # unreachable node once per report_interval) as pure data kept in the
-  # strategy's state, every operator-facing text, and the log line itself
-  # (log/3). Callers decide what happened; this module decides what it is
-  # worth saying.
+  # One job: what the strategy tells the operator, and when: the warn-once
+  # ledgers (a streak warns once, repeats are debug, its end is an info;
+  # silent DNS; an unreachable node once per report_interval) as pure data
+  # in the strategy's state, the texts, and the log line (log/3).
 
   require Logger
 
@@ -16,6 +13,10 @@ defmodule Caravan.Cluster.Warnings do
   # Polls before a silent DNS is reported: a node that starts before its
   # peers register is not warned of at once.
   @silence_polls 3
+  @until "until DNS lists it again"
+  @not_distributed "this node is not distributed (started without -name or -sname), so it " <>
+                     "will look up peers but cannot connect to them; start it with -name " <>
+                     "<name>@<host> (or -sname) and Caravan's epmd module"
 
   defstruct keys: MapSet.new(),
             silence: {nil, 0},
@@ -23,7 +24,7 @@ defmodule Caravan.Cluster.Warnings do
             report_interval: Config.default(:report_interval)
 
   @type key :: term()
-  @type level :: :warning | :info | :debug | nil
+  @type level :: Logger.level() | nil
   @type silence :: :no_instances | :only_self
   @opaque t :: %__MODULE__{
             keys: MapSet.t(key()),
@@ -37,11 +38,7 @@ defmodule Caravan.Cluster.Warnings do
   def new(report_interval \\ Config.default(:report_interval)),
     do: %__MODULE__{report_interval: report_interval}
 
-  @doc """
-  Logs `message` at `level` (nil: nothing) as `[caravan] topology <t>: ...`.
-  Under libcluster, debug lines follow `config :libcluster, debug: true`,
-  as libcluster's own strategies do.
-  """
+  @doc "Logs `message` at `level` (nil: not); libcluster's `debug:` gates debug lines under it."
   @spec log(level(), Config.t(), String.t()) :: :ok
   def log(nil, _config, _message), do: :ok
 
@@ -82,33 +79,28 @@ defmodule Caravan.Cluster.Warnings do
   def warned?(%__MODULE__{keys: keys}, key), do: MapSet.member?(keys, key)
 
   @doc """
-  What a poll's result (`t:Caravan.Cluster.Poll.t/0`) deserves in the log:
-  `{warnings, [{level, message}]}`. A lookup that works again is an info,
-  a failed one a warning once per streak; skipped records and a capped
-  answer are warned of once while they last; the nodes found are a debug
-  entry. Nodes DNS no longer lists are forgotten (connect warnings and
-  unreachable reports), so the ledgers stay as small as the answer.
+  What a poll's result (`t:Caravan.Cluster.Poll.t/0`) deserves in the log,
+  `{warnings, [{level, message}]}`: failed lookups, their recovery, skipped
+  records, a capped answer. Nodes DNS no longer lists are forgotten, so the
+  ledgers stay as small as the answer.
   """
   @spec poll(t(), map(), %{poll_interval: pos_integer(), max_nodes: pos_integer()}) ::
           {t(), [{level(), String.t()}]}
   def poll(%__MODULE__{} = w, result, config) do
     found = MapSet.new(result.found)
 
-    recovered =
-      for query <- result.answered,
-          do: {&recover/2, {:lookup, query}, "lookup of #{inspect(query)} works again"}
-
-    failed =
-      for {query, reason} <- result.errors,
-          do:
-            {&warn/2, {:lookup, query},
-             "lookup of #{inspect(query)} failed (#{format_reason(reason)}); " <>
-               "keeping the cluster as it is, retrying about every #{config.poll_interval} ms"}
-
     {entries, w} =
-      Enum.map_reduce(recovered ++ failed, w, fn {fun, key, message}, w ->
-        {level, w} = fun.(w, key)
-        {{level, message}, w}
+      Enum.map_reduce(result.answered ++ result.errors, w, fn
+        {query, reason}, w ->
+          {level, w} = warn(w, {:lookup, query})
+
+          {{level,
+            "lookup of #{inspect(query)} failed (#{format_reason(reason)}); keeping the " <>
+              "cluster as it is, retrying about every #{config.poll_interval} ms"}, w}
+
+        query, w ->
+          {level, w} = recover(w, {:lookup, query})
+          {{level, "lookup of #{inspect(query)} works again"}, w}
       end)
 
     listed =
@@ -133,16 +125,11 @@ defmodule Caravan.Cluster.Warnings do
     {w, Enum.reject(entries ++ listed ++ invalid ++ capped, &match?({nil, _}, &1))}
   end
 
-  @doc "Polls of silent DNS before it is reported."
-  @spec silence_polls() :: pos_integer()
-  def silence_polls, do: @silence_polls
-
   @doc """
-  Silence is not health: adds one poll, `found` (the nodes an authoritative
-  answer listed) or `:unknown` (a lookup failed: the streak is kept).
-  Returns `{event, warnings}`: `{:start, kind}` when DNS has listed no
-  instances (`:no_instances`) or only `self` (`:only_self`) for
-  #{@silence_polls} polls, `{:end, kind}` when a reported streak ends, else nil.
+  Silence is not health: adds a poll's `found` (`:unknown` when a lookup
+  failed). `{event, warnings}`: `{:start, kind}` when DNS has listed no
+  instances or only `self` for #{@silence_polls} polls, `{:end, kind}` when
+  a reported streak ends, else nil.
   """
   @spec silence(t(), [node()] | :unknown, node()) :: {{:start | :end, silence()} | nil, t()}
   def silence(w, :unknown, _self), do: {nil, w}
@@ -161,11 +148,7 @@ defmodule Caravan.Cluster.Warnings do
     {ended || started, %{w | silence: if(kind, do: {kind, count}, else: {nil, 0})}}
   end
 
-  @doc """
-  A connect to `node` failed at `now` (monotonic ms): `{true, warnings}`
-  when it is to be explained (first failure of a streak, or
-  `report_interval` ms since the last report), else `{false, warnings}`.
-  """
+  @doc "A failed connect at `now` (ms): `{true, w}` to explain it (once per report_interval)."
   @spec connect_failed(t(), node(), integer()) :: {boolean(), t()}
   def connect_failed(%__MODULE__{unreachable: last} = w, node, now) do
     case last do
@@ -179,20 +162,16 @@ defmodule Caravan.Cluster.Warnings do
   def connected(%__MODULE__{} = w, node), do: %{w | unreachable: Map.delete(w.unreachable, node)}
 
   @doc """
-  The texts, `{level, message}` (level nil: nothing to say), of what the
-  strategy meets: a membership event (`t:Caravan.Cluster.Membership.event/0`),
-  a silent DNS starting or ending, a failed connect explained, setup
-  mistakes at start.
+  `{level, message}` (nil: nothing to say) for what the strategy meets: a
+  `t:Caravan.Cluster.Membership.event/0`, silent DNS, an unreachable node.
   """
   @spec text(term(), Config.t()) :: {level(), String.t()}
-  def text({:departed, nodes}, %Config{prune: true}),
-    do:
-      {:info,
-       "DNS no longer lists #{Enum.join(nodes, ", ")}; " <>
-         "keeping it out (prune: true) until DNS lists it again"}
+  def text({:departed, _nodes}, %Config{prune: false}), do: {nil, ""}
 
-  def text({:departed, _nodes}, _config), do: {nil, ""}
-  def text({:returned, nodes}, _config), do: {:debug, "DNS lists #{Enum.join(nodes, ", ")} again"}
+  def text({:departed, nodes}, _config),
+    do: {:info, "DNS no longer lists #{list(nodes)}; keeping it out (prune: true) #{@until}"}
+
+  def text({:returned, nodes}, _config), do: {:debug, "DNS lists #{list(nodes)} again"}
 
   def text({:self_missing, n}, config),
     do:
@@ -207,8 +186,7 @@ defmodule Caravan.Cluster.Warnings do
 
     {:warning,
      "DNS has not listed this node (#{node()}) in #{config.leave_after} authoritative " <>
-       "answers in a row; #{action} until DNS lists it again (a failed health check or " <>
-       "readiness probe?)"}
+       "answers in a row; #{action} #{@until} (a failed health check or readiness probe?)"}
   end
 
   def text(:back, _config), do: {:info, "DNS lists this node again; connecting again"}
@@ -217,33 +195,24 @@ defmodule Caravan.Cluster.Warnings do
     do:
       {:warning,
        "#{from} asked this node to leave: DNS no longer lists #{node()} there " <>
-         "(prune: true). Leaving the cluster; no more connects until DNS lists " <>
-         "this node again"}
+         "(prune: true). Leaving the cluster; no more connects until DNS lists this node again"}
 
   def text({:silence, {:end, _kind}, found}, _config),
     do: {:info, "DNS lists #{length(found)} node(s) again"}
 
-  def text({:silence, {:start, kind}, _found}, config) do
-    nameservers =
-      if config.nameservers == [],
-        do: "the system's resolv.conf",
-        else: Enum.map_join(config.nameservers, ", ", &Caravan.DNS.Options.text/1)
+  def text({:silence, {:start, :no_instances}, _found}, config),
+    do:
+      {:warning,
+       "DNS has listed no instances for #{@silence_polls} polls: #{asked(config)} answers " <>
+         "NXDOMAIN/NODATA or no records; this node runs alone. Check the query " <>
+         "(e.g. _app._tcp.service.consul) and that the service is registered and healthy " <>
+         "(Caravan.diagnose() tells more)"}
 
-    asked = "#{Enum.map_join(config.queries, ", ", &inspect/1)} (nameservers: #{nameservers})"
-
-    {:warning,
-     case kind do
-       :no_instances ->
-         "DNS has listed no instances for #{@silence_polls} polls: #{asked} answers " <>
-           "NXDOMAIN/NODATA or no records; this node runs alone. Check the query " <>
-           "(e.g. _app._tcp.service.consul) and that the service is registered and healthy " <>
-           "(Caravan.diagnose() tells more)"
-
-       :only_self ->
-         "DNS has listed only this node (#{node()}) for #{@silence_polls} polls: #{asked}; " <>
-           "the other instances are not registered or not healthy in DNS"
-     end}
-  end
+  def text({:silence, {:start, :only_self}, _found}, config),
+    do:
+      {:warning,
+       "DNS has listed only this node (#{node()}) for #{@silence_polls} polls: " <>
+         "#{asked(config)}; the other instances are not registered or not healthy in DNS"}
 
   def text({:unreachable, node, why}, config),
     do:
@@ -252,44 +221,26 @@ defmodule Caravan.Cluster.Warnings do
          "#{div(config.report_interval, 1000)} s while DNS lists it and it stays unreachable)"}
 
   @doc """
-  Why a connect to `node` failed (`failure`, what the connect returned),
-  with what a probe of its host and port finds (`Caravan.Epmd.Probe.why/1`,
-  which takes up to a second or two: call it outside the strategy).
-  """
-  @spec why(node(), term()) :: String.t()
-  def why(node, failure) do
-    start =
-      case failure do
-        false -> ""
-        :timeout -> "no answer within connect_timeout; "
-        other -> "#{inspect(other)}; "
-      end
-
-    start <> Probe.why(node)
-  end
-
-  @doc """
-  Once, when a topology starts: a node without -name/-sname cannot connect
-  to anything it finds, and peers dial `"<node_sname>-<port>@<host>"`,
-  which must be this node's name. Logs each problem found; `:ok`.
+  Logs, once when a topology starts, what stops it from clustering: no
+  -name/-sname, or a node name peers will not dial (`node_sname`); `:ok`.
   """
   @spec at_start(Config.t()) :: :ok
   def at_start(config) do
-    unless Node.alive?() do
-      log(
-        :warning,
-        config,
-        "this node is not distributed (started without -name or -sname), so it will look " <>
-          "up peers but cannot connect to them; start it with -name <name>@<host> (or " <>
-          "-sname) and Caravan's epmd module"
-      )
-    end
-
-    case Probe.name_mismatch(node(), config.node_sname) do
-      nil -> :ok
-      problem -> log(:warning, config, problem)
-    end
+    if not Node.alive?(), do: log(:warning, config, @not_distributed)
+    problem = Probe.name_mismatch(node(), config.node_sname)
+    if problem, do: log(:warning, config, problem), else: :ok
   end
+
+  defp list(nodes), do: Enum.join(nodes, ", ")
+
+  # The queries and the nameservers asked.
+  defp asked(%Config{nameservers: []} = config), do: asked(config, "the system's resolv.conf")
+
+  defp asked(config),
+    do: asked(config, Enum.map_join(config.nameservers, ", ", &Caravan.DNS.Options.text/1))
+
+  defp asked(config, ns),
+    do: "#{Enum.map_join(config.queries, ", ", &inspect/1)} (nameservers: #{ns})"
 
   # A warning while `condition` holds; forgotten once it stops.
   defp while(w, true, key, message) do

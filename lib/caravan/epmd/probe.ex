@@ -76,18 +76,27 @@ defmodule Caravan.Epmd.Probe do
   end
 
   @doc """
-  One sentence saying why a connect to `node` failed, for a log line: the
-  `:problem` of `check/2`, or, when the probe finds nothing wrong, that
-  the node answers now (the failure was transient, or it came up since).
+  Why a connect to `node` failed, for a log line: what the connect
+  returned (`failure`), then the `:problem` of `check/2`, or, when the
+  probe finds nothing wrong, that the node answers now (the failure was
+  transient, or it came up since). Takes up to the probe's bounds: call it
+  outside a process that must stay responsive.
   """
-  @spec why(node(), keyword()) :: String.t()
-  def why(node, opts \\ []) do
-    case check(node, opts) do
-      %{problem: nil, connected?: true} -> "#{node} is connected now"
-      %{problem: nil} -> "#{node} accepts TCP now; the failure was transient"
-      %{problem: problem} -> problem
-    end
+  @spec why(node(), term(), keyword()) :: String.t()
+  def why(node, failure, opts \\ []) do
+    found =
+      case check(node, opts) do
+        %{problem: nil, connected?: true} -> "#{node} is connected now"
+        %{problem: nil} -> "#{node} accepts TCP now; the failure was transient"
+        %{problem: problem} -> problem
+      end
+
+    failure(failure) <> found
   end
+
+  defp failure(false), do: ""
+  defp failure(:timeout), do: "no answer within connect_timeout; "
+  defp failure(other), do: "#{inspect(other)}; "
 
   @doc """
   Where the nameservers of the epmd module (host lookups of node names)
