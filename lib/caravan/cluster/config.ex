@@ -57,6 +57,13 @@ defmodule Caravan.Cluster.Config do
   }
 
   @type mfa_tuple :: {module(), atom(), [term()]}
+  @typedoc "libcluster's `%Cluster.Strategy.State{}`, as the strategy reads it."
+  @type libcluster_state :: %{
+          required(:config) => keyword(),
+          optional(:topology) => atom(),
+          optional(:connect | :disconnect | :list_nodes) => mfa_tuple(),
+          optional(atom()) => term()
+        }
   @type t :: %__MODULE__{
           topology: atom(),
           connect: mfa_tuple(),
@@ -89,7 +96,8 @@ defmodule Caravan.Cluster.Config do
   message naming the bad key, its value and what was expected. Never
   raises.
   """
-  @spec new(map() | keyword()) :: {:ok, t()} | {:error, {:invalid_option, String.t()}}
+  @spec new(libcluster_state() | keyword()) ::
+          {:ok, t()} | {:error, {:invalid_option, String.t()}}
   def new(%{config: config} = state) when is_list(config) do
     base = Map.take(state, [:topology, :connect, :disconnect, :list_nodes])
     build(Enum.reject(base, fn {_k, v} -> is_nil(v) end) ++ config)

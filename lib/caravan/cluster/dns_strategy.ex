@@ -111,7 +111,7 @@ defmodule Caravan.Cluster.DnsStrategy do
   A child spec. The id is the `:topology` (libcluster gives each topology
   its own) or `#{inspect(__MODULE__)}`.
   """
-  @spec child_spec([map()] | keyword()) :: Supervisor.child_spec()
+  @spec child_spec([Config.libcluster_state()] | keyword()) :: Supervisor.child_spec()
   def child_spec(arg) do
     id =
       case arg do
@@ -133,7 +133,7 @@ defmodule Caravan.Cluster.DnsStrategy do
   nearest known one, or a bad value): the start fails, so a typo stops
   the application's boot instead of leaving the node unclustered.
   """
-  @spec start_link([map()] | keyword()) :: GenServer.on_start()
+  @spec start_link([Config.libcluster_state()] | keyword()) :: GenServer.on_start()
   def start_link([%{config: _} = state]), do: GenServer.start_link(__MODULE__, state)
   def start_link(opts) when is_list(opts), do: GenServer.start_link(__MODULE__, opts)
 

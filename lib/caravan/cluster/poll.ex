@@ -42,7 +42,7 @@ defmodule Caravan.Cluster.Poll do
     {answers, addresses} = config |> lookup_all() |> Enum.unzip()
     hand_off(List.flatten(addresses))
     connected = apply(m, f, a)
-    answers |> names(config) |> diff(connected) |> Map.put(:connected, connected)
+    answers |> names(config) |> diff(connected)
   end
 
   @doc """
@@ -81,14 +81,14 @@ defmodule Caravan.Cluster.Poll do
   end
 
   @doc """
-  Adds `:new` (found, not this node, not in `connected`) to the result of
-  names/2.
+  Adds `:connected` (the connected nodes, a list or set) and `:new` (found,
+  not this node, not connected) to the result of names/2.
   """
-  @spec diff(names(), Enumerable.t()) :: map()
+  @spec diff(names(), Enumerable.t()) :: t()
   def diff(result, connected) do
-    connected = MapSet.new(connected)
-    new = Enum.reject(result.found, &(&1 == node() or MapSet.member?(connected, &1)))
-    Map.put(result, :new, new)
+    set = MapSet.new(connected)
+    new = Enum.reject(result.found, &(&1 == node() or MapSet.member?(set, &1)))
+    Map.merge(result, %{connected: Enum.to_list(connected), new: new})
   end
 
   @doc """

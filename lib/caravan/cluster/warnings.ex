@@ -7,7 +7,7 @@ defmodule Caravan.Cluster.Warnings do
 
   require Logger
 
-  alias Caravan.Cluster.{Config, Libcluster}
+  alias Caravan.Cluster.{Config, Libcluster, Poll}
   alias Caravan.Epmd.Probe
 
   # Polls before a silent DNS is reported: a node that starts before its
@@ -84,7 +84,7 @@ defmodule Caravan.Cluster.Warnings do
   records, a capped answer. Nodes DNS no longer lists are forgotten, so the
   ledgers stay as small as the answer.
   """
-  @spec poll(t(), map(), %{poll_interval: pos_integer(), max_nodes: pos_integer()}) ::
+  @spec poll(t(), Poll.t(), %{poll_interval: pos_integer(), max_nodes: pos_integer()}) ::
           {t(), [{level(), String.t()}]}
   def poll(%__MODULE__{} = w, result, config) do
     found = MapSet.new(result.found)

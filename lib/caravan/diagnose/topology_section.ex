@@ -30,7 +30,7 @@ defmodule Caravan.Diagnose.TopologySection do
   """
   @spec render(String.t(), Caravan.Cluster.Config.t(), %{
           at: integer(),
-          last_poll: map() | nil,
+          last_poll: Caravan.Cluster.DnsStrategy.State.last_poll() | nil,
           lookups: list(),
           nodes: [node()],
           probes: [Probe.t()]
