@@ -93,7 +93,7 @@ defmodule Caravan.Cluster.DnsStrategy do
   and telemetry, Consul, Nomad and Kubernetes, troubleshooting). Inside,
   `Caravan.Cluster.Poll` runs each poll in its own process and
   `Caravan.Cluster.Act` applies its result to the state; `Caravan.Diagnose`
-  asks the strategy through `status/2`, never the other way round.
+  asks the strategy (an internal `GenServer.call`), never the other way round.
   """
   use GenServer
   require Logger
@@ -137,13 +137,11 @@ defmodule Caravan.Cluster.DnsStrategy do
   def start_link([%{config: _} = state]), do: GenServer.start_link(__MODULE__, state)
   def start_link(opts) when is_list(opts), do: GenServer.start_link(__MODULE__, opts)
 
-  @doc """
-  What the strategy `server` (a pid or name) runs with and last found, for
-  `Caravan.diagnose/1`: `{:ok, %{config: config, last_poll: last_poll}}`
-  (`t:Caravan.Cluster.DnsStrategy.State.last_poll/0`, nil before the first
-  poll ends), or `{:error, reason}` when it does not answer within
-  `timeout` ms.
-  """
+  @doc false
+  # What the strategy `server` (a pid or name) runs with and last found, for
+  # Caravan.diagnose/1 (not public API): {:ok, %{config: config, last_poll:
+  # last_poll}} (State.last_poll/0 type, nil before the first poll ends), or
+  # {:error, reason} when it does not answer within `timeout` ms.
   @spec status(GenServer.server(), timeout()) ::
           {:ok, %{config: Config.t(), last_poll: State.last_poll() | nil}} | {:error, term()}
   def status(server, timeout \\ 1_000) do
