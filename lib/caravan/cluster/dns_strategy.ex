@@ -66,28 +66,25 @@ defmodule Caravan.Cluster.DnsStrategy do
     * `:timeout` - bound on one lookup, ms. Default #{Config.default(:timeout)} (at most
       `:poll_interval`).
     * `:prune` - keep nodes that DNS no longer lists out of the cluster.
-      Default `false` (as Caravan 1.x). See "Pruning" in the README.
+      Default `#{%Config{}.prune}` (as Caravan 1.x). See "Pruning" in the README.
     * `:leave_after` - authoritative answers in a row without this node
       (once listed) after which it stops connecting (and leaves, with
       `prune: true`); also how many times a departed node is asked to leave
       before it is disconnected. Default #{Config.default(:leave_after)}.
     * `:max_nodes` - the most nodes one poll takes from DNS. Default
-      #{Config.default(:max_nodes)}.
-      Node names become atoms, which are never collected: a poll creates at
+      #{Config.default(:max_nodes)}. Node names become atoms, which are never collected: a poll creates at
       most `:max_nodes` new atoms, whatever the answer holds.
-    * `:connect_timeout` - bound on one connect, ms. Default
-      #{Config.default(:connect_timeout)}.
-    * `:connect_concurrency` - connects in flight at once. Default
-      #{Config.default(:connect_concurrency)}.
+    * `:connect_timeout` - bound on one connect, ms. Default #{Config.default(:connect_timeout)}.
+    * `:connect_concurrency` - connects in flight at once. Default #{Config.default(:connect_concurrency)}.
     * `:dns_client` - a `Caravan.DnsClient`. Default
-      `Caravan.DnsClient.Native`; `Caravan.DnsClient.InetRes` is Caravan
+      `#{inspect(%Config{}.dns_client)}`; `Caravan.DnsClient.InetRes` is Caravan
       1.x's client on OTP's `:inet_res`.
     * `:report_interval` - ms between repeated warnings about a node DNS
       lists that stays unreachable. Default #{Config.default(:report_interval)}.
     * `:topology`, `:connect`, `:disconnect`, `:list_nodes` - given by
-      libcluster; when started without it: `:caravan`,
-      `{:net_kernel, :connect_node, []}`, `{:erlang, :disconnect_node, []}`,
-      `{:erlang, :nodes, [:connected]}`.
+      libcluster; when started without it: `#{inspect(%Config{}.topology)}`,
+      `#{inspect(%Config{}.connect)}`, `#{inspect(%Config{}.disconnect)}`,
+      `#{inspect(%Config{}.list_nodes)}`.
 
   The guides carry the rest (what a poll does, pruning, libcluster's logs
   and telemetry, Consul, Nomad and Kubernetes, troubleshooting). Inside,
