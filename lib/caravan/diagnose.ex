@@ -5,9 +5,13 @@ defmodule Caravan.Diagnose do
   # lists) and assembles the plain-text report from its sections: this node
   # and its nameservers (NodeSection), each topology (TopologySection),
   # then the verdict, the problems found with the next step for each.
+  # Dependencies run one way: Diagnose asks the running strategies
+  # (Caravan.Cluster.DnsStrategy.status/2) and probes nodes
+  # (Caravan.Epmd.Probe); neither knows of Diagnose.
 
-  alias Caravan.Cluster.Config
-  alias Caravan.Diagnose.{Lookup, NodeSection, Probe, TopologySection}
+  alias Caravan.Cluster.{Config, DnsStrategy}
+  alias Caravan.Diagnose.{Lookup, NodeSection, TopologySection}
+  alias Caravan.Epmd.Probe
 
   @probe_bound 5_000
 
@@ -68,26 +72,20 @@ defmodule Caravan.Diagnose do
     end
   end
 
-  # The strategies running on this node, and the state each keeps.
+  # The strategies running on this node, and what each last found
+  # (DnsStrategy.status/2).
   defp running do
     for pid <- Process.list(),
         {:dictionary, dict} <- [Process.info(pid, :dictionary)],
-        dict[:"$initial_call"] == {Caravan.Cluster.DnsStrategy, :init, 1},
-        state = safe_state(pid),
-        is_map(state) and is_map_key(state, :config) do
-      {"running (#{inspect(pid)})", state.config, Map.get(state, :last_poll)}
+        dict[:"$initial_call"] == {DnsStrategy, :init, 1},
+        {:ok, status} <- [DnsStrategy.status(pid)] do
+      {"running (#{inspect(pid)})", status.config, status.last_poll}
     end
-  end
-
-  defp safe_state(pid) do
-    :sys.get_state(pid, 1_000)
-  catch
-    :exit, _ -> nil
   end
 
   defp configured do
     for {name, topology} <- Application.get_env(:libcluster, :topologies, []),
-        topology[:strategy] == Caravan.Cluster.DnsStrategy do
+        topology[:strategy] == DnsStrategy do
       checked(
         "config :libcluster (not running)",
         [topology: name] ++ Keyword.get(topology, :config, [])

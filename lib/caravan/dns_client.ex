@@ -12,10 +12,18 @@ defmodule Caravan.DnsClient do
   client could not use; the strategy skips it with a warning.
 
   `get_nodes/2` is optional; when a client exports it, the strategy passes
-  the topology's config (`:nameservers`, `:timeout`, ...) as `opts`.
+  the topology's config (`:nameservers` as `{ip_tuple, port}`, `:timeout`
+  in ms, `:node_host`) as `opts`, and `addresses: true`: a peer may then be
+  `{port, host, ips}`, `ips` the addresses the answer gave for `host` (an
+  SRV answer's additional section). The strategy hands them to the epmd
+  module (`Caravan.Cluster.Poll`), so connecting to that node asks DNS
+  nothing more.
   """
 
-  @type peer :: {:inet.port_number(), String.t()} | {:invalid, String.t()}
+  @type peer ::
+          {:inet.port_number(), String.t()}
+          | {:inet.port_number(), String.t(), [:inet.ip_address()]}
+          | {:invalid, String.t()}
   @type result :: [peer()] | {:ok, [peer()]} | {:error, term()}
 
   @doc "Looks up the peers of `query` (Caravan 1.x's callback)."

@@ -1,71 +1,67 @@
 defmodule Caravan.Cluster.Act do
   @moduledoc false
-  # One job: the "act" of the strategy's "poll, diff, act": applies a
-  # poll's result (what changed is logged, Warnings deciding what is news;
-  # the silence and unreachable ledgers; membership through
-  # Caravan.Cluster.Events; the new nodes to connect) and a connect's
-  # result (logged, a failure explained) to the strategy's state
-  # (Caravan.Cluster.DnsStrategy). Each function takes and returns it.
+  # One job: the "act" of the strategy's "poll, diff, act". It applies to
+  # the strategy's state (Caravan.Cluster.DnsStrategy.State) a poll's
+  # result, a connect's result, a departed node's nodeup and a member's
+  # leave request: the decisions are Caravan.Cluster.Membership's, what is
+  # worth saying Caravan.Cluster.Warnings', and it carries them out (logs;
+  # Caravan.Cluster.Leave: ask, leave, disconnect; Caravan.Cluster.Connector:
+  # connect, cancel). After a poll it alone writes the state's membership
+  # and connector. Each function takes and returns the state.
 
-  import Caravan.Cluster.Log, only: [log: 3]
+  alias Caravan.Cluster.{Connector, Leave, Membership, Poll, Warnings}
+  alias Caravan.Cluster.DnsStrategy.State
+  alias Caravan.Epmd.Probe
 
-  alias Caravan.Cluster.{Connector, Events, Membership, Messages, Silence, Unreachable, Warnings}
-  alias Caravan.Diagnose.Probe
+  import Warnings, only: [log: 3]
 
-  # Acts on a poll's result (Caravan.Cluster.Poll.run/1).
-  @spec poll(map(), map()) :: map()
-  def poll(%{config: config} = state, result) do
+  @doc "Acts on a poll's result (`Caravan.Cluster.Poll.run/1`)."
+  @spec poll(State.t(), Poll.t()) :: State.t()
+  def poll(%State{config: config} = state, result) do
     {warnings, entries} = Warnings.poll(state.warnings, result, config)
     Enum.each(entries, fn {level, message} -> log(level, config, message) end)
 
-    # Forget unreachable nodes DNS no longer lists, so the ledger stays as
-    # small as the answer.
+    found = if result.authoritative?, do: result.found, else: :unknown
+    {event, warnings} = Warnings.silence(warnings, found, node())
+    if event, do: say(config, {:silence, event, result.found})
+
     last_poll =
       result
       |> Map.take([:found, :answered, :errors, :invalid])
       |> Map.put(:at, System.monotonic_time())
 
-    state =
-      %{
-        state
-        | warnings: warnings,
-          last_poll: last_poll,
-          unreachable: Unreachable.keep(state.unreachable, MapSet.new(result.found))
-      }
-      |> silence(result)
-      |> Events.poll(result)
+    state = membership(%{state | warnings: warnings, last_poll: last_poll}, result)
 
     if Membership.dial?(state.membership),
       do: %{state | connector: Connector.enqueue(state.connector, result.new)},
       else: state
   end
 
-  # Acts on a connect's result (Caravan.Cluster.Connector.handle/2).
-  # Under libcluster, libcluster has logged the connect at info already.
-  @spec connected(map(), node(), term()) :: map()
-  def connected(%{config: config} = state, node, true) do
+  @doc """
+  Acts on a connect's result (`Caravan.Cluster.Connector.handle/2`). Under
+  libcluster, libcluster has logged the connect at info already. A failed
+  connect is explained (`Caravan.Epmd.Probe.why/2`, in its own
+  process, which sends `{:caravan_why, node, text}` for `why/3`) at the
+  first failure of a streak and then once per `report_interval`; the
+  others are debug.
+  """
+  @spec connected(State.t(), node(), Connector.result()) :: State.t()
+  def connected(%State{config: config} = state, node, true) do
     log(if(config.libcluster, do: :debug, else: :info), config, "connected to #{node}")
-    %{state | unreachable: Unreachable.clear(state.unreachable, node)}
+    %{state | warnings: Warnings.connected(state.warnings, node)}
   end
 
-  def connected(%{config: config} = state, node, :ignored) do
+  def connected(%State{config: config} = state, node, :ignored) do
     log(:debug, config, "connect to #{node} ignored (this node is not distributed)")
     state
   end
 
-  # A failed connect: the first of a streak, and then one every
-  # report_interval, is explained (Caravan.Diagnose.Probe, in its own
-  # process, which sends {:caravan_why, node, text} for why/3); the others
-  # are debug.
-  def connected(%{config: config} = state, node, failure) do
-    now = System.monotonic_time(:millisecond)
-
-    case Unreachable.failed(state.unreachable, node, now) do
-      {true, unreachable} ->
+  def connected(%State{config: config} = state, node, failure) do
+    case Warnings.connect_failed(state.warnings, node, System.monotonic_time(:millisecond)) do
+      {true, warnings} ->
         owner = self()
-        result = Messages.failure(failure)
-        spawn(fn -> send(owner, {:caravan_why, node, result <> Probe.why(node)}) end)
-        %{state | unreachable: unreachable}
+        spawn(fn -> send(owner, {:caravan_why, node, Probe.why(node, failure)}) end)
+        %{state | warnings: warnings}
 
       {false, _} ->
         log(:debug, config, "cannot connect to #{node}: #{inspect(failure)}")
@@ -73,39 +69,108 @@ defmodule Caravan.Cluster.Act do
     end
   end
 
-  # The explanation of a failed connect, at warning.
-  @spec why(map(), node(), String.t()) :: map()
-  def why(%{config: config} = state, node, why) do
-    log(
-      :warning,
-      config,
-      "cannot connect to #{node}: #{why} " <>
-        "(reported again every #{div(config.report_interval, 1000)} s while DNS lists it " <>
-        "and it stays unreachable)"
-    )
+  @doc "The explanation of a failed connect, at warning."
+  @spec why(State.t(), node(), String.t()) :: State.t()
+  def why(%State{config: config} = state, node, why) do
+    say(config, {:unreachable, node, why})
+    state
+  end
+
+  @doc """
+  A node DNS no longer lists (as of the last authoritative answer) is
+  connected again, whoever dialed: the strategy gets `:repoll`, to look at
+  DNS again now and ask the node to leave if the fresh answer still does
+  not list it.
+  """
+  @spec nodeup(State.t(), node()) :: State.t()
+  def nodeup(%State{} = state, node) do
+    if Membership.refuse?(state.membership, node) do
+      log(:debug, state.config, "#{node}, which DNS no longer lists, connected; checking DNS")
+      send(self(), :repoll)
+    end
 
     state
   end
 
-  # Silence is not health: a streak of polls that found no instances, or
-  # only this node, is a warning once (Caravan.Cluster.Silence).
-  defp silence(%{config: config} = state, result) do
-    found = if result.authoritative?, do: result.found, else: :unknown
-    {event, silence} = Silence.track(state.silence, found, node())
-    state = %{state | silence: silence}
+  @doc """
+  A member asks this node to leave: its DNS answer no longer lists us.
+  Every request is carried out (global may have connected this node to
+  others since the last one); the warning is said once.
+  """
+  @spec asked_to_leave(State.t(), node()) :: State.t()
+  def asked_to_leave(%State{config: config} = state, from) do
+    {membership, first?} = Membership.asked_to_leave(state.membership, from)
 
-    case event do
-      {:start, kind} ->
-        log(:warning, config, "#{Messages.silence(kind, config)}")
-        state
+    if first?,
+      do: say(config, {:asked_to_leave, from}),
+      else: log(:debug, config, "#{from} asked this node to leave again")
 
-      {:end, _kind} ->
-        log(:info, config, "DNS lists #{length(result.found)} node(s) again")
+    Leave.leave()
+    cancel_connects(%{state | membership: membership}, Connector.pending(state.connector))
+  end
 
-        state
+  # Applies the answer to the membership and carries out what it decides:
+  # logs, leaving, asking departed nodes to leave, disconnecting those that
+  # did not, cancelling connects to them.
+  defp membership(%State{config: config} = state, result) do
+    # This node's name, as of now (distribution may start after init).
+    membership = %{state.membership | self: node()}
 
-      nil ->
-        state
+    {membership, events} =
+      if result.authoritative?,
+        do: Membership.authoritative(membership, result.found),
+        else: Membership.partial(membership, result.found)
+
+    state = Enum.reduce(events, %{state | membership: membership}, &event/2)
+
+    if result.authoritative? do
+      {membership, ask, force} = Membership.enforce(state.membership, result.connected)
+      Enum.each(ask, &Leave.ask(config, &1))
+      Enum.each(force, &Leave.disconnect(config, &1))
+      state = %{state | membership: membership}
+      cancel_connects(state, Membership.cancel(membership, Connector.pending(state.connector)))
+    else
+      state
     end
+  end
+
+  defp event({:leave, :missing} = event, %State{config: config} = state) do
+    say(config, event)
+    if config.prune, do: Leave.leave()
+    cancel_connects(state, Connector.pending(state.connector))
+  end
+
+  defp event(event, state) do
+    say(state.config, event)
+    state
+  end
+
+  defp say(config, what) do
+    {level, message} = Warnings.text(what, config)
+    log(level, config, message)
+  end
+
+  # Stops the connects to `nodes` (Connector.cancel/2) and aborts a
+  # connection setup still pending in net_kernel (erlang:disconnect_node/1
+  # on a pending connection cancels it; OTP would otherwise run it to
+  # net_setuptime, 7 s). A connection that came up meanwhile is left alone:
+  # a departed node that is connected is asked to leave instead.
+  defp cancel_connects(state, []), do: state
+
+  defp cancel_connects(%State{config: config} = state, nodes) do
+    {connector, cancelled} = Connector.cancel(state.connector, nodes)
+    up = MapSet.new(Node.list([:visible, :hidden]))
+
+    for node <- cancelled, not MapSet.member?(up, node), do: :erlang.disconnect_node(node)
+
+    if cancelled != [],
+      do:
+        log(
+          :debug,
+          config,
+          "cancelled connects to #{inspect(cancelled)}: DNS no longer lists them"
+        )
+
+    %{state | connector: connector}
   end
 end

@@ -1,18 +1,20 @@
 defmodule Caravan.Cluster.Config do
   @moduledoc false
   # One job: the validated configuration of one `Caravan.Cluster.DnsStrategy`
-  # topology, its defaults, and the order in which its keys are checked (the
-  # key list is Config.Keys', each value's check Config.Values').
+  # topology, its defaults (written here only; the strategy's moduledoc
+  # renders them through default/1), and the order in which its keys are
+  # checked (the checks are Config.Values').
   #
   # Built from libcluster's `%Cluster.Strategy.State{}` (its `:config` keyword
   # list holds the keys below) or from a keyword list when the strategy is
   # started without libcluster. See `Caravan.Cluster.DnsStrategy` for the keys.
   # `:query` is kept as `:queries`, a list, so one topology may follow several
-  # services.
+  # services. Nameservers are kept parsed, `{ip_tuple, port}`, the form the
+  # lookups take, so a poll parses no text (Caravan.DNS.Options.text/1 shows
+  # one to a human).
 
   import Caravan.Cluster.Config.Values
 
-  alias Caravan.Cluster.Config.Keys
   alias Caravan.DNS.Options
 
   @default_poll_interval 5_000
@@ -44,7 +46,24 @@ defmodule Caravan.Cluster.Config do
             node_basename: nil,
             libcluster: false
 
+  @defaults %{
+    poll_interval: @default_poll_interval,
+    timeout: @default_timeout,
+    connect_timeout: @default_connect_timeout,
+    connect_concurrency: @default_connect_concurrency,
+    max_nodes: @default_max_nodes,
+    leave_after: @default_leave_after,
+    report_interval: @default_report_interval
+  }
+
   @type mfa_tuple :: {module(), atom(), [term()]}
+  @typedoc "libcluster's `%Cluster.Strategy.State{}`, as the strategy reads it."
+  @type libcluster_state :: %{
+          required(:config) => keyword(),
+          optional(:topology) => atom(),
+          optional(:connect | :disconnect | :list_nodes) => mfa_tuple(),
+          optional(atom()) => term()
+        }
   @type t :: %__MODULE__{
           topology: atom(),
           connect: mfa_tuple(),
@@ -54,7 +73,7 @@ defmodule Caravan.Cluster.Config do
           node_sname: String.t() | nil,
           poll_interval: pos_integer(),
           dns_client: module(),
-          nameservers: [String.t()],
+          nameservers: [Options.nameserver()],
           timeout: pos_integer(),
           connect_timeout: pos_integer(),
           connect_concurrency: pos_integer(),
@@ -77,7 +96,8 @@ defmodule Caravan.Cluster.Config do
   message naming the bad key, its value and what was expected. Never
   raises.
   """
-  @spec new(map() | keyword()) :: {:ok, t()} | {:error, {:invalid_option, String.t()}}
+  @spec new(libcluster_state() | keyword()) ::
+          {:ok, t()} | {:error, {:invalid_option, String.t()}}
   def new(%{config: config} = state) when is_list(config) do
     base = Map.take(state, [:topology, :connect, :disconnect, :list_nodes])
     build(Enum.reject(base, fn {_k, v} -> is_nil(v) end) ++ config)
@@ -93,10 +113,10 @@ defmodule Caravan.Cluster.Config do
     do: invalid("expected a libcluster state or a keyword list, got: #{inspect(other)}")
 
   defp build(opts) do
-    opts = Keys.aliases(opts)
+    opts = aliases(opts)
     defaults = %__MODULE__{}
 
-    with :ok <- Keys.check(opts),
+    with :ok <- check(opts),
          {:ok, query} <-
            fetch(opts, :query, nil, &queries?/1, "a non-empty string or a list of them"),
          {:ok, record_type} <-
@@ -152,7 +172,7 @@ defmodule Caravan.Cluster.Config do
            ),
          :ok <- client_for(record_type, opts),
          {:ok, nameservers} <-
-           opts |> Keyword.get(:nameservers, []) |> Options.nameservers() |> prefix(:nameservers),
+           opts |> Keyword.get(:nameservers, []) |> Options.parse() |> prefix(:nameservers),
          {:ok, connect} <-
            fetch(opts, :connect, defaults.connect, &mfa?/1, "an {m, f, args} tuple"),
          {:ok, disconnect} <-
@@ -216,5 +236,13 @@ defmodule Caravan.Cluster.Config do
   The config keys a topology accepts (see `Caravan.Cluster.DnsStrategy`).
   """
   @spec known_keys() :: [atom()]
-  defdelegate known_keys, to: Keys, as: :known
+  def known_keys, do: known()
+
+  @doc """
+  The default of `key` (one of `:poll_interval`, `:timeout`,
+  `:connect_timeout`, `:connect_concurrency`, `:max_nodes`, `:leave_after`,
+  `:report_interval`): ms, a count or a number of polls, as the key says.
+  """
+  @spec default(atom()) :: pos_integer()
+  def default(key), do: Map.fetch!(@defaults, key)
 end

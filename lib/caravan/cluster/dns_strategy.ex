@@ -1,4 +1,6 @@
 defmodule Caravan.Cluster.DnsStrategy do
+  alias Caravan.Cluster.Config
+
   @moduledoc """
   A libcluster strategy that finds peers in DNS SRV records (Consul's DNS
   interface, a Kubernetes headless service, any SRV source) and connects to
@@ -56,52 +58,47 @@ defmodule Caravan.Cluster.DnsStrategy do
       See `Caravan.DNS`.
     * `:poll_interval` - ms between lookups, give or take 10% at each
       poll (so nodes booted together do not keep polling in step). Default
-      5000. libcluster DNSPoll's `:polling_interval` is accepted as an
+      #{Config.default(:poll_interval)}. libcluster DNSPoll's `:polling_interval` is accepted as an
       alias.
     * `:nameservers` - e.g. `["127.0.0.1:8600"]` (see `Caravan.DNS`).
       Default: the VM's (an erl_inetrc's nameserver lines, as Caravan 1.x;
       `Caravan.DNS.vm_nameservers/0`), else the system's resolv.conf.
-    * `:timeout` - bound on one lookup, ms. Default #{Caravan.DNS.Options.default_timeout()} (at most
+    * `:timeout` - bound on one lookup, ms. Default #{Config.default(:timeout)} (at most
       `:poll_interval`).
     * `:prune` - keep nodes that DNS no longer lists out of the cluster.
-      Default `false` (as Caravan 1.x). See "Pruning" in the README.
+      Default `#{%Config{}.prune}` (as Caravan 1.x). See "Pruning" in the README.
     * `:leave_after` - authoritative answers in a row without this node
       (once listed) after which it stops connecting (and leaves, with
       `prune: true`); also how many times a departed node is asked to leave
-      before it is disconnected. Default 3.
-    * `:max_nodes` - the most nodes one poll takes from DNS. Default 1024.
-      Node names become atoms, which are never collected: a poll creates at
+      before it is disconnected. Default #{Config.default(:leave_after)}.
+    * `:max_nodes` - the most nodes one poll takes from DNS. Default
+      #{Config.default(:max_nodes)}. Node names become atoms, which are never collected: a poll creates at
       most `:max_nodes` new atoms, whatever the answer holds.
-    * `:connect_timeout` - bound on one connect, ms. Default 10000.
-    * `:connect_concurrency` - connects in flight at once. Default 16.
+    * `:connect_timeout` - bound on one connect, ms. Default #{Config.default(:connect_timeout)}.
+    * `:connect_concurrency` - connects in flight at once. Default #{Config.default(:connect_concurrency)}.
     * `:dns_client` - a `Caravan.DnsClient`. Default
-      `Caravan.DnsClient.Native`; `Caravan.DnsClient.InetRes` is Caravan
+      `#{inspect(%Config{}.dns_client)}`; `Caravan.DnsClient.InetRes` is Caravan
       1.x's client on OTP's `:inet_res`.
     * `:report_interval` - ms between repeated warnings about a node DNS
-      lists that stays unreachable. Default 300000.
+      lists that stays unreachable. Default #{Config.default(:report_interval)}.
     * `:topology`, `:connect`, `:disconnect`, `:list_nodes` - given by
-      libcluster; when started without it: `:caravan`,
-      `{:net_kernel, :connect_node, []}`, `{:erlang, :disconnect_node, []}`,
-      `{:erlang, :nodes, [:connected]}`.
+      libcluster; when started without it: `#{inspect(%Config{}.topology)}`,
+      `#{inspect(%Config{}.connect)}`, `#{inspect(%Config{}.disconnect)}`,
+      `#{inspect(%Config{}.list_nodes)}`.
 
-  ## More in the README
-
-  The README's "Discovery" part is the rest of this guide: "What a poll
-  does" (timing, parallel lookups and connects), "Errors are not 'no
-  peers'" (failed lookups, skipped records), "An invalid config fails the
-  start", "Pruning" (asking departed nodes to leave, and why), "Under
-  libcluster: its logs and telemetry", "Consul, Nomad and Kubernetes"
-  (service definitions and topology configs), "Troubleshooting" and "When
-  the cluster does not form" (`Caravan.diagnose/1`, each setup mistake and
-  the line it logs), "Logs" and "Telemetry" (`Caravan.Telemetry`).
+  The guides carry the rest (what a poll does, pruning, libcluster's logs
+  and telemetry, Consul, Nomad and Kubernetes, troubleshooting). Inside,
+  `Caravan.Cluster.Poll` runs each poll in its own process and
+  `Caravan.Cluster.Act` applies its result to the state; `Caravan.Diagnose`
+  asks the strategy (an internal `GenServer.call`), never the other way round.
   """
   use GenServer
   require Logger
 
-  import Caravan.Cluster.Log, only: [log: 3]
+  alias Caravan.Cluster.{Act, Connector, Leave, Poll, Warnings}
+  alias Caravan.Cluster.DnsStrategy.State
 
-  alias Caravan.Cluster.{Act, Config, Connector, Events, Leave, Membership, Messages, Poll}
-  alias Caravan.Cluster.{Silence, Unreachable, Warnings}
+  import Warnings, only: [log: 3]
 
   @doc false
   # The name leave requests are sent to (Caravan.Cluster.Leave).
@@ -111,6 +108,7 @@ defmodule Caravan.Cluster.DnsStrategy do
   A child spec. The id is the `:topology` (libcluster gives each topology
   its own) or `#{inspect(__MODULE__)}`.
   """
+  @spec child_spec([Config.libcluster_state()] | keyword()) :: Supervisor.child_spec()
   def child_spec(arg) do
     id =
       case arg do
@@ -132,50 +130,37 @@ defmodule Caravan.Cluster.DnsStrategy do
   nearest known one, or a bad value): the start fails, so a typo stops
   the application's boot instead of leaving the node unclustered.
   """
-  @spec start_link([map()] | keyword()) :: GenServer.on_start()
+  @spec start_link([Config.libcluster_state()] | keyword()) :: GenServer.on_start()
   def start_link([%{config: _} = state]), do: GenServer.start_link(__MODULE__, state)
   def start_link(opts) when is_list(opts), do: GenServer.start_link(__MODULE__, opts)
 
-  # -- GenServer: poll (Poll), diff (Poll, Membership), act (Act, Events) ---
+  @doc false
+  # What the strategy `server` (a pid or name) runs with and last found, for
+  # Caravan.diagnose/1 (not public API): {:ok, %{config: config, last_poll:
+  # last_poll}} (State.last_poll/0 type, nil before the first poll ends), or
+  # {:error, reason} when it does not answer within `timeout` ms.
+  @spec status(GenServer.server(), timeout()) ::
+          {:ok, %{config: Config.t(), last_poll: State.last_poll() | nil}} | {:error, term()}
+  def status(server, timeout \\ 1_000) do
+    {:ok, GenServer.call(server, :caravan_status, timeout)}
+  catch
+    :exit, reason -> {:error, reason}
+  end
 
   @impl GenServer
   def init(arg) do
     case Config.new(arg) do
       {:ok, config} ->
-        # The first poll at once: a first lookup that waits (jitter was
-        # tried) lets the nodes that asked first start their connects
-        # while the others' lookups queue behind them (README, Performance).
+        # The first poll at once: nodes that ask first start their connects
+        # while the others' lookups queue behind them (bench/README.md).
         send(self(), :poll)
-        # nodeup events, to keep out nodes DNS no longer lists (see
-        # Caravan.Cluster.Events); leave requests arrive under this name.
+        # nodeup events, to keep out nodes DNS no longer lists (Act.nodeup/2);
+        # leave requests arrive under this name.
         _ = :net_kernel.monitor_nodes(true)
         _ = Leave.register(config)
         Leave.warn_otp_settings(config)
-        Messages.warn_at_start(config)
-
-        {:ok,
-         %{
-           config: config,
-           # nil, or {tag, monitor} of the poll process running.
-           poll: nil,
-           # A nodeup of a departed node asks for a fresh look at DNS
-           # while a poll runs: it runs once that one is done.
-           repoll: false,
-           membership:
-             Membership.new(node(),
-               prune: config.prune,
-               leave_after: config.leave_after,
-               max_departed: config.max_nodes
-             ),
-           warnings: Warnings.new(),
-           connector: Connector.new(config),
-           # Streaks of polls that found nobody, or only this node.
-           silence: Silence.new(),
-           # When each unreachable node was last reported.
-           unreachable: Unreachable.new(config.report_interval),
-           # The last poll's outcome, for Caravan.diagnose/1 (:sys.get_state).
-           last_poll: nil
-         }}
+        Warnings.at_start(config)
+        {:ok, State.new(config)}
 
       {:error, {_kind, message}} ->
         Logger.error("[caravan] #{inspect(__MODULE__)} not started: #{message}")
@@ -184,7 +169,11 @@ defmodule Caravan.Cluster.DnsStrategy do
   end
 
   @impl GenServer
-  def handle_info(:poll, %{config: config} = state) do
+  def handle_call(:caravan_status, _from, %State{} = state),
+    do: {:reply, %{config: state.config, last_poll: state.last_poll}, state}
+
+  @impl GenServer
+  def handle_info(:poll, %State{config: config} = state) do
     Process.send_after(self(), :poll, Poll.next_delay(config.poll_interval))
 
     if state.poll do
@@ -198,33 +187,43 @@ defmodule Caravan.Cluster.DnsStrategy do
     end
   end
 
-  # A fresh look at DNS, out of the timer's rhythm (Events.nodeup/2).
-  def handle_info(:repoll, state) do
+  # A fresh look at DNS, out of the timer's rhythm (Act.nodeup/2).
+  def handle_info(:repoll, %State{} = state) do
     if state.poll,
       do: {:noreply, %{state | repoll: true}},
       else: {:noreply, %{state | poll: start_poll(state.config)}}
   end
 
-  def handle_info({:caravan_poll, tag, result}, %{poll: {tag, monitor}} = state) do
+  def handle_info({:caravan_poll, tag, result}, %State{poll: {tag, monitor}} = state) do
     Process.demonitor(monitor, [:flush])
     {:noreply, %{state | poll: nil} |> Act.poll(result) |> repoll()}
   end
 
-  def handle_info({:DOWN, monitor, :process, _pid, reason}, %{poll: {_tag, monitor}} = state) do
+  def handle_info({:DOWN, monitor, :process, _pid, reason}, %State{poll: {_tag, monitor}} = state) do
     {level, warnings} = Warnings.warn(state.warnings, :poll_crash)
     log(level, state.config, "poll crashed: #{inspect(reason)}")
     {:noreply, repoll(%{state | poll: nil, warnings: warnings})}
   end
 
-  def handle_info({:nodeup, node}, state), do: {:noreply, Events.nodeup(state, node)}
+  def handle_info({:nodeup, node}, state), do: {:noreply, Act.nodeup(state, node)}
   def handle_info({:nodedown, _node}, state), do: {:noreply, state}
 
   def handle_info({:caravan_leave, _topology, from}, state) when is_atom(from),
-    do: {:noreply, Events.asked_to_leave(state, from)}
+    do: {:noreply, Act.asked_to_leave(state, from)}
 
   def handle_info({:caravan_why, node, why}, state), do: {:noreply, Act.why(state, node, why)}
 
-  def handle_info(message, state) do
+  # A connect's result or timeout, or its process's :DOWN (Connector.handle/2).
+  def handle_info({Connector, _, _} = message, state), do: connector(message, state)
+  def handle_info({:DOWN, _, :process, _, _} = message, state), do: connector(message, state)
+
+  # Anything else is logged at debug and ignored, as OTP expects.
+  def handle_info(message, %State{config: config} = state) do
+    log(:debug, config, "ignored an unexpected message: #{inspect(message, limit: 10)}")
+    {:noreply, state}
+  end
+
+  defp connector(message, state) do
     case Connector.handle(state.connector, message) do
       {:done, node, result, connector} ->
         {:noreply, Act.connected(%{state | connector: connector}, node, result)}
@@ -245,7 +244,7 @@ defmodule Caravan.Cluster.DnsStrategy do
   end
 
   # The poll asked for while the last one ran, if any.
-  defp repoll(%{repoll: true, poll: nil} = state),
+  defp repoll(%State{repoll: true, poll: nil} = state),
     do: %{state | repoll: false, poll: start_poll(state.config)}
 
   defp repoll(state), do: state

@@ -3,7 +3,9 @@ defmodule Caravan.Cluster.Leave do
   # One job: the side effects of keeping a departed node out (the decisions
   # are Caravan.Cluster.Membership's): asking a node to leave, leaving,
   # the forced disconnect of a node that does not leave, the name leave
-  # requests are sent to, and the OTP settings a prune depends on.
+  # requests are sent to, and the OTP settings a prune depends on. The log
+  # lines of these steps are written here, beside the OTP checks they
+  # report; every other operator text is Caravan.Cluster.Warnings'.
   #
   # Why leaving and not disconnecting: with OTP 25's defaults (connect_all
   # and prevent_overlapping_partitions true), a node that loses a connection
@@ -13,7 +15,7 @@ defmodule Caravan.Cluster.Leave do
 
   require Logger
 
-  import Caravan.Cluster.Log, only: [log: 3]
+  import Caravan.Cluster.Warnings, only: [log: 3]
 
   alias Caravan.Cluster.{Config, Libcluster}
 

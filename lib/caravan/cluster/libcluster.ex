@@ -31,8 +31,8 @@ defmodule Caravan.Cluster.Libcluster do
 
   Without libcluster this asks nothing of the code server: looking for a
   module that does not exist makes an interactive-mode VM search every
-  directory of its code path, measured at 5 to 8 ms at a topology's start
-  on the bench's nodes, all of it before the first lookup.
+  directory of its code path, milliseconds before the first lookup
+  (`bench/README.md`).
   """
   @spec available?() :: boolean()
   def available? do

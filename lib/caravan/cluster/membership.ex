@@ -24,8 +24,8 @@ defmodule Caravan.Cluster.Membership do
   @enforce_keys [:self]
   defstruct self: nil,
             prune: false,
-            leave_after: 3,
-            max_departed: 1024,
+            leave_after: Caravan.Cluster.Config.default(:leave_after),
+            max_departed: Caravan.Cluster.Config.default(:max_nodes),
             # Nodes the last authoritative answer lists (plus nodes found
             # by non-authoritative answers since).
             listed: MapSet.new(),

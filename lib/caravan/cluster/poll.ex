@@ -3,12 +3,14 @@ defmodule Caravan.Cluster.Poll do
   # One poll of a topology, run in its own process by the strategy: look up
   # every query (in parallel, each sending [:caravan, :lookup] telemetry),
   # turn the records into node names (at most max_nodes atoms), decide
-  # whether the answer is authoritative, and compute the nodes to connect.
-  # It changes nothing: the strategy acts on the result (and decides about
-  # departed nodes with Caravan.Cluster.Membership).
+  # whether the answer is authoritative, read the connected nodes (once per
+  # poll) and compute the nodes to connect. Its one side effect is the
+  # hand-off of the answers' addresses to the epmd module (hand_off/1); the
+  # strategy acts on the result (Caravan.Cluster.Act).
 
-  alias Caravan.Cluster.{AddressRecords, Config}
-  alias Caravan.Epmd.NodeName
+  alias Caravan.Cluster.Config
+  alias Caravan.DnsClient.AddressRecords
+  alias Caravan.Epmd.{HostResolver, NodeName}
 
   @type t :: %{
           found: [node()],
@@ -17,7 +19,18 @@ defmodule Caravan.Cluster.Poll do
           invalid: [String.t()],
           dropped: non_neg_integer(),
           authoritative?: boolean(),
+          connected: [node()],
           new: [node()]
+        }
+
+  @typedoc "What names/2 returns: a result without `:connected` and `:new`."
+  @type names :: %{
+          found: [node()],
+          answered: [String.t()],
+          errors: [{String.t(), term()}],
+          invalid: [String.t()],
+          dropped: non_neg_integer(),
+          authoritative?: boolean()
         }
 
   @doc """
@@ -25,18 +38,29 @@ defmodule Caravan.Cluster.Poll do
   the strategy (Caravan.Cluster.Membership), not here.
   """
   @spec run(Config.t()) :: t()
-  def run(%Config{} = config) do
-    answers = lookup_all(config)
-    connected = MapSet.new(list_nodes(config))
+  def run(%Config{list_nodes: {m, f, a}} = config) do
+    {answers, addresses} = config |> lookup_all() |> Enum.unzip()
+    hand_off(List.flatten(addresses))
+    connected = apply(m, f, a)
     answers |> names(config) |> diff(connected)
   end
+
+  @doc """
+  Hands the addresses the answers gave (`[{host, ips}]`, from every
+  client's `{port, host, ips}` peers) to the epmd module
+  (`Caravan.Epmd.HostResolver.remember/2`), so connecting to those nodes
+  asks DNS nothing more. The poll's one write outside its result; `:ok`.
+  """
+  @spec hand_off([{String.t(), [:inet.ip_address()]}]) :: :ok
+  def hand_off(addresses),
+    do: Enum.each(addresses, fn {host, ips} -> HostResolver.remember(host, ips) end)
 
   @doc """
   The node names of the answers (`[{query, {:ok, peers} | {:error,
   reason}}]`): valid, unique, sorted and capped at `max_nodes` before any
   atom is made.
   """
-  @spec names([{String.t(), {:ok, list()} | {:error, term()}}], Config.t()) :: map()
+  @spec names([{String.t(), {:ok, list()} | {:error, term()}}], Config.t()) :: names()
   def names(answers, %Config{} = config) do
     errors = for {query, {:error, reason}} <- answers, do: {query, reason}
     peers = for {_query, {:ok, peers}} <- answers, peer <- peers, do: peer
@@ -57,27 +81,23 @@ defmodule Caravan.Cluster.Poll do
   end
 
   @doc """
-  Adds `:new` (found, not this node, not connected) to the result of
-  names/2.
+  Adds `:connected` (the connected nodes, a list or set) and `:new` (found,
+  not this node, not connected) to the result of names/2.
   """
-  @spec diff(map(), MapSet.t(node())) :: t()
+  @spec diff(names(), Enumerable.t()) :: t()
   def diff(result, connected) do
-    new = Enum.reject(result.found, &(&1 == node() or MapSet.member?(connected, &1)))
-    Map.put(result, :new, new)
+    set = MapSet.new(connected)
+    new = Enum.reject(result.found, &(&1 == node() or MapSet.member?(set, &1)))
+    Map.merge(result, %{connected: Enum.to_list(connected), new: new})
   end
 
   @doc """
   Ms until the next poll: `poll_interval` ms give or take 10%, `u` (a float
   in `[0, 1)`, random by default) choosing where. The mean stays
-  `poll_interval`. Nodes booted together (a deploy, a job's allocations)
-  poll first at the same moment and would otherwise keep polling the
-  nameserver in the same millisecond for their whole life; spread like
-  this, they drift apart within a few polls. Measured with 64 nodes and
-  dnsmasq (at most 20 TCP connections, a listen queue of 32 beyond them):
-  polls in step overflowed its listen queue (48 dropped connections in a
-  run), and a dropped connection is retried by the kernel only after 1 s,
-  past a 1000 ms lookup bound. The first poll is not delayed (see the
-  README, Performance).
+  `poll_interval`. Nodes booted together would otherwise keep polling the
+  nameserver in the same millisecond and overflow its listen queue; spread
+  like this, they drift apart within a few polls (measured in
+  `bench/README.md`). The first poll is not delayed.
 
       iex> Caravan.Cluster.Poll.next_delay(1000, 0.0)
       900
@@ -91,7 +111,8 @@ defmodule Caravan.Cluster.Poll do
       when is_integer(poll_interval) and poll_interval > 0 and is_float(u) and u >= 0 and u < 1,
       do: max(1, round(poll_interval * (0.9 + 0.2 * u)))
 
-  # Asks every query at once; [{query, {:ok, peers} | {:error, reason}}].
+  # Asks every query at once: [{{query, {:ok, peers} | {:error, reason}},
+  # [{host, ips}]}], the addresses apart from the peers.
   defp lookup_all(%Config{queries: queries} = config) do
     queries
     |> Task.async_stream(&lookup(config, &1),
@@ -105,7 +126,26 @@ defmodule Caravan.Cluster.Poll do
       {{:ok, answer}, query} -> {query, answer}
       {{:exit, reason}, query} -> {query, {:error, {:dns_client_exit, inspect(reason)}}}
     end)
+    |> Enum.map(&split_addresses/1)
   end
+
+  defp split_addresses({query, {:ok, peers}}) do
+    {peers, addresses} =
+      Enum.map_reduce(peers, [], fn
+        {port, host, [_ | _] = ips}, acc when is_binary(host) ->
+          {{port, host}, [{host, ips} | acc]}
+
+        {port, host, _ips}, acc ->
+          {{port, host}, acc}
+
+        peer, acc ->
+          {peer, acc}
+      end)
+
+    {{query, {:ok, peers}}, addresses}
+  end
+
+  defp split_addresses(error), do: {error, []}
 
   defp lookup(config, query) do
     started = System.monotonic_time()
@@ -128,7 +168,12 @@ defmodule Caravan.Cluster.Poll do
 
   # record_type :a, :aaaa, :ip: Caravan's own address lookups.
   defp get_nodes(%Config{record_type: type} = config, query) when type != :srv,
-    do: AddressRecords.get_nodes(query, config)
+    do:
+      AddressRecords.get_nodes(query,
+        record_type: type,
+        nameservers: config.nameservers,
+        timeout: config.timeout
+      )
 
   defp get_nodes(%Config{dns_client: client} = config, query) do
     result =
@@ -137,7 +182,8 @@ defmodule Caravan.Cluster.Poll do
           client.get_nodes(query,
             nameservers: config.nameservers,
             timeout: config.timeout,
-            node_host: config.node_host
+            node_host: config.node_host,
+            addresses: true
           ),
         else: client.get_nodes(query)
 
@@ -175,6 +221,4 @@ defmodule Caravan.Cluster.Poll do
 
   defp node_name(other, _config),
     do: {:error, {:invalid_record, "expected {port, host}, got: #{inspect(other)}"}}
-
-  defp list_nodes(%Config{list_nodes: {m, f, a}}), do: apply(m, f, a)
 end

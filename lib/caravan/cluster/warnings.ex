@@ -1,79 +1,106 @@
 defmodule Caravan.Cluster.Warnings do
   @moduledoc false
-  # Warn-once bookkeeping for the strategy's logs, as a pure data structure:
-  # the first warning of a streak is a warning, repeats are debug, and the
-  # end of a streak is an info ("works again"). Functions return the log
-  # level to use (nil: log nothing); the caller formats and logs. poll/3
-  # turns a poll's result into the log entries it deserves.
+  # One job: what the strategy tells the operator, and when: the warn-once
+  # ledgers (a streak warns once, repeats are debug, its end is an info;
+  # silent DNS; an unreachable node once per report_interval) as pure data
+  # in the strategy's state, the texts, and the log line (log/3).
 
-  defstruct keys: MapSet.new()
+  require Logger
+
+  alias Caravan.Cluster.{Config, Libcluster, Poll}
+  alias Caravan.Epmd.Probe
+
+  # Polls before a silent DNS is reported: a node that starts before its
+  # peers register is not warned of at once.
+  @silence_polls 3
+  @until "until DNS lists it again"
+  @not_distributed "this node is not distributed (started without -name or -sname), so it " <>
+                     "will look up peers but cannot connect to them; start it with -name " <>
+                     "<name>@<host> (or -sname) and Caravan's epmd module"
+
+  defstruct keys: MapSet.new(),
+            silence: {nil, 0},
+            unreachable: %{},
+            report_interval: Config.default(:report_interval)
 
   @type key :: term()
-  @type level :: :warning | :info | :debug | nil
-  @opaque t :: %__MODULE__{keys: MapSet.t(key())}
+  @type level :: Logger.level() | nil
+  @type silence :: :no_instances | :only_self
+  @opaque t :: %__MODULE__{
+            keys: MapSet.t(key()),
+            silence: {silence() | nil, non_neg_integer()},
+            unreachable: %{node() => integer()},
+            report_interval: pos_integer()
+          }
 
-  @doc "No warnings outstanding."
-  @spec new() :: t()
-  def new, do: %__MODULE__{}
+  @doc "No warnings outstanding; `report_interval` ms between reports of one unreachable node."
+  @spec new(pos_integer()) :: t()
+  def new(report_interval \\ Config.default(:report_interval)),
+    do: %__MODULE__{report_interval: report_interval}
+
+  @doc "Logs `message` at `level` (nil: not); libcluster's `debug:` gates debug lines under it."
+  @spec log(level(), Config.t(), String.t()) :: :ok
+  def log(nil, _config, _message), do: :ok
+
+  def log(:debug, %Config{libcluster: true} = config, message) do
+    if Libcluster.debug?(), do: Logger.debug("[caravan] topology #{config.topology}: #{message}")
+    :ok
+  end
+
+  def log(level, config, message),
+    do: Logger.log(level, "[caravan] topology #{config.topology}: #{message}")
 
   @doc "A warning about `key`: `:warning` the first time, `:debug` while it stays."
   @spec warn(t(), key()) :: {level(), t()}
-  def warn(%__MODULE__{keys: keys} = warnings, key) do
+  def warn(%__MODULE__{keys: keys} = w, key) do
     if MapSet.member?(keys, key),
-      do: {:debug, warnings},
-      else: {:warning, %{warnings | keys: MapSet.put(keys, key)}}
+      do: {:debug, w},
+      else: {:warning, %{w | keys: MapSet.put(keys, key)}}
   end
 
   @doc "`key`'s trouble is over: `:info` if it was warned of (and forgets it), else nil."
   @spec recover(t(), key()) :: {level(), t()}
-  def recover(%__MODULE__{keys: keys} = warnings, key) do
+  def recover(%__MODULE__{keys: keys} = w, key) do
     if MapSet.member?(keys, key),
-      do: {:info, %{warnings | keys: MapSet.delete(keys, key)}},
-      else: {nil, warnings}
+      do: {:info, %{w | keys: MapSet.delete(keys, key)}},
+      else: {nil, w}
   end
 
   @doc "Forgets `key` without logging (the next warning about it is a warning again)."
   @spec clear(t(), key()) :: t()
-  def clear(%__MODULE__{keys: keys} = warnings, key),
-    do: %{warnings | keys: MapSet.delete(keys, key)}
+  def clear(%__MODULE__{keys: keys} = w, key), do: %{w | keys: MapSet.delete(keys, key)}
 
   @doc "Forgets every key for which `fun` returns true."
   @spec clear_if(t(), (key() -> boolean())) :: t()
-  def clear_if(%__MODULE__{keys: keys} = warnings, fun),
-    do: %{warnings | keys: MapSet.reject(keys, fun)}
+  def clear_if(%__MODULE__{keys: keys} = w, fun), do: %{w | keys: MapSet.reject(keys, fun)}
 
   @doc "Whether `key` is warned of."
   @spec warned?(t(), key()) :: boolean()
   def warned?(%__MODULE__{keys: keys}, key), do: MapSet.member?(keys, key)
 
   @doc """
-  What a poll's result (`Caravan.Cluster.Poll`) deserves in the log:
-  `{warnings, [{level, message}]}`. A lookup that works again is an info,
-  a failed one a warning once per streak; skipped records and a capped
-  answer are warned of once while they last; the nodes found are a debug
-  entry. Connect warnings about nodes DNS no longer lists are forgotten,
-  so the ledger stays as small as the answer.
+  What a poll's result (`t:Caravan.Cluster.Poll.t/0`) deserves in the log,
+  `{warnings, [{level, message}]}`: failed lookups, their recovery, skipped
+  records, a capped answer. Nodes DNS no longer lists are forgotten, so the
+  ledgers stay as small as the answer.
   """
-  @spec poll(t(), map(), %{poll_interval: pos_integer(), max_nodes: pos_integer()}) ::
+  @spec poll(t(), Poll.t(), %{poll_interval: pos_integer(), max_nodes: pos_integer()}) ::
           {t(), [{level(), String.t()}]}
-  def poll(%__MODULE__{} = warnings, result, config) do
+  def poll(%__MODULE__{} = w, result, config) do
     found = MapSet.new(result.found)
 
-    recovered =
-      for query <- result.answered,
-          do: {&recover/2, {:lookup, query}, "lookup of #{inspect(query)} works again"}
+    {entries, w} =
+      Enum.map_reduce(result.answered ++ result.errors, w, fn
+        {query, reason}, w ->
+          {level, w} = warn(w, {:lookup, query})
 
-    failed =
-      for {query, reason} <- result.errors,
-          do:
-            {&warn/2, {:lookup, query},
-             "lookup of #{inspect(query)} failed (#{format_reason(reason)}); " <>
-               "keeping the cluster as it is, retrying about every #{config.poll_interval} ms"}
+          {{level,
+            "lookup of #{inspect(query)} failed (#{format_reason(reason)}); keeping the " <>
+              "cluster as it is, retrying about every #{config.poll_interval} ms"}, w}
 
-    {entries, warnings} =
-      Enum.map_reduce(recovered ++ failed, warnings, fn {fun, key, message}, warnings ->
-        {level, warnings} = fun.(warnings, key)
-        {{level, message}, warnings}
+        query, w ->
+          {level, w} = recover(w, {:lookup, query})
+          {{level, "lookup of #{inspect(query)} works again"}, w}
       end)
 
     listed =
@@ -81,33 +108,147 @@ defmodule Caravan.Cluster.Warnings do
         do: [{:debug, "DNS lists #{length(result.found)} node(s): #{inspect(result.found)}"}],
         else: []
 
-    warnings =
-      clear_if(warnings, fn
-        {:connect, node} -> not MapSet.member?(found, node)
-        _other -> false
-      end)
+    w = clear_if(w, fn key -> match?({:connect, _}, key) and elem(key, 1) not in found end)
+    w = %{w | unreachable: Map.filter(w.unreachable, fn {node, _} -> node in found end)}
 
-    {warnings, invalid} =
-      while(warnings, result.invalid != [], :invalid_records, fn ->
+    {w, invalid} =
+      while(w, result.invalid != [], :invalid_records, fn ->
         "skipped SRV records: #{Enum.join(result.invalid, "; ")}"
       end)
 
-    {warnings, capped} =
-      while(warnings, result.dropped > 0, :max_nodes, fn ->
+    {w, capped} =
+      while(w, result.dropped > 0, :max_nodes, fn ->
         "DNS lists #{length(result.found) + result.dropped} nodes, more than max_nodes " <>
           "(#{config.max_nodes}); ignored #{result.dropped} of them and pruned none"
       end)
 
-    {warnings, Enum.reject(entries ++ listed ++ invalid ++ capped, &match?({nil, _}, &1))}
+    {w, Enum.reject(entries ++ listed ++ invalid ++ capped, &match?({nil, _}, &1))}
   end
+
+  @doc """
+  Silence is not health: adds a poll's `found` (`:unknown` when a lookup
+  failed). `{event, warnings}`: `{:start, kind}` when DNS has listed no
+  instances or only `self` for #{@silence_polls} polls, `{:end, kind}` when
+  a reported streak ends, else nil.
+  """
+  @spec silence(t(), [node()] | :unknown, node()) :: {{:start | :end, silence()} | nil, t()}
+  def silence(w, :unknown, _self), do: {nil, w}
+
+  def silence(%__MODULE__{silence: {was, count}} = w, found, self) do
+    kind =
+      case found do
+        [] -> :no_instances
+        [^self] -> :only_self
+        _ -> nil
+      end
+
+    count = if kind == was, do: count + 1, else: 1
+    ended = if kind != was and elem(w.silence, 1) >= @silence_polls, do: {:end, was}
+    started = if kind != nil and count == @silence_polls, do: {:start, kind}
+    {ended || started, %{w | silence: if(kind, do: {kind, count}, else: {nil, 0})}}
+  end
+
+  @doc "A failed connect at `now` (ms): `{true, w}` to explain it (once per report_interval)."
+  @spec connect_failed(t(), node(), integer()) :: {boolean(), t()}
+  def connect_failed(%__MODULE__{unreachable: last} = w, node, now) do
+    case last do
+      %{^node => at} when now - at < w.report_interval -> {false, w}
+      _ -> {true, %{w | unreachable: Map.put(last, node, now)}}
+    end
+  end
+
+  @doc "`node` connected: its unreachable streak ends."
+  @spec connected(t(), node()) :: t()
+  def connected(%__MODULE__{} = w, node), do: %{w | unreachable: Map.delete(w.unreachable, node)}
+
+  @doc """
+  `{level, message}` (nil: nothing to say) for what the strategy meets: a
+  `t:Caravan.Cluster.Membership.event/0`, silent DNS, an unreachable node.
+  """
+  @spec text(term(), Config.t()) :: {level(), String.t()}
+  def text({:departed, _nodes}, %Config{prune: false}), do: {nil, ""}
+
+  def text({:departed, nodes}, _config),
+    do: {:info, "DNS no longer lists #{list(nodes)}; keeping it out (prune: true) #{@until}"}
+
+  def text({:returned, nodes}, _config), do: {:debug, "DNS lists #{list(nodes)} again"}
+
+  def text({:self_missing, n}, config),
+    do:
+      {:debug,
+       "DNS does not list this node (#{n} of #{config.leave_after} authoritative answers)"}
+
+  def text({:leave, :missing}, config) do
+    action =
+      if config.prune,
+        do: "left the cluster (prune: true) and stopped connecting",
+        else: "stopped connecting (prune: false: existing connections stay)"
+
+    {:warning,
+     "DNS has not listed this node (#{node()}) in #{config.leave_after} authoritative " <>
+       "answers in a row; #{action} #{@until} (a failed health check or readiness probe?)"}
+  end
+
+  def text(:back, _config), do: {:info, "DNS lists this node again; connecting again"}
+
+  def text({:asked_to_leave, from}, _config),
+    do:
+      {:warning,
+       "#{from} asked this node to leave: DNS no longer lists #{node()} there " <>
+         "(prune: true). Leaving the cluster; no more connects until DNS lists this node again"}
+
+  def text({:silence, {:end, _kind}, found}, _config),
+    do: {:info, "DNS lists #{length(found)} node(s) again"}
+
+  def text({:silence, {:start, :no_instances}, _found}, config),
+    do:
+      {:warning,
+       "DNS has listed no instances for #{@silence_polls} polls: #{asked(config)} answers " <>
+         "NXDOMAIN/NODATA or no records; this node runs alone. Check the query " <>
+         "(e.g. _app._tcp.service.consul) and that the service is registered and healthy " <>
+         "(Caravan.diagnose() tells more)"}
+
+  def text({:silence, {:start, :only_self}, _found}, config),
+    do:
+      {:warning,
+       "DNS has listed only this node (#{node()}) for #{@silence_polls} polls: " <>
+         "#{asked(config)}; the other instances are not registered or not healthy in DNS"}
+
+  def text({:unreachable, node, why}, config),
+    do:
+      {:warning,
+       "cannot connect to #{node}: #{why} (reported again every " <>
+         "#{div(config.report_interval, 1000)} s while DNS lists it and it stays unreachable)"}
+
+  @doc """
+  Logs, once when a topology starts, what stops it from clustering: no
+  -name/-sname, or a node name peers will not dial (`node_sname`); `:ok`.
+  """
+  @spec at_start(Config.t()) :: :ok
+  def at_start(config) do
+    if not Node.alive?(), do: log(:warning, config, @not_distributed)
+    problem = Probe.name_mismatch(node(), config.node_sname)
+    if problem, do: log(:warning, config, problem), else: :ok
+  end
+
+  defp list(nodes), do: Enum.join(nodes, ", ")
+
+  # The queries and the nameservers asked.
+  defp asked(%Config{nameservers: []} = config), do: asked(config, "the system's resolv.conf")
+
+  defp asked(config),
+    do: asked(config, Enum.map_join(config.nameservers, ", ", &Caravan.DNS.Options.text/1))
+
+  defp asked(config, ns),
+    do: "#{Enum.map_join(config.queries, ", ", &inspect/1)} (nameservers: #{ns})"
 
   # A warning while `condition` holds; forgotten once it stops.
-  defp while(warnings, true, key, message) do
-    {level, warnings} = warn(warnings, key)
-    {warnings, [{level, message.()}]}
+  defp while(w, true, key, message) do
+    {level, w} = warn(w, key)
+    {w, [{level, message.()}]}
   end
 
-  defp while(warnings, false, key, _message), do: {clear(warnings, key), []}
+  defp while(w, false, key, _message), do: {clear(w, key), []}
 
   defp format_reason({kind, message}) when is_atom(kind) and is_binary(message),
     do: "#{kind}: #{message}"

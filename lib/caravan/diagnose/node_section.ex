@@ -5,7 +5,7 @@ defmodule Caravan.Diagnose.NodeSection do
   # nameservers its epmd module resolves peer hosts with. Only whitelisted
   # flags are printed: never the cookie, never a TLS option file's content.
 
-  alias Caravan.Diagnose.Probe
+  alias Caravan.Epmd.Probe
 
   @doc """
   The "This node" section: `{lines, problems}`, both lists of strings.

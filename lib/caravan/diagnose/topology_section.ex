@@ -5,7 +5,7 @@ defmodule Caravan.Diagnose.TopologySection do
   # of each query now and a probe of every node DNS lists; and the problems
   # they show, each with the next step. Runs no check itself.
 
-  alias Caravan.Diagnose.Probe
+  alias Caravan.Epmd.Probe
 
   @doc """
   The section of a topology config the strategy refuses: `{lines,
@@ -26,11 +26,11 @@ defmodule Caravan.Diagnose.TopologySection do
   `%{at: monotonic_time, found: [node], errors: [term]}`, or `nil`),
   `:lookups` (`Caravan.Diagnose.Lookup.run/2`'s result for each query),
   `:nodes` (the node names they list) and `:probes` (a
-  `t:Caravan.Diagnose.Probe.t/0` for each node).
+  `t:Caravan.Epmd.Probe.t/0` for each node).
   """
   @spec render(String.t(), Caravan.Cluster.Config.t(), %{
           at: integer(),
-          last_poll: map() | nil,
+          last_poll: Caravan.Cluster.DnsStrategy.State.last_poll() | nil,
           lookups: list(),
           nodes: [node()],
           probes: [Probe.t()]
@@ -102,7 +102,7 @@ defmodule Caravan.Diagnose.TopologySection do
   end
 
   defp nameservers_text([]), do: "the system's resolv.conf"
-  defp nameservers_text(list), do: Enum.join(list, ", ")
+  defp nameservers_text(list), do: Enum.map_join(list, ", ", &Caravan.DNS.Options.text/1)
 
   defp probe_text(%{self?: true}), do: "this node"
 

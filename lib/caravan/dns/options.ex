@@ -6,8 +6,8 @@ defmodule Caravan.DNS.Options do
   # `mix caravan.lookup` all come through here; the NIFs then trust them.
   # Nameserver strings are parsed once, here, by the native parser
   # (`Caravan.Native.nameserver/1`), into `{ip_tuple, port}`: the form the
-  # lookup NIFs take, so a lookup parses no text. `nameservers/1` writes
-  # them back as `"IP:PORT"` for configs and messages.
+  # lookup NIFs take and the strategy's Config keeps, so a lookup parses no
+  # text. `text/1` and `nameservers/1` write them as `"IP:PORT"` for people.
 
   @default_timeout 2_000
 

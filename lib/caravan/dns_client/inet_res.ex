@@ -66,7 +66,9 @@ defmodule Caravan.DnsClient.InetRes do
   `:timeout` (ms per query try, default #{@default_timeout}), `:node_host`
   (`:auto`, `:target` or `:ip`).
 
-  Returns `{:ok, peers}` (sorted `{port, host}` tuples) or
+  Returns `{:ok, peers}` (sorted `{port, host}` tuples; with `addresses:
+  true`, `{port, host, ips}` when the additional section gave the
+  target's addresses, as `Caravan.DnsClient` says) or
   `{:error, {kind, message}}`; the message names the nameservers asked.
   """
   @impl Caravan.DnsClient
@@ -77,7 +79,7 @@ defmodule Caravan.DnsClient.InetRes do
          {:ok, msg} <- resolve(query, [edns: 0, udp_payload_size: @payload] ++ base),
          {:ok, msg} <- confirm(query, msg, base) do
       node_host = Keyword.get(opts, :node_host, :auto)
-      {:ok, msg |> peers(node_host) |> Enum.sort()}
+      {:ok, msg |> peers(node_host, Keyword.get(opts, :addresses, false)) |> Enum.sort()}
     else
       :no_records -> {:ok, []}
       {:error, {kind, message}} -> {:error, {kind, "#{message} (asked #{asked(opts)})"}}
@@ -142,11 +144,16 @@ defmodule Caravan.DnsClient.InetRes do
     end
   end
 
-  defp peers(msg, node_host) do
+  # With addresses? the target's addresses ride along when the host is the
+  # target (Caravan.DnsClient: the strategy hands them to the epmd module).
+  defp peers(msg, node_host, addresses?) do
     addresses = additional_addresses(msg)
 
     for {port, target} <- srvs(msg) do
-      case host(node_host, target, Map.get(addresses, String.downcase(target), [])) do
+      ips = Map.get(addresses, String.downcase(target), [])
+
+      case host(node_host, target, ips) do
+        {:ok, ^target} when addresses? and ips != [] -> {port, target, ips}
         {:ok, host} -> {port, host}
         :error -> Caravan.DnsClient.no_address(target)
       end

@@ -19,18 +19,21 @@ defmodule Caravan.DnsClient.Native do
 
   @doc """
   Looks up the SRV records of `query` with `opts` (`:nameservers`,
-  `:timeout` in ms, `:node_host`; see `Caravan.DNS`).
+  `:timeout` in ms, `:node_host`; see `Caravan.DNS`; `:addresses`, see
+  `Caravan.DnsClient`).
 
-  Returns `{:ok, peers}`, sorted, where each peer is `{port, host}`, or
-  `{:invalid, message}` for a record with no usable host (`node_host: :ip`
-  and no address); or `{:error, {kind, message}}`.
+  Returns `{:ok, peers}`, sorted, where each peer is `{port, host}` (with
+  `addresses: true`, `{port, host, ips}` when the answer's additional
+  section gave the target's addresses), or `{:invalid, message}` for a
+  record with no usable host (`node_host: :ip` and no address); or
+  `{:error, {kind, message}}`.
   """
   @impl Caravan.DnsClient
   def get_nodes(query, opts) do
     case Caravan.DNS.lookup_srv(query, Keyword.take(opts, [:nameservers, :timeout, :node_host])) do
       {:ok, records} ->
-        Enum.each(records, &remember_address/1)
-        {:ok, records |> Enum.map(&peer/1) |> Enum.sort()}
+        addresses? = Keyword.get(opts, :addresses, false)
+        {:ok, records |> Enum.map(&peer(&1, addresses?)) |> Enum.sort()}
 
       {:error, {kind, _}} when kind in [:nxdomain, :nodata] ->
         {:ok, []}
@@ -40,15 +43,12 @@ defmodule Caravan.DnsClient.Native do
     end
   end
 
-  # The target's addresses from the answer, for Caravan's epmd module
-  # (Caravan.Epmd.HostResolver): connecting to the node then asks DNS
-  # nothing more.
-  defp remember_address(%{target: target, addresses: [_ | _] = addresses}),
-    do: Caravan.Epmd.HostResolver.remember(target, addresses)
+  # The addresses are the target's, so they are the host's only when the
+  # host is the target (not an IP from .addr. or node_host: :ip).
+  defp peer(%{port: port, host: host, target: host, addresses: [_ | _] = ips}, true),
+    do: {port, host, ips}
 
-  defp remember_address(_record), do: :ok
+  defp peer(%{port: port, host: host}, _addresses?) when is_binary(host), do: {port, host}
 
-  defp peer(%{port: port, host: host}) when is_binary(host), do: {port, host}
-
-  defp peer(%{target: target}), do: Caravan.DnsClient.no_address(target)
+  defp peer(%{target: target}, _addresses?), do: Caravan.DnsClient.no_address(target)
 end

@@ -29,10 +29,10 @@ defmodule Caravan.Epmd.HostResolver do
   # With nameservers configured, an address they gave is kept for at most
   # 1000 ms, so a connect storm (OTP asks `address_please/3` twice per
   # connect, and every node connects to every other at once) is not also a
-  # DNS storm. The strategy's SRV answers put the targets' addresses from
-  # their additional section in the same place (`remember/2`) at every
-  # poll, so a changed address is seen at the next poll, and within
-  # 1000 ms for a host no poll mentions.
+  # DNS storm. Each poll of the strategy hands the addresses its answers
+  # gave (an SRV answer's additional section, from any client) to
+  # `remember/2` (Caravan.Cluster.Poll.hand_off/1), so a changed address is
+  # seen at the next poll, and within 1000 ms for a host no poll mentions.
 
   @default_timeout 1_000
   @key {__MODULE__, :config}

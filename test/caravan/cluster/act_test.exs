@@ -1,6 +1,6 @@
 defmodule Caravan.Cluster.ActTest do
-  # The strategy's "act" (Caravan.Cluster.Act) and its membership events
-  # (Caravan.Cluster.Events) on their own, applied to the state the
+  # The strategy's "act" (Caravan.Cluster.Act), its membership events
+  # included, on its own, applied to the state the
   # strategy's init/1 builds, with poll results written by hand. The same
   # behaviour through a running strategy against real DNS servers:
   # dns_strategy_test.exs, prune_test.exs, strategy_diagnostics_test.exs.
@@ -8,7 +8,7 @@ defmodule Caravan.Cluster.ActTest do
 
   import ExUnit.CaptureLog
 
-  alias Caravan.Cluster.{Act, Connector, DnsStrategy, Events, Membership}
+  alias Caravan.Cluster.{Act, Connector, DnsStrategy, Membership}
 
   @web2 :"app-4802@web2.node.dc1.consul"
   @web3 :"app-4803@web3.node.dc1.consul"
@@ -32,6 +32,7 @@ defmodule Caravan.Cluster.ActTest do
         invalid: [],
         dropped: 0,
         authoritative?: true,
+        connected: :erlang.nodes(:connected),
         new: []
       },
       Map.new(opts)
@@ -91,9 +92,9 @@ defmodule Caravan.Cluster.ActTest do
     assert log =~ ~r/\[info\].*DNS no longer lists #{@web3}; keeping it out \(prune: true\)/
     assert Membership.refuse?(state.membership, @web3)
 
-    assert Events.nodeup(state, @web3) == state
+    assert Act.nodeup(state, @web3) == state
     assert_received :repoll
-    Events.nodeup(state, @web2)
+    Act.nodeup(state, @web2)
     refute_received :repoll
 
     # A failed lookup decides nothing; the next answer listing it brings it back.
@@ -110,7 +111,7 @@ defmodule Caravan.Cluster.ActTest do
 
     refute log =~ "keeping it out"
     refute Membership.refuse?(state.membership, @web3)
-    Events.nodeup(state, @web3)
+    Act.nodeup(state, @web3)
     refute_received :repoll
   end
 

@@ -5,7 +5,7 @@ defmodule Caravan.Cluster.AddressRecordsTest do
   # (--host-record). The connect MFA is Caravan.Test.Topology's recorder;
   # real nodes named <basename>@<ip> are in Caravan.AddressClusterTest.
   use ExUnit.Case, async: false
-  doctest Caravan.Cluster.AddressRecords
+  doctest Caravan.DnsClient.AddressRecords
 
   import ExUnit.CaptureLog
   import Caravan.Test.Topology, only: [state: 3]

@@ -1,11 +1,11 @@
 defmodule Caravan.Cluster.Config.KeysTest do
-  # The key list of a topology config on its own (Caravan.Cluster.Config.Keys);
+  # The key list of a topology config on its own (Caravan.Cluster.Config.Values);
   # the whole config, values included, is tested through Config.new/1 in
   # dns_strategy_test.exs and address_records_test.exs.
   use ExUnit.Case, async: true
 
   alias Caravan.Cluster.Config
-  alias Caravan.Cluster.Config.Keys
+  alias Caravan.Cluster.Config.Values, as: Keys
 
   test "every key of the config struct a user may set is a known key, and Config says the same" do
     settable = Map.keys(%Config{}) -- [:__struct__, :queries, :libcluster]

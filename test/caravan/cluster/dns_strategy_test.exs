@@ -240,7 +240,7 @@ defmodule Caravan.Cluster.DnsStrategyTest do
                )
 
       assert config.queries == ["s.consul"]
-      assert config.nameservers == ["10.0.0.1:8600"]
+      assert Enum.map(config.nameservers, &Caravan.DNS.Options.text/1) == ["10.0.0.1:8600"]
     end
 
     test "errors name the key, the value and what was expected" do

@@ -58,12 +58,22 @@ defmodule Caravan.Epmd.HostCacheTest do
     assert resolve(peer, ~c"web2.node.dc1.consul") == {:ok, {10, 9, 9, 9}}
 
     # The SRV answer's additional section says 127.0.14.32: the next poll
-    # replaces what was kept, so a changed address is seen at once.
+    # (Caravan.Cluster.Poll hands the addresses over) replaces what was
+    # kept, so a changed address is seen at once.
     assert {:ok, [{4372, "web2.node.dc1.consul"}]} =
              BeamNode.call(peer, Caravan.DnsClient.Native, :get_nodes, [
                "_app._tcp.service.consul",
                [nameservers: [ns]]
              ])
+
+    {:ok, config} =
+      Caravan.Cluster.Config.new(
+        query: "_app._tcp.service.consul",
+        node_sname: "app",
+        nameservers: [ns]
+      )
+
+    assert %{found: [_]} = BeamNode.call(peer, Caravan.Cluster.Poll, :run, [config])
 
     assert resolve(peer, ~c"web2.node.dc1.consul") == {:ok, {127, 0, 14, 32}}
   end

@@ -1,9 +1,11 @@
-defmodule Caravan.Diagnose.Probe do
+defmodule Caravan.Epmd.Probe do
   @moduledoc false
-  # Finds out why a node cannot be reached, in words: shared by
-  # `Caravan.diagnose/1` and `Caravan.Cluster.DnsStrategy` (which calls
-  # `why/2` when a connect returns false). Every step is bounded: the host
-  # lookup by the resolver's timeout, the TCP probe by `:tcp_timeout`.
+  # Finds out why a node cannot be reached, in words, by doing what the
+  # epmd layer does to reach it (the port from its name, its host resolved
+  # through Caravan.Epmd.HostResolver) and one TCP connect. Used by
+  # Caravan.Cluster (a failed connect explained) and Caravan.Diagnose; it
+  # depends on neither. Every step is bounded: the host lookup by the
+  # resolver's timeout, the TCP probe by `:tcp_timeout`.
 
   @default_tcp_timeout 1_000
 
@@ -74,18 +76,27 @@ defmodule Caravan.Diagnose.Probe do
   end
 
   @doc """
-  One sentence saying why a connect to `node` failed, for a log line: the
-  `:problem` of `check/2`, or, when the probe finds nothing wrong, that
-  the node answers now (the failure was transient, or it came up since).
+  Why a connect to `node` failed, for a log line: what the connect
+  returned (`failure`), then the `:problem` of `check/2`, or, when the
+  probe finds nothing wrong, that the node answers now (the failure was
+  transient, or it came up since). Takes up to the probe's bounds: call it
+  outside a process that must stay responsive.
   """
-  @spec why(node(), keyword()) :: String.t()
-  def why(node, opts \\ []) do
-    case check(node, opts) do
-      %{problem: nil, connected?: true} -> "#{node} is connected now"
-      %{problem: nil} -> "#{node} accepts TCP now; the failure was transient"
-      %{problem: problem} -> problem
-    end
+  @spec why(node(), term(), keyword()) :: String.t()
+  def why(node, failure, opts \\ []) do
+    found =
+      case check(node, opts) do
+        %{problem: nil, connected?: true} -> "#{node} is connected now"
+        %{problem: nil} -> "#{node} accepts TCP now; the failure was transient"
+        %{problem: problem} -> problem
+      end
+
+    failure(failure) <> found
   end
+
+  defp failure(false), do: ""
+  defp failure(:timeout), do: "no answer within connect_timeout; "
+  defp failure(other), do: "#{inspect(other)}; "
 
   @doc """
   Where the nameservers of the epmd module (host lookups of node names)

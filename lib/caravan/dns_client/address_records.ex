@@ -1,4 +1,4 @@
-defmodule Caravan.Cluster.AddressRecords do
+defmodule Caravan.DnsClient.AddressRecords do
   @moduledoc false
   # Discovery from A/AAAA records (record_type: :a | :aaaa | :ip), as
   # libcluster's DNSPoll and dns_cluster do it: every address of the query
@@ -8,24 +8,24 @@ defmodule Caravan.Cluster.AddressRecords do
   # written as :inet.ntoa/1 writes them (RFC 5952, "fd00::1"), as DNSPoll
   # and dns_cluster write them; such node names are valid in OTP and
   # Caravan.Epmd.Client.address_please/3 reads the host as an IP literal.
-  # The lookups are Caravan's native ones (Caravan.DNS.lookup_host/3).
-
-  alias Caravan.Cluster.Config
+  # The lookups are Caravan's native ones (Caravan.DNS.lookup_host/3); the
+  # strategy asks it in place of its :dns_client (Caravan.Cluster.Poll).
 
   @families %{a: [:inet], aaaa: [:inet6], ip: [:inet, :inet6]}
 
   @doc """
-  Looks up the addresses of `query` for the config's `record_type` (`:ip`:
-  A and AAAA, asked at once) with its `:nameservers` and `:timeout`.
+  Looks up the addresses of `query` for `opts[:record_type]` (`:a`,
+  `:aaaa`, or `:ip`: A and AAAA, asked at once) with `opts[:nameservers]`
+  and `opts[:timeout]` (ms), as `Caravan.DNS.lookup_host/3` takes them.
   Returns `{:ok, [{:address, ip}]}` (NXDOMAIN and NODATA are an empty
   answer for that family) or `{:error, reason}` when any family's answer
   is unknown (a timeout, a server failure), so the strategy never reads a
   failed lookup as "no peers".
   """
-  @spec get_nodes(String.t(), Config.t()) ::
+  @spec get_nodes(String.t(), keyword()) ::
           {:ok, [{:address, :inet.ip_address()}]} | {:error, term()}
-  def get_nodes(query, %Config{record_type: type} = config) do
-    opts = [nameservers: config.nameservers, timeout: config.timeout]
+  def get_nodes(query, opts) do
+    {type, opts} = Keyword.pop!(opts, :record_type)
 
     @families
     |> Map.fetch!(type)
@@ -55,9 +55,9 @@ defmodule Caravan.Cluster.AddressRecords do
   The node name string `"<basename>@<ip>"` for an address, checked by the
   port rule (no atom is made): `{:ok, name}` or `{:error, {kind, message}}`.
 
-      iex> Caravan.Cluster.AddressRecords.node_name("app", {10, 0, 0, 7})
+      iex> Caravan.DnsClient.AddressRecords.node_name("app", {10, 0, 0, 7})
       {:ok, "app@10.0.0.7"}
-      iex> Caravan.Cluster.AddressRecords.node_name("app-4371", {0xFD00, 0, 0, 0, 0, 0, 0, 1})
+      iex> Caravan.DnsClient.AddressRecords.node_name("app-4371", {0xFD00, 0, 0, 0, 0, 0, 0, 1})
       {:ok, "app-4371@fd00::1"}
   """
   @spec node_name(String.t(), :inet.ip_address()) ::
