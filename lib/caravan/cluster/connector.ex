@@ -95,7 +95,7 @@ defmodule Caravan.Cluster.Connector do
     for {_tag, run} <- killed do
       Process.demonitor(run.monitor, [:flush])
       Process.exit(run.pid, :kill)
-      Process.cancel_timer(run.timer)
+      _ = Process.cancel_timer(run.timer)
     end
 
     pool = %{
@@ -146,7 +146,7 @@ defmodule Caravan.Cluster.Connector do
   defp finish(pool, tag, result) do
     {run, running} = Map.pop(pool.running, tag)
     Process.demonitor(run.monitor, [:flush])
-    Process.cancel_timer(run.timer)
+    _ = Process.cancel_timer(run.timer)
     {outcome, reason} = if result == true, do: {:ok, nil}, else: {:error, result}
 
     Caravan.Telemetry.execute(

@@ -71,11 +71,12 @@ defmodule Caravan.Cluster.Leave do
   # older OTP, a disconnect from each node).
   @spec leave() :: :ok
   def leave do
-    cond do
-      not Node.alive?() -> :ok
-      function_exported?(:global, :disconnect, 0) -> spawn(fn -> :global.disconnect() end)
-      true -> for node <- Node.list(), do: :erlang.disconnect_node(node)
-    end
+    _ =
+      cond do
+        not Node.alive?() -> :ok
+        function_exported?(:global, :disconnect, 0) -> spawn(fn -> :global.disconnect() end)
+        true -> for node <- Node.list(), do: :erlang.disconnect_node(node)
+      end
 
     :ok
   end

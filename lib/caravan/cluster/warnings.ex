@@ -84,7 +84,7 @@ defmodule Caravan.Cluster.Warnings do
   records, a capped answer. Nodes DNS no longer lists are forgotten, so the
   ledgers stay as small as the answer.
   """
-  @spec poll(t(), Poll.t(), %{poll_interval: pos_integer(), max_nodes: pos_integer()}) ::
+  @spec poll(t(), Poll.t(), Config.t()) ::
           {t(), [{level(), String.t()}]}
   def poll(%__MODULE__{} = w, result, config) do
     found = MapSet.new(result.found)

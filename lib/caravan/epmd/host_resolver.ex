@@ -81,11 +81,13 @@ defmodule Caravan.Epmd.HostResolver do
       caller = self()
 
       spawn(fn ->
-        try do
-          :ets.new(@cache, [:named_table, :public, read_concurrency: true])
-        rescue
-          ArgumentError -> :already_there
-        end
+        # The table is named: its id is not needed.
+        _ =
+          try do
+            :ets.new(@cache, [:named_table, :public, read_concurrency: true])
+          rescue
+            ArgumentError -> :already_there
+          end
 
         send(caller, {@cache, :ready})
         Process.sleep(:infinity)
