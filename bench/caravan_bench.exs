@@ -13,7 +13,7 @@
 # Addresses: dnsmasq on 127.0.1.1-4:8700, formation nodes on 127.0.2.1..
 # port 4370, first-connect nodes on 127.0.4.1-3 and 127.0.5.1-3, epmd on
 # port 4469. Run it inside its own network namespace (unshare -n, see
-# GUIDE/README).
+# bench/README.md#how-to-run-it).
 
 bench_dir = __DIR__
 # CI compiles the bench by running it: a warning is an error here too.

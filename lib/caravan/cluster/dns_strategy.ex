@@ -66,7 +66,7 @@ defmodule Caravan.Cluster.DnsStrategy do
     * `:timeout` - bound on one lookup, ms. Default #{Config.default(:timeout)} (at most
       `:poll_interval`).
     * `:prune` - keep nodes that DNS no longer lists out of the cluster.
-      Default `#{%Config{}.prune}` (as Caravan 1.x). See "Pruning" in the README.
+      Default `#{%Config{}.prune}` (as Caravan 1.x). See [Pruning](guides/discovery.md#pruning).
     * `:leave_after` - authoritative answers in a row without this node
       (once listed) after which it stops connecting (and leaves, with
       `prune: true`); also how many times a departed node is asked to leave
@@ -86,8 +86,11 @@ defmodule Caravan.Cluster.DnsStrategy do
       `#{inspect(%Config{}.connect)}`, `#{inspect(%Config{}.disconnect)}`,
       `#{inspect(%Config{}.list_nodes)}`.
 
-  The guides carry the rest (what a poll does, pruning, libcluster's logs
-  and telemetry, Consul, Nomad and Kubernetes, troubleshooting). Inside,
+  The guides carry the rest: [what a poll does](guides/discovery.md#what-a-poll-does),
+  [pruning](guides/discovery.md#pruning), [libcluster's logs and
+  telemetry](guides/discovery.md#under-libcluster-its-logs-and-telemetry),
+  [Consul, Nomad and Kubernetes](guides/consul-nomad-kubernetes.md) and
+  [troubleshooting](guides/troubleshooting.md). Inside,
   `Caravan.Cluster.Poll` runs each poll in its own process and
   `Caravan.Cluster.Act` applies its result to the state; `Caravan.Diagnose`
   asks the strategy (an internal `GenServer.call`), never the other way round.
