@@ -7,6 +7,8 @@
 //! schedulers. NIFs return `Result<T, KindError>`, which rustler encodes as
 //! `{:ok, t} | {:error, {kind, message}}`.
 
+#![warn(missing_docs, unreachable_pub)]
+
 mod runtime;
 mod terms;
 
@@ -14,8 +16,9 @@ use std::time::Duration;
 
 use rustler::{Atom, Encoder, Env, Term};
 
+use caravan_core::error::LookupError;
 use caravan_core::node_name;
-use caravan_core::resolver::{self, Family, LookupConfig, LookupError};
+use caravan_core::resolver::{self, Family, LookupConfig};
 use caravan_core::target::NodeHost;
 
 use terms::{with_node_name, IpTerm, KindError, NameserverTerm, SrvTerm};
@@ -170,7 +173,7 @@ mod test_hooks {
     use rustler::{Atom, Encoder, Env, Term};
 
     use super::{runtime, spawn_lookup, KindError};
-    use caravan_core::resolver::LookupError;
+    use caravan_core::error::LookupError;
 
     mod atoms {
         rustler::atoms! {
@@ -218,12 +221,12 @@ mod test_hooks {
     }
 
     /// `forget_transports() :: non_neg_integer`: forgets which SRV queries
-    /// go straight to TCP (`caravan_core::tcp_first`), so the next query of
+    /// go straight to TCP (`caravan_core::transport::tcp_first`), so the next query of
     /// each starts on UDP; returns how many were remembered. For tests that
     /// count a lookup's UDP and TCP queries.
     #[rustler::nif]
     fn forget_transports() -> usize {
-        caravan_core::discovery::forget_transports()
+        caravan_core::transport::forget_transports()
     }
 
     /// `__panic__(:nif | :runtime)`: panics on purpose, for the tests that
