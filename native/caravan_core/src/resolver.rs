@@ -493,6 +493,7 @@ fn target_name(name: &Name) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_resolver::proto::rr::rdata::A;
 
     #[test]
     fn nameserver_forms() {
@@ -631,6 +632,130 @@ mod tests {
         assert_eq!(
             resolve_family(&ns, bound, &invalid, Family::V4).await,
             Err(LookupError::NxDomain)
+        );
+    }
+
+    /// A UDP nameserver on a free loopback port that answers each query
+    /// with `answer(name, type)`: `(rcode, answers)`; `None` stays silent.
+    async fn nameserver(
+        answer: fn(&str, RecordType) -> Option<(ResponseCode, Vec<Record>)>,
+    ) -> SocketAddr {
+        use hickory_resolver::proto::op::Message;
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((len, from)) = socket.recv_from(&mut buf).await {
+                let query = Message::from_vec(&buf[..len]).unwrap();
+                let asked = query.queries[0].clone();
+                let Some((code, records)) = answer(&asked.name().to_ascii(), asked.query_type())
+                else {
+                    continue;
+                };
+                let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
+                reply.metadata.response_code = code;
+                reply.add_query(asked);
+                for record in records {
+                    reply.add_answer(record);
+                }
+                let _ = socket.send_to(&reply.to_vec().unwrap(), from).await;
+            }
+        });
+        addr
+    }
+
+    fn a(owner: &str, last: u8) -> Record {
+        let owner = Name::from_ascii(owner).unwrap();
+        Record::from_rdata(owner, 0, RData::A(A::new(10, 0, 0, last)))
+    }
+
+    fn cname(owner: &str, target: &str) -> Record {
+        let owner = Name::from_ascii(owner).unwrap();
+        let target = Name::from_ascii(target).unwrap();
+        Record::from_rdata(owner, 0, RData::CNAME(CNAME(target)))
+    }
+
+    fn zone(name: &str, record_type: RecordType) -> Option<(ResponseCode, Vec<Record>)> {
+        let ok = ResponseCode::NoError;
+        match (name, record_type) {
+            ("web1.node.dc1.consul.", RecordType::A) => Some((ok, vec![a(name, 1)])),
+            // A chain inside one answer.
+            ("alias.consul.", _) => Some((
+                ok,
+                vec![
+                    cname(name, "web1.node.dc1.consul."),
+                    a("web1.node.dc1.consul.", 1),
+                ],
+            )),
+            // A chain that stops at a CNAME: its end is asked again.
+            ("outside.consul.", _) => Some((ok, vec![cname(name, "web1.node.dc1.consul.")])),
+            ("loop1.consul.", _) => Some((ok, vec![cname(name, "loop2.consul.")])),
+            ("loop2.consul.", _) => Some((ok, vec![cname(name, "loop1.consul.")])),
+            ("web1.node.dc1.consul.", _) => Some((ok, vec![])),
+            ("failing.consul.", _) => Some((ResponseCode::ServFail, vec![])),
+            ("refusing.consul.", _) => Some((ResponseCode::Refused, vec![])),
+            ("silent.consul.", _) => None,
+            _ => Some((ResponseCode::NXDomain, vec![])),
+        }
+    }
+
+    fn config(nameservers: Vec<SocketAddr>) -> LookupConfig {
+        LookupConfig {
+            nameservers,
+            timeout: Duration::from_millis(600),
+        }
+    }
+
+    #[tokio::test]
+    async fn host_lookups_go_over_the_transport_with_its_error_kinds() {
+        let config = config(vec![nameserver(zone).await]);
+        let host = |name: &'static str, family| {
+            let config = config.clone();
+            async move { lookup_host(&config, name, family).await }
+        };
+        let ten = |last| vec![IpAddr::from([10, 0, 0, last])];
+        assert_eq!(host("web1.node.dc1.consul", Family::V4).await, Ok(ten(1)));
+        assert_eq!(host("alias.consul", Family::V4).await, Ok(ten(1)));
+        assert_eq!(host("outside.consul", Family::V4).await, Ok(ten(1)));
+        assert_eq!(
+            host("loop1.consul", Family::V4).await.unwrap_err().kind(),
+            "cname_loop"
+        );
+        assert_eq!(
+            host("web1.node.dc1.consul", Family::V6).await,
+            Err(LookupError::NoData)
+        );
+        assert_eq!(
+            host("nowhere.consul", Family::V4).await,
+            Err(LookupError::NxDomain)
+        );
+        for failing in ["failing.consul", "refusing.consul"] {
+            assert_eq!(
+                host(failing, Family::V4).await.unwrap_err().kind(),
+                "server_failure"
+            );
+        }
+        assert_eq!(
+            host("silent.consul", Family::V4).await,
+            Err(LookupError::Timeout)
+        );
+        assert_eq!(
+            host("10.0.0.9", Family::V4).await,
+            Ok(vec![IpAddr::from([10, 0, 0, 9])])
+        );
+    }
+
+    #[tokio::test]
+    async fn the_next_nameserver_is_asked_when_one_fails() {
+        // Bind and drop, so the port is (very likely) closed: refused at once.
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let config = config(vec![closed, nameserver(zone).await]);
+        assert_eq!(
+            lookup_host(&config, "web1.node.dc1.consul", Family::V4).await,
+            Ok(vec![IpAddr::from([10, 0, 0, 1])])
         );
     }
 }

@@ -534,7 +534,7 @@ fn group_size(srv: &Record, extra: &HashMap<&Name, usize>, own: usize) -> usize 
 mod tests {
     use super::*;
     use hickory_resolver::proto::op::OpCode;
-    use hickory_resolver::proto::rr::rdata::{A, SRV, TXT};
+    use hickory_resolver::proto::rr::rdata::{A, AAAA, SRV, TXT};
 
     #[test]
     fn one_nameserver_gives_udp_the_whole_bound_more_give_it_half() {
@@ -587,6 +587,111 @@ mod tests {
         assert_eq!(shape.largest_group, 59 + 37 + 57);
         // Compression makes the message smaller than the sum of its parts.
         assert!(size < 12 + shape.largest_group + 11 + 40);
+    }
+
+    /// The scan per SRV record that [`shape`] and [`Additionals`] replace:
+    /// the reference their indexed results must equal.
+    fn shape_by_scan(message: &Message, size: usize) -> ReplyShape {
+        let encoded = |r: &Record| r.to_bytes().map(|b| b.len()).unwrap_or(0);
+        let srvs: Vec<&Record> = message
+            .answers
+            .iter()
+            .filter(|r| r.record_type() == RecordType::SRV)
+            .collect();
+        let group = |srv: &Record| match &srv.data {
+            RData::SRV(data) => {
+                encoded(srv)
+                    + message
+                        .additionals
+                        .iter()
+                        .filter(|r| r.name == data.target)
+                        .map(encoded)
+                        .sum::<usize>()
+            }
+            _ => encoded(srv),
+        };
+        ReplyShape {
+            truncated: message.metadata.truncation,
+            has_opt: message.edns.is_some(),
+            size,
+            srv_answers: srvs.len(),
+            largest_group: srvs.iter().map(|srv| group(srv)).max().unwrap_or(0),
+        }
+    }
+
+    fn addresses_by_scan(target: &Name, additionals: &[Record]) -> Vec<IpAddr> {
+        additionals
+            .iter()
+            .filter(|record| record.name == *target)
+            .filter_map(|record| ip_of(&record.data))
+            .collect()
+    }
+
+    /// A reply whose SRV records point at `targets` (indexes into a few
+    /// names, in varying case, some without the root dot), with additional
+    /// records owned by `owners`: `(name index, kind)`, kind 0 A, 1 AAAA,
+    /// 2 TXT.
+    fn mixed_reply(targets: &[usize], owners: &[(usize, u8)]) -> Message {
+        let names = [
+            "node0.node.dc1.consul.",
+            "NODE0.node.DC1.consul.",
+            "node1.node.dc1.consul.",
+            "node1.node.dc1.consul",
+            "0a000001.addr.dc1.consul.",
+            "other.example.",
+        ];
+        let name = |i: usize| Name::from_ascii(names[i % names.len()]).unwrap();
+        let owner = Name::from_ascii("web.service.consul.").unwrap();
+        let mut message = Message::new(7, MessageType::Response, OpCode::Query);
+        for (i, target) in targets.iter().enumerate() {
+            message.add_answer(Record::from_rdata(
+                owner.clone(),
+                0,
+                RData::SRV(SRV::new(1, 1, 20_000 + i as u16, name(*target))),
+            ));
+        }
+        message.add_answer(Record::from_rdata(
+            owner.clone(),
+            0,
+            RData::TXT(TXT::new(vec!["not an SRV record".into()])),
+        ));
+        for (i, (who, kind)) in owners.iter().enumerate() {
+            let data = match kind % 3 {
+                0 => RData::A(A::new(10, 0, 0, i as u8)),
+                1 => RData::AAAA(AAAA::new(0xfd00, 0, 0, 0, 0, 0, 0, i as u16)),
+                _ => RData::TXT(TXT::new(vec![format!("meta={i}")])),
+            };
+            message.add_additional(Record::from_rdata(name(*who), 0, data));
+        }
+        message
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn indexed_answers_read_as_the_scans_did(
+            targets in proptest::collection::vec(0usize..6, 0..40),
+            owners in proptest::collection::vec((0usize..6, 0u8..3), 0..60),
+            size in 0usize..2000,
+        ) {
+            let message = mixed_reply(&targets, &owners);
+            proptest::prop_assert_eq!(shape(&message, size), shape_by_scan(&message, size));
+            let index = Additionals::new(&message);
+            for record in &message.answers {
+                if let RData::SRV(srv) = &record.data {
+                    proptest::prop_assert_eq!(
+                        index.addresses_of(&srv.target),
+                        addresses_by_scan(&srv.target, &message.additionals)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn three_hundred_groups_shape_as_the_scan_did() {
+        let (message, size) = reply(300, true);
+        assert_eq!(shape(&message, size), shape_by_scan(&message, size));
+        assert_eq!(shape(&message, size).srv_answers, 300);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! This crate is the NIF layer only: decode terms, call `caravan_core`,
 //! encode the answer. The logic lives in `caravan_core::node_name` (the port
-//! rule) and `caravan_core::resolver` (SRV lookups), both unit-tested without
+//! rule) and `caravan_core::resolver` (SRV and host lookups), both unit-tested without
 //! a BEAM; `terms` converts terms, `runtime` runs lookups off the
 //! schedulers. NIFs return `Result<T, KindError>`, which rustler encodes as
 //! `{:ok, t} | {:error, {kind, message}}`.
