@@ -17,7 +17,7 @@ use hickory_resolver::proto::rr::rdata::CNAME;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use tracing::instrument::WithSubscriber;
 
-pub use crate::error::{LookupError, MAX_CNAME_HOPS};
+use crate::error::{LookupError, MAX_CNAME_HOPS};
 use crate::target::{self, NoAddress, NodeHost};
 use crate::transport::{self, Additionals, Answer, Transport, Tries, DNS_PORT};
 
@@ -635,11 +635,12 @@ mod tests {
         );
     }
 
+    /// A zone's reply to `(name, type)`: `(rcode, answers)`; `None` stays silent.
+    type Zone = fn(&str, RecordType) -> Option<(ResponseCode, Vec<Record>)>;
+
     /// A UDP nameserver on a free loopback port that answers each query
-    /// with `answer(name, type)`: `(rcode, answers)`; `None` stays silent.
-    async fn nameserver(
-        answer: fn(&str, RecordType) -> Option<(ResponseCode, Vec<Record>)>,
-    ) -> SocketAddr {
+    /// from `answer`.
+    async fn nameserver(answer: Zone) -> SocketAddr {
         use hickory_resolver::proto::op::Message;
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();

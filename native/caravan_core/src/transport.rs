@@ -123,7 +123,7 @@ impl Tries {
 /// NXDOMAIN comes back as an `Ok` answer for the caller to read. A direct
 /// TCP exchange that fails outright (refused, reset, malformed) is
 /// forgotten, so the next query starts on UDP; one that times out is kept
-/// once (see [`ask_tcp`]).
+/// once ([`TcpFirst::timed_out`]).
 ///
 /// Only SRV answers are judged by the trim rules (records travel in groups
 /// there); other types go to TCP on TC alone.
