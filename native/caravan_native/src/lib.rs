@@ -220,7 +220,7 @@ mod test_hooks {
         .map_err(|_| rustler::Error::BadArg)
     }
 
-    /// `forget_transports() :: non_neg_integer`: forgets which SRV queries
+    /// `forget_transports() :: non_neg_integer`: forgets which queries
     /// go straight to TCP (`caravan_core::transport::tcp_first`), so the next query of
     /// each starts on UDP; returns how many were remembered. For tests that
     /// count a lookup's UDP and TCP queries.

@@ -1,5 +1,6 @@
-//! Which SRV queries go straight to TCP: the memory behind discovery's
-//! one-query-per-poll rule (see [`crate::transport`]).
+//! Which queries go straight to TCP: the memory behind the transport's
+//! one-query-per-poll rule (see [`crate::transport`]). Discovery's SRV
+//! answers are the ones that outgrow UDP.
 //!
 //! A node polls the same query every second. When its answer no longer fits
 //! a UDP datagram (more than about 20 instances with their addresses in
