@@ -2,21 +2,26 @@
 //! unit-tested by `cargo test` without a BEAM. The NIF crate
 //! (`caravan_native`) is a thin layer over it.
 //!
+//! The modules form a DAG; each uses only those listed before it:
+//!
 //! - [`node_name`]: node-name parsing and the port-from-name rule.
-//! - [`resolver`]: SRV and host lookups, and their typed errors.
-//! - [`discovery`]: the SRV query's transport (UDP, confirmed over a fresh
-//!   TCP connection when [`trim`] doubts the answer).
-//! - [`tcp_first`]: which queries go straight to TCP (their last complete
-//!   answer did not fit UDP).
 //! - [`target`]: SRV targets -> the host part of node names (Consul
 //!   `.addr.` decoding, the `node_host` choice).
 //! - [`trace`]: the `tracing` events of one lookup, as lines for Elixir's
 //!   Logger.
+//! - [`error`]: [`error::LookupError`], the typed failure of every lookup.
+//! - [`transport`]: the DNS exchange (UDP, confirmed over a fresh TCP
+//!   connection when [`transport::trim`] doubts the answer; straight TCP
+//!   for the queries [`transport::tcp_first`] remembers). Uses `error`.
+//! - [`resolver`]: SRV and A/AAAA lookups over that one transport (CNAME
+//!   chains, nameservers in turn, resolv.conf). Uses `error`, `transport`
+//!   and `target`.
 
-pub mod discovery;
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod error;
 pub mod node_name;
 pub mod resolver;
 pub mod target;
-pub mod tcp_first;
 pub mod trace;
-pub mod trim;
+pub mod transport;

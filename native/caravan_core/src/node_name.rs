@@ -40,15 +40,34 @@ pub enum NodeNameError {
     /// The whole node name is empty.
     Empty,
     /// Longer than an atom can be.
-    TooLong { chars: usize },
+    TooLong {
+        /// The name's length, in characters.
+        chars: usize,
+    },
     /// Nothing left of the `@` (`"@host"`).
-    EmptyName { node: String },
+    EmptyName {
+        /// The node name as given.
+        node: String,
+    },
     /// An `@` with nothing after it (`"app@"`).
-    EmptyHost { node: String },
+    EmptyHost {
+        /// The node name as given.
+        node: String,
+    },
     /// The name part has a character outside `[0-9A-Za-z_-]`.
-    InvalidName { node: String, name: String },
+    InvalidName {
+        /// The node name as given.
+        node: String,
+        /// Its name part (left of the `@`).
+        name: String,
+    },
     /// The trailing digits are not a port in 1..=65535.
-    PortOutOfRange { node: String, digits: String },
+    PortOutOfRange {
+        /// The node name as given.
+        node: String,
+        /// The trailing digits of its name part.
+        digits: String,
+    },
 }
 
 impl NodeNameError {

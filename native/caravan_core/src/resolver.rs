@@ -1,42 +1,25 @@
-//! Resolver config -> hickory resolver; SRV lookup -> plain Rust records.
+//! Lookups above [`crate::transport`]: SRV discovery and A/AAAA host
+//! lookups, each following CNAMEs and asking the nameservers in turn.
 //!
 //! Nothing here knows about rustler: the NIF layer decodes terms into a
-//! [`LookupConfig`], awaits [`lookup_srv`] on the runtime and encodes the
-//! [`SrvRecord`]s or the [`LookupError`].
+//! [`LookupConfig`], awaits [`lookup_srv`] or [`lookup_host`] on the runtime
+//! and encodes the [`SrvRecord`]s, addresses or the [`LookupError`].
+//! Answers are not cached: every call asks a nameserver, so membership
+//! changes are seen at the next poll.
 
-use std::collections::HashMap;
-use std::fmt;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ResolverConfig as HickoryConfig, ResolverOpts,
-};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::domain::usage::{INVALID, ONION};
 use hickory_resolver::proto::rr::rdata::CNAME;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
-use hickory_resolver::TokioResolver;
-use once_cell::sync::Lazy;
-use parking_lot::Mutex;
 use tracing::instrument::WithSubscriber;
 
-use crate::discovery::{self, Transport};
+use crate::error::{LookupError, MAX_CNAME_HOPS};
 use crate::target::{self, NoAddress, NodeHost};
-
-/// The DNS port (RFC 1035), used for a nameserver given without a port.
-pub const DNS_PORT: u16 = 53;
-
-/// EDNS0 UDP payload size advertised in queries (RFC 6891). 1232 bytes is
-/// the DNS Flag Day 2020 recommendation: large enough for dozens of SRV
-/// records, small enough to avoid IP fragmentation. Larger answers come back
-/// truncated and are retried over TCP.
-pub const EDNS_PAYLOAD_LEN: u16 = 1232;
-
-/// Longest CNAME chain [`lookup_srv`] walks when an answer has no SRV
-/// records; longer counts as a loop. hickory itself follows 8.
-pub const MAX_CNAME_HOPS: usize = 8;
+use crate::transport::{self, Additionals, Answer, Transport, Tries, DNS_PORT};
 
 /// Where and how long to ask. Built by the NIF layer from the options
 /// `Caravan.DNS` validated (the defaults live there, once).
@@ -52,9 +35,13 @@ pub struct LookupConfig {
 /// One SRV answer record (RFC 2782), target without its trailing dot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SrvRecord {
+    /// Lower is preferred (RFC 2782).
     pub priority: u16,
+    /// Relative weight among records of the same priority.
     pub weight: u16,
+    /// The service's port on the target.
     pub port: u16,
+    /// The target host name, ASCII (punycode for IDNs), no trailing dot.
     pub target: String,
     /// The target's addresses: from the answer's additional section (A and
     /// AAAA records of the target), or resolved when [`NodeHost::Ip`] asked
@@ -76,78 +63,14 @@ pub enum Family {
     V6,
 }
 
-/// Why a lookup gave no records.
-///
-/// [`LookupError::NxDomain`] and [`LookupError::NoData`] are authoritative
-/// "no such records"; every other variant means the answer is *unknown* and
-/// must never be read as "no peers".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LookupError {
-    /// The name does not exist (RCODE 3, NXDOMAIN).
-    NxDomain,
-    /// The name exists but has no SRV records (NOERROR with no answer).
-    NoData,
-    /// No answer within the time bound.
-    Timeout,
-    /// The server answered with an error code (SERVFAIL, REFUSED, ...).
-    ServerFailure(String),
-    /// The name leads into a CNAME loop (or a chain longer than
-    /// [`MAX_CNAME_HOPS`]): a broken zone, not an answer.
-    CnameLoop(String),
-    /// The query is not a valid domain name.
-    InvalidQuery(String),
-    /// A nameserver string is not `IP` or `IP:PORT`.
-    InvalidNameserver(String),
-    /// The resolver could not be set up (unreadable resolv.conf, no nameservers).
-    Config(String),
-    /// Sockets, malformed packets, and anything else on the way.
-    Transport(String),
-}
-
-impl LookupError {
-    /// A short, stable tag for the error kind (used as an atom on the BEAM side).
-    pub fn kind(&self) -> &'static str {
+impl Family {
+    fn record_type(self) -> RecordType {
         match self {
-            Self::NxDomain => "nxdomain",
-            Self::NoData => "nodata",
-            Self::Timeout => "timeout",
-            Self::ServerFailure(_) => "server_failure",
-            Self::CnameLoop(_) => "cname_loop",
-            Self::InvalidQuery(_) => "invalid_query",
-            Self::InvalidNameserver(_) => "invalid_nameserver",
-            Self::Config(_) => "config",
-            Self::Transport(_) => "transport",
-        }
-    }
-
-    /// True for answers that authoritatively say "no records".
-    pub fn is_no_records(&self) -> bool {
-        matches!(self, Self::NxDomain | Self::NoData)
-    }
-}
-
-impl fmt::Display for LookupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NxDomain => write!(f, "the name does not exist (NXDOMAIN)"),
-            Self::NoData => write!(f, "the name has no SRV records (NODATA)"),
-            Self::Timeout => write!(f, "no answer within the lookup timeout"),
-            Self::ServerFailure(code) => write!(f, "the nameserver answered {code}"),
-            Self::CnameLoop(chain) => write!(f, "the name leads into a CNAME loop: {chain}"),
-            Self::InvalidQuery(msg) => write!(f, "invalid query: {msg}"),
-            Self::InvalidNameserver(ns) => write!(
-                f,
-                "invalid nameserver {ns:?}; expected \"IP\" or \"IP:PORT\", e.g. \"127.0.0.1:8600\" or \"[::1]:53\""
-            ),
-            Self::Config(msg) => write!(f, "resolver configuration: {msg}"),
-            // The kind is shown beside the message (`transport: ...`), so
-            // the message does not repeat it.
-            Self::Transport(msg) => write!(f, "{msg}"),
+            Self::V4 => RecordType::A,
+            Self::V6 => RecordType::AAAA,
         }
     }
 }
-
-impl std::error::Error for LookupError {}
 
 /// Parses a nameserver string: `"10.0.0.1"` (port 53), `"127.0.0.1:8600"`,
 /// `"::1"` or `"[::1]:8600"`.
@@ -182,15 +105,15 @@ pub fn parse_query(query: &str) -> Result<Name, LookupError> {
 /// chooses each record's node-name host under `node_host`.
 ///
 /// The whole lookup, retries, TCP fallback and the address lookups of
-/// [`NodeHost::Ip`] included, ends within `config.timeout`. Answers are not
-/// cached: every call asks the nameserver, so membership changes are seen
-/// at the next poll.
+/// [`NodeHost::Ip`] included, ends within `config.timeout`; a target whose
+/// address lookup gets no answer within half of it keeps no address (its
+/// record's host is a [`NoAddress`]).
 ///
 /// The query goes out over UDP with EDNS0 and is confirmed over a fresh
 /// TCP connection only when the answer may have been trimmed
-/// ([`crate::trim`], [`crate::discovery`]); each record says which
-/// transport gave it. CNAMEs are followed up to [`MAX_CNAME_HOPS`]; a loop
-/// is [`LookupError::CnameLoop`], never NODATA. With no configured
+/// ([`crate::transport`]); each record says which transport gave it.
+/// CNAMEs are followed up to [`MAX_CNAME_HOPS`]; a loop is
+/// [`LookupError::CnameLoop`], never NODATA. With no configured
 /// nameservers, the ones in `/etc/resolv.conf` are asked.
 pub async fn lookup_srv(
     config: &LookupConfig,
@@ -217,12 +140,11 @@ async fn lookup_srv_unbounded(
     name: Name,
     node_host: NodeHost,
 ) -> Result<Vec<SrvRecord>, LookupError> {
-    let servers = discovery_servers(config)?;
-    let answer = srv_answer(config, &servers, name).await?;
+    let servers = Servers::for_config(config)?;
+    let tries = Tries::for_servers(config.timeout, servers.addrs.len());
+    let answer = answer(&servers.addrs, name, RecordType::SRV, tries).await?;
     let transport = answer.transport;
     let message = &answer.message;
-    // (target, addresses) per SRV record, then the records themselves once
-    // every address :ip needs is known.
     let srvs: Vec<_> = message
         .answers
         .iter()
@@ -234,12 +156,15 @@ async fn lookup_srv_unbounded(
     if srvs.is_empty() {
         return Err(LookupError::NoData);
     }
+    // (target, addresses) per SRV record, then the records themselves once
+    // every address :ip needs is known.
+    let additionals = Additionals::new(message);
     let mut targets: Vec<(String, Vec<IpAddr>)> = srvs
         .iter()
         .map(|srv| {
             (
                 target_name(&srv.target),
-                addresses_of(&srv.target, &message.additionals),
+                additionals.addresses_of(&srv.target),
             )
         })
         .collect();
@@ -251,8 +176,7 @@ async fn lookup_srv_unbounded(
         "SRV answer: records and additional records"
     );
     if node_host == NodeHost::Ip {
-        let resolver = resolver_for(config)?;
-        resolve_missing(&resolver, &mut targets).await;
+        resolve_missing(&servers, config.timeout / 2, &mut targets).await;
     }
     let records = srvs
         .into_iter()
@@ -270,56 +194,114 @@ async fn lookup_srv_unbounded(
     Ok(records)
 }
 
-/// The nameservers SRV discovery asks: the configured ones, else the
-/// system's (`/etc/resolv.conf`).
-fn discovery_servers(config: &LookupConfig) -> Result<Vec<SocketAddr>, LookupError> {
-    if !config.nameservers.is_empty() {
-        return Ok(config.nameservers.clone());
-    }
-    let (system, _opts) = hickory_resolver::system_conf::read_system_conf()
-        .map_err(|e| LookupError::Config(format!("cannot read the system's resolv.conf: {e}")))?;
-    let mut servers: Vec<SocketAddr> = Vec::new();
-    for ns in system.name_servers() {
-        let port = ns.connections.first().map_or(DNS_PORT, |c| c.port);
-        let addr = SocketAddr::new(ns.ip, port);
-        if !servers.contains(&addr) {
-            servers.push(addr);
-        }
-    }
-    if servers.is_empty() {
-        return Err(LookupError::Config(
-            "no nameservers: none configured and none in /etc/resolv.conf".into(),
-        ));
-    }
-    Ok(servers)
+/// The nameservers a lookup asks and how a host name is completed.
+#[derive(Debug, Clone)]
+struct Servers {
+    addrs: Vec<SocketAddr>,
+    /// Domains appended to a host name that is not fully qualified
+    /// (resolv.conf's `domain`, then `search`); none for configured
+    /// nameservers.
+    search: Vec<Name>,
+    /// A name with more labels than this is asked as it is first.
+    ndots: usize,
 }
 
-/// The SRV answer for `name`, following CNAMEs (up to [`MAX_CNAME_HOPS`],
-/// loops are [`LookupError::CnameLoop`]). Each nameserver is asked in turn
-/// until one answers; NXDOMAIN and NODATA are answers, so they end the
-/// search.
-async fn srv_answer(
-    config: &LookupConfig,
+impl Servers {
+    /// The configured nameservers, else the system's (`/etc/resolv.conf`,
+    /// with its search domains).
+    fn for_config(config: &LookupConfig) -> Result<Self, LookupError> {
+        if !config.nameservers.is_empty() {
+            return Ok(Self {
+                addrs: config.nameservers.clone(),
+                search: Vec::new(),
+                ndots: 1,
+            });
+        }
+        let (system, opts) = hickory_resolver::system_conf::read_system_conf().map_err(|e| {
+            LookupError::Config(format!("cannot read the system's resolv.conf: {e}"))
+        })?;
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        for ns in system.name_servers() {
+            let port = ns.connections.first().map_or(DNS_PORT, |c| c.port);
+            let addr = SocketAddr::new(ns.ip, port);
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+        if addrs.is_empty() {
+            return Err(LookupError::Config(
+                "no nameservers: none configured and none in /etc/resolv.conf".into(),
+            ));
+        }
+        let mut search: Vec<Name> = Vec::new();
+        for domain in system.domain().into_iter().chain(system.search()) {
+            if !search.contains(domain) {
+                search.push(domain.clone());
+            }
+        }
+        Ok(Self {
+            addrs,
+            search,
+            ndots: opts.ndots,
+        })
+    }
+
+    /// The names to ask for host `name`, in order (resolv.conf's rule): a
+    /// fully qualified name alone; else the name as it is first when it
+    /// has more than `ndots` labels (or is a localhost name), last
+    /// otherwise, and the search domains appended in between.
+    fn candidates(&self, name: &Name) -> Vec<Name> {
+        let mut fqdn = name.clone();
+        fqdn.set_fqdn(true);
+        if name.is_fqdn() || self.search.is_empty() {
+            return vec![fqdn];
+        }
+        let raw_first = usize::from(name.num_labels()) > self.ndots || name.is_localhost();
+        let mut names = Vec::with_capacity(self.search.len() + 1);
+        if raw_first {
+            names.push(fqdn.clone());
+        }
+        for domain in &self.search {
+            if let Ok(searched) = name.clone().append_domain(domain) {
+                if !names.contains(&searched) {
+                    names.push(searched);
+                }
+            }
+        }
+        if !raw_first && !names.contains(&fqdn) {
+            names.push(fqdn);
+        }
+        names
+    }
+}
+
+/// The answer for the `record_type` records of `name`, following CNAMEs
+/// (up to [`MAX_CNAME_HOPS`], loops are [`LookupError::CnameLoop`]): a
+/// chain inside one answer is walked, and a chain that stops at a CNAME is
+/// asked again for its end. NXDOMAIN is an error, an answer with no
+/// records of the type [`LookupError::NoData`].
+async fn answer(
     servers: &[SocketAddr],
     name: Name,
-) -> Result<discovery::Answer, LookupError> {
-    let tries = discovery::Tries::for_servers(config.timeout, servers.len());
+    record_type: RecordType,
+    tries: Tries,
+) -> Result<Answer, LookupError> {
     let mut chain = vec![name];
     loop {
         let current = chain
             .last()
             .expect("the chain starts with the name")
             .clone();
-        let answer = ask_each(servers, &current, tries).await?;
+        let answer = ask_each(servers, &current, record_type, tries).await?;
         if answer.message.metadata.response_code == ResponseCode::NXDomain {
             return Err(LookupError::NxDomain);
         }
-        let has_srv = answer
+        let has_records = answer
             .message
             .answers
             .iter()
-            .any(|r| r.record_type() == RecordType::SRV);
-        if has_srv {
+            .any(|r| r.record_type() == record_type);
+        if has_records {
             return Ok(answer);
         }
         // Walk the CNAMEs this answer holds, then ask for where they end.
@@ -347,17 +329,19 @@ fn cname_of(answers: &[Record], owner: &Name) -> Option<Name> {
     })
 }
 
-/// Asks each nameserver in turn; the first answer wins. When none
-/// answers, the last failure is returned (transport and server-failure
-/// messages name the nameserver; the BEAM side adds the list asked).
+/// Asks each nameserver in turn; the first answer wins (NXDOMAIN and
+/// NODATA are answers, so they end the search). When none answers, the
+/// last failure is returned (transport and server-failure messages name
+/// the nameserver; the BEAM side adds the list asked).
 async fn ask_each(
     servers: &[SocketAddr],
     name: &Name,
-    tries: discovery::Tries,
-) -> Result<discovery::Answer, LookupError> {
+    record_type: RecordType,
+    tries: Tries,
+) -> Result<Answer, LookupError> {
     let mut last = LookupError::Config("no nameservers to ask".into());
     for server in servers {
-        match discovery::query(*server, name, RecordType::SRV, tries).await {
+        match transport::query(*server, name, record_type, tries).await {
             Ok(answer) => return Ok(answer),
             Err(err) => {
                 tracing::debug!(%server, %name, error = %err, "nameserver failed");
@@ -368,40 +352,30 @@ async fn ask_each(
     Err(last)
 }
 
-/// The A/AAAA records for `target` in an answer's additional section.
-fn addresses_of(target: &Name, additionals: &[Record]) -> Vec<IpAddr> {
-    additionals
-        .iter()
-        .filter(|record| record.name == *target)
-        .filter_map(|record| ip_of(&record.data))
-        .collect()
-}
-
-/// The address of an A or AAAA record.
-fn ip_of(data: &RData) -> Option<IpAddr> {
-    match data {
-        RData::A(a) => Some(IpAddr::V4(a.0)),
-        RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
-        _ => None,
-    }
-}
-
 /// Resolves the targets (`(target, addresses)`) that have no address yet,
-/// each distinct target once, all at the same time. A target that does not
-/// resolve keeps no address (its record's host is then a [`NoAddress`]
-/// error).
-async fn resolve_missing(resolver: &TokioResolver, targets: &mut [(String, Vec<IpAddr>)]) {
+/// each distinct target once, all at the same time, each within `bound`.
+/// A target that does not resolve keeps no address (its record's host is
+/// then a [`NoAddress`] error).
+async fn resolve_missing(
+    servers: &Servers,
+    bound: Duration,
+    targets: &mut [(String, Vec<IpAddr>)],
+) {
     let mut pending = tokio::task::JoinSet::new();
-    let mut asked = std::collections::HashSet::new();
+    let mut asked = HashSet::new();
     for (target, addresses) in targets.iter() {
         if target::needs_resolution(target, addresses) && asked.insert(target.clone()) {
-            let resolver = resolver.clone();
+            let servers = servers.clone();
             let target = target.clone();
             tracing::debug!(%target, "no address in the answer; resolving");
             // The lookup's tracing subscriber (if any) follows the task.
             pending.spawn(
                 async move {
-                    let found = resolve_any(&resolver, &target).await.unwrap_or_default();
+                    let found = tokio::time::timeout(bound, resolve_any(&servers, bound, &target))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or_default();
                     (target, found)
                 }
                 .with_current_subscriber(),
@@ -422,39 +396,66 @@ async fn resolve_missing(resolver: &TokioResolver, targets: &mut [(String, Vec<I
 }
 
 /// A records of `host`, else its AAAA records.
-async fn resolve_any(resolver: &TokioResolver, host: &str) -> Result<Vec<IpAddr>, LookupError> {
+async fn resolve_any(
+    servers: &Servers,
+    bound: Duration,
+    host: &str,
+) -> Result<Vec<IpAddr>, LookupError> {
     let name = parse_query(host)?;
-    match resolve_family(resolver, name.clone(), Family::V4).await {
+    match resolve_family(servers, bound, &name, Family::V4).await {
         Ok(found) => Ok(found),
-        Err(_) => resolve_family(resolver, name, Family::V6).await,
+        Err(_) => resolve_family(servers, bound, &name, Family::V6).await,
     }
 }
 
+/// The `family` addresses of `name`, trying its [`Servers::candidates`]
+/// in turn until one has an address (the last failure otherwise).
+/// Localhost names (RFC 6761 6.3) are the loopback address and `.invalid`
+/// and `.onion` names do not exist, without a query.
 async fn resolve_family(
-    resolver: &TokioResolver,
-    name: Name,
+    servers: &Servers,
+    bound: Duration,
+    name: &Name,
     family: Family,
 ) -> Result<Vec<IpAddr>, LookupError> {
-    let record_type = match family {
-        Family::V4 => RecordType::A,
-        Family::V6 => RecordType::AAAA,
-    };
-    let lookup = resolver.lookup(name, record_type).await.map_err(classify)?;
-    // The answer may also hold the CNAMEs that led to the address.
-    let found: Vec<IpAddr> = lookup
-        .answers()
-        .iter()
-        .filter_map(|r| ip_of(&r.data))
-        .collect();
-    if found.is_empty() {
-        return Err(LookupError::NoData);
+    if name.is_localhost() {
+        return Ok(vec![match family {
+            Family::V4 => IpAddr::from([127, 0, 0, 1]),
+            Family::V6 => IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1u16]),
+        }]);
     }
-    Ok(found)
+    if INVALID.zone_of(name) || ONION.zone_of(name) {
+        return Err(LookupError::NxDomain);
+    }
+    let record_type = family.record_type();
+    let tries = Tries::for_servers(bound, servers.addrs.len());
+    let mut last = LookupError::NoData;
+    for candidate in servers.candidates(name) {
+        match answer(&servers.addrs, candidate, record_type, tries).await {
+            Ok(answer) => {
+                // The answer may also hold the CNAMEs that led to the address.
+                let found: Vec<IpAddr> = answer
+                    .message
+                    .answers
+                    .iter()
+                    .filter(|r| r.record_type() == record_type)
+                    .filter_map(|r| transport::ip_of(&r.data))
+                    .collect();
+                if !found.is_empty() {
+                    return Ok(found);
+                }
+                last = LookupError::NoData;
+            }
+            Err(err) => last = err,
+        }
+    }
+    Err(last)
 }
 
 /// Looks up the addresses of `host` in `family` through the configured
-/// nameservers (the epmd module's `address_please/3` uses it). An IP
-/// literal of that family is returned without a lookup.
+/// nameservers (the epmd module's `address_please/3` and A/AAAA discovery
+/// use it), over the same transport as [`lookup_srv`]. An IP literal of
+/// that family is returned without a lookup.
 ///
 /// Ends within `config.timeout`. Errors as for [`lookup_srv`]; `NoData`
 /// when the name has no records of that family.
@@ -470,10 +471,14 @@ pub async fn lookup_host(
         };
     }
     let name = parse_query(host)?;
-    let resolver = resolver_for(config)?;
-    tokio::time::timeout(config.timeout, resolve_family(&resolver, name, family))
-        .await
-        .map_err(|_| LookupError::Timeout)?
+    tracing::debug!(query = %name, nameservers = ?config.nameservers, timeout = ?config.timeout, ?family, "host lookup");
+    let servers = Servers::for_config(config)?;
+    tokio::time::timeout(
+        config.timeout,
+        resolve_family(&servers, config.timeout, &name, family),
+    )
+    .await
+    .map_err(|_| LookupError::Timeout)?
 }
 
 /// A target as a host name: ASCII (punycode for IDNs), no trailing dot.
@@ -485,83 +490,10 @@ fn target_name(name: &Name) -> String {
     text
 }
 
-/// Maps hickory's error to Caravan's: NXDOMAIN and NODATA stay distinct from
-/// failures, so callers never read "unknown" as "no peers".
-pub fn classify(err: NetError) -> LookupError {
-    if err.is_nx_domain() {
-        return LookupError::NxDomain;
-    }
-    if err.is_no_records_found() {
-        return LookupError::NoData;
-    }
-    match err {
-        NetError::Timeout => LookupError::Timeout,
-        NetError::Dns(DnsError::ResponseCode(code)) => LookupError::ServerFailure(code.to_string()),
-        other => LookupError::Transport(other.to_string()),
-    }
-}
-
-/// Resolvers are built once per config and shared: building one reads
-/// resolv.conf and sets up connection pools. The map is bounded so a caller
-/// cycling through configs cannot grow it without limit.
-const MAX_RESOLVERS: usize = 64;
-static RESOLVERS: Lazy<Mutex<HashMap<LookupConfig, TokioResolver>>> =
-    Lazy::new(|| Mutex::new(HashMap::new()));
-
-fn resolver_for(config: &LookupConfig) -> Result<TokioResolver, LookupError> {
-    if let Some(resolver) = RESOLVERS.lock().get(config) {
-        return Ok(resolver.clone());
-    }
-    let resolver = build_resolver(config)?;
-    let mut resolvers = RESOLVERS.lock();
-    if resolvers.len() >= MAX_RESOLVERS {
-        resolvers.clear();
-    }
-    Ok(resolvers.entry(config.clone()).or_insert(resolver).clone())
-}
-
-/// Builds a hickory resolver for discovery: EDNS0 on with
-/// [`EDNS_PAYLOAD_LEN`], UDP then TCP to each nameserver (truncated answers
-/// are retried over TCP), no answer cache, and per-try timeouts that fit the
-/// total bound.
-pub fn build_resolver(config: &LookupConfig) -> Result<TokioResolver, LookupError> {
-    let provider = TokioRuntimeProvider::default();
-    let mut builder = if config.nameservers.is_empty() {
-        TokioResolver::builder(provider).map_err(|e| {
-            LookupError::Config(format!("cannot read the system's resolv.conf: {e}"))
-        })?
-    } else {
-        let servers = config
-            .nameservers
-            .iter()
-            .map(|addr| {
-                let mut udp = ConnectionConfig::udp();
-                udp.port = addr.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = addr.port();
-                NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-            })
-            .collect();
-        TokioResolver::builder_with_config(HickoryConfig::from_name_servers(servers), provider)
-    };
-    let opts: &mut ResolverOpts = builder.options_mut();
-    opts.edns0 = true;
-    opts.edns_payload_len = EDNS_PAYLOAD_LEN;
-    opts.cache_size = 0;
-    opts.preserve_intermediates = false;
-    opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
-    // One retry within the bound; the outer timeout in `lookup_srv` is the
-    // hard limit either way.
-    opts.attempts = 1;
-    opts.timeout = (config.timeout / 2).max(Duration::from_millis(50));
-    builder
-        .build()
-        .map_err(|e| LookupError::Config(format!("cannot build the resolver: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_resolver::proto::rr::rdata::A;
 
     #[test]
     fn nameserver_forms() {
@@ -628,30 +560,203 @@ mod tests {
         assert_eq!(target_name(&name), "web1.node.dc1.consul");
     }
 
-    #[test]
-    fn no_records_is_only_nxdomain_and_nodata() {
-        assert!(LookupError::NxDomain.is_no_records());
-        assert!(LookupError::NoData.is_no_records());
-        assert!(!LookupError::Timeout.is_no_records());
-        assert!(!LookupError::ServerFailure("SERVFAIL".into()).is_no_records());
-        assert!(!LookupError::Transport("x".into()).is_no_records());
-        assert!(!LookupError::CnameLoop("a -> a".into()).is_no_records());
+    fn servers(search: &[&str], ndots: usize) -> Servers {
+        Servers {
+            addrs: vec!["127.0.0.1:53".parse().unwrap()],
+            search: search
+                .iter()
+                .map(|d| Name::from_ascii(d).unwrap())
+                .collect(),
+            ndots,
+        }
+    }
+
+    fn names(names: Vec<Name>) -> Vec<String> {
+        names.iter().map(Name::to_ascii).collect()
     }
 
     #[test]
-    fn classify_keeps_failures_apart_from_no_records() {
-        use hickory_resolver::proto::op::ResponseCode;
-        assert_eq!(classify(NetError::Timeout), LookupError::Timeout);
+    fn configured_nameservers_ask_the_name_alone() {
+        let name = Name::from_ascii("web").unwrap();
+        assert_eq!(names(servers(&[], 1).candidates(&name)), ["web."]);
+    }
+
+    #[test]
+    fn search_domains_follow_resolv_conf_order() {
+        let ns = servers(&["svc.cluster.local.", "cluster.local."], 1);
+        // Fewer labels than ndots + 1: the search domains first.
+        let short = Name::from_ascii("web").unwrap();
         assert_eq!(
-            classify(NetError::Dns(DnsError::ResponseCode(
-                ResponseCode::ServFail
-            )))
-            .kind(),
-            "server_failure"
+            names(ns.candidates(&short)),
+            ["web.svc.cluster.local.", "web.cluster.local.", "web."]
+        );
+        // More labels than ndots: the name as it is first.
+        let long = Name::from_ascii("web.service.consul").unwrap();
+        assert_eq!(
+            names(ns.candidates(&long)),
+            [
+                "web.service.consul.",
+                "web.service.consul.svc.cluster.local.",
+                "web.service.consul.cluster.local."
+            ]
+        );
+        // A fully qualified name alone.
+        let fqdn = Name::from_ascii("web.").unwrap();
+        assert_eq!(names(ns.candidates(&fqdn)), ["web."]);
+        // Kubernetes' ndots:5 sends even dotted names through the search list first.
+        let k8s = servers(&["svc.cluster.local."], 5);
+        assert_eq!(
+            names(k8s.candidates(&long)),
+            [
+                "web.service.consul.svc.cluster.local.",
+                "web.service.consul."
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn special_names_are_answered_without_a_query() {
+        // No nameserver listens on the configured address: any query fails.
+        let ns = servers(&[], 1);
+        let bound = Duration::from_millis(200);
+        let localhost = Name::from_ascii("localhost").unwrap();
+        assert_eq!(
+            resolve_family(&ns, bound, &localhost, Family::V4).await,
+            Ok(vec![IpAddr::from([127, 0, 0, 1])])
         );
         assert_eq!(
-            classify(NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused))).kind(),
-            "server_failure"
+            resolve_family(&ns, bound, &localhost, Family::V6).await,
+            Ok(vec!["::1".parse().unwrap()])
+        );
+        let invalid = Name::from_ascii("web.invalid").unwrap();
+        assert_eq!(
+            resolve_family(&ns, bound, &invalid, Family::V4).await,
+            Err(LookupError::NxDomain)
+        );
+    }
+
+    /// A zone's reply to `(name, type)`: `(rcode, answers)`; `None` stays silent.
+    type Zone = fn(&str, RecordType) -> Option<(ResponseCode, Vec<Record>)>;
+
+    /// A UDP nameserver on a free loopback port that answers each query
+    /// from `answer`.
+    async fn nameserver(answer: Zone) -> SocketAddr {
+        use hickory_resolver::proto::op::Message;
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((len, from)) = socket.recv_from(&mut buf).await {
+                let query = Message::from_vec(&buf[..len]).unwrap();
+                let asked = query.queries[0].clone();
+                let Some((code, records)) = answer(&asked.name().to_ascii(), asked.query_type())
+                else {
+                    continue;
+                };
+                let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
+                reply.metadata.response_code = code;
+                reply.add_query(asked);
+                for record in records {
+                    reply.add_answer(record);
+                }
+                let _ = socket.send_to(&reply.to_vec().unwrap(), from).await;
+            }
+        });
+        addr
+    }
+
+    fn a(owner: &str, last: u8) -> Record {
+        let owner = Name::from_ascii(owner).unwrap();
+        Record::from_rdata(owner, 0, RData::A(A::new(10, 0, 0, last)))
+    }
+
+    fn cname(owner: &str, target: &str) -> Record {
+        let owner = Name::from_ascii(owner).unwrap();
+        let target = Name::from_ascii(target).unwrap();
+        Record::from_rdata(owner, 0, RData::CNAME(CNAME(target)))
+    }
+
+    fn zone(name: &str, record_type: RecordType) -> Option<(ResponseCode, Vec<Record>)> {
+        let ok = ResponseCode::NoError;
+        match (name, record_type) {
+            ("web1.node.dc1.consul.", RecordType::A) => Some((ok, vec![a(name, 1)])),
+            // A chain inside one answer.
+            ("alias.consul.", _) => Some((
+                ok,
+                vec![
+                    cname(name, "web1.node.dc1.consul."),
+                    a("web1.node.dc1.consul.", 1),
+                ],
+            )),
+            // A chain that stops at a CNAME: its end is asked again.
+            ("outside.consul.", _) => Some((ok, vec![cname(name, "web1.node.dc1.consul.")])),
+            ("loop1.consul.", _) => Some((ok, vec![cname(name, "loop2.consul.")])),
+            ("loop2.consul.", _) => Some((ok, vec![cname(name, "loop1.consul.")])),
+            ("web1.node.dc1.consul.", _) => Some((ok, vec![])),
+            ("failing.consul.", _) => Some((ResponseCode::ServFail, vec![])),
+            ("refusing.consul.", _) => Some((ResponseCode::Refused, vec![])),
+            ("silent.consul.", _) => None,
+            _ => Some((ResponseCode::NXDomain, vec![])),
+        }
+    }
+
+    fn config(nameservers: Vec<SocketAddr>) -> LookupConfig {
+        LookupConfig {
+            nameservers,
+            timeout: Duration::from_millis(600),
+        }
+    }
+
+    #[tokio::test]
+    async fn host_lookups_go_over_the_transport_with_its_error_kinds() {
+        let config = config(vec![nameserver(zone).await]);
+        let host = |name: &'static str, family| {
+            let config = config.clone();
+            async move { lookup_host(&config, name, family).await }
+        };
+        let ten = |last| vec![IpAddr::from([10, 0, 0, last])];
+        assert_eq!(host("web1.node.dc1.consul", Family::V4).await, Ok(ten(1)));
+        assert_eq!(host("alias.consul", Family::V4).await, Ok(ten(1)));
+        assert_eq!(host("outside.consul", Family::V4).await, Ok(ten(1)));
+        assert_eq!(
+            host("loop1.consul", Family::V4).await.unwrap_err().kind(),
+            "cname_loop"
+        );
+        assert_eq!(
+            host("web1.node.dc1.consul", Family::V6).await,
+            Err(LookupError::NoData)
+        );
+        assert_eq!(
+            host("nowhere.consul", Family::V4).await,
+            Err(LookupError::NxDomain)
+        );
+        for failing in ["failing.consul", "refusing.consul"] {
+            assert_eq!(
+                host(failing, Family::V4).await.unwrap_err().kind(),
+                "server_failure"
+            );
+        }
+        assert_eq!(
+            host("silent.consul", Family::V4).await,
+            Err(LookupError::Timeout)
+        );
+        assert_eq!(
+            host("10.0.0.9", Family::V4).await,
+            Ok(vec![IpAddr::from([10, 0, 0, 9])])
+        );
+    }
+
+    #[tokio::test]
+    async fn the_next_nameserver_is_asked_when_one_fails() {
+        // Bind and drop, so the port is (very likely) closed: refused at once.
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let config = config(vec![closed, nameserver(zone).await]);
+        assert_eq!(
+            lookup_host(&config, "web1.node.dc1.consul", Family::V4).await,
+            Ok(vec![IpAddr::from([10, 0, 0, 1])])
         );
     }
 }

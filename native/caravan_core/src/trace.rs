@@ -1,7 +1,8 @@
 //! The `tracing` events of one lookup, collected as text lines so a slow or
-//! partial lookup can be explained from Elixir's Logger: hickory's own
-//! events (the nameserver connected to, retries, a truncated answer and the
-//! switch to TCP) and Caravan's (see `resolver`).
+//! partial lookup can be explained from Elixir's Logger: the lookup asked
+//! ([`crate::resolver`]), each nameserver that failed, a truncated or
+//! doubted answer and the switch to TCP ([`crate::transport`]), and the
+//! outcome.
 //!
 //! A [`Collector`] is a minimal `tracing` subscriber for one lookup. The
 //! NIF layer creates one only when Elixir asks (Logger at debug for
@@ -23,8 +24,9 @@ use tracing::{Event, Level, Metadata, Subscriber};
 /// The most lines one lookup keeps; later events are counted, not kept.
 pub const MAX_LINES: usize = 100;
 
-/// The longest line kept, in bytes: hickory logs whole DNS messages, which
-/// can hold thousands of records; formatting stops at this bound.
+/// The longest line kept, in bytes: a field may hold a long value (a list
+/// of nameservers, a dependency's debug dump of a message), and formatting
+/// stops at this bound.
 pub const MAX_LINE_BYTES: usize = 1024;
 
 #[derive(Default)]

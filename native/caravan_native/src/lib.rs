@@ -2,10 +2,12 @@
 //!
 //! This crate is the NIF layer only: decode terms, call `caravan_core`,
 //! encode the answer. The logic lives in `caravan_core::node_name` (the port
-//! rule) and `caravan_core::resolver` (SRV lookups), both unit-tested without
+//! rule) and `caravan_core::resolver` (SRV and host lookups), both unit-tested without
 //! a BEAM; `terms` converts terms, `runtime` runs lookups off the
 //! schedulers. NIFs return `Result<T, KindError>`, which rustler encodes as
 //! `{:ok, t} | {:error, {kind, message}}`.
+
+#![warn(missing_docs, unreachable_pub)]
 
 mod runtime;
 mod terms;
@@ -14,8 +16,9 @@ use std::time::Duration;
 
 use rustler::{Atom, Encoder, Env, Term};
 
+use caravan_core::error::LookupError;
 use caravan_core::node_name;
-use caravan_core::resolver::{self, Family, LookupConfig, LookupError};
+use caravan_core::resolver::{self, Family, LookupConfig};
 use caravan_core::target::NodeHost;
 
 use terms::{with_node_name, IpTerm, KindError, NameserverTerm, SrvTerm};
@@ -170,7 +173,7 @@ mod test_hooks {
     use rustler::{Atom, Encoder, Env, Term};
 
     use super::{runtime, spawn_lookup, KindError};
-    use caravan_core::resolver::LookupError;
+    use caravan_core::error::LookupError;
 
     mod atoms {
         rustler::atoms! {
@@ -217,13 +220,13 @@ mod test_hooks {
         .map_err(|_| rustler::Error::BadArg)
     }
 
-    /// `forget_transports() :: non_neg_integer`: forgets which SRV queries
-    /// go straight to TCP (`caravan_core::tcp_first`), so the next query of
+    /// `forget_transports() :: non_neg_integer`: forgets which queries
+    /// go straight to TCP (`caravan_core::transport::tcp_first`), so the next query of
     /// each starts on UDP; returns how many were remembered. For tests that
     /// count a lookup's UDP and TCP queries.
     #[rustler::nif]
     fn forget_transports() -> usize {
-        caravan_core::discovery::forget_transports()
+        caravan_core::transport::forget_transports()
     }
 
     /// `__panic__(:nif | :runtime)`: panics on purpose, for the tests that

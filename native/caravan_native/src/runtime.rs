@@ -33,13 +33,13 @@ static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 /// The number of spawned tasks that have not replied yet (lookups in
 /// flight). Exposed to tests to show that nothing is left behind.
 #[cfg(feature = "test-hooks")]
-pub fn in_flight() -> usize {
+pub(crate) fn in_flight() -> usize {
     IN_FLIGHT.load(Ordering::Relaxed)
 }
 
 /// True once the runtime has been started (by the first lookup).
 #[cfg(feature = "test-hooks")]
-pub fn started() -> bool {
+pub(crate) fn started() -> bool {
     Lazy::get(&RUNTIME).is_some()
 }
 
@@ -114,7 +114,7 @@ static RUNTIME: Lazy<Result<Runtime, String>> = Lazy::new(|| {
 /// of the work (`caravan_core::trace`). Without it no subscriber exists.
 ///
 /// Errors: the runtime could not be started (the message says why).
-pub fn spawn_reply<'a, W, T, Tag>(
+pub(crate) fn spawn_reply<'a, W, T, Tag>(
     env: Env<'a>,
     tag: Tag,
     trace: bool,

@@ -9,8 +9,9 @@ use rustler::types::list::ListIterator;
 use rustler::types::tuple::get_tuple;
 use rustler::{Atom, Decoder, Encoder, Env, NifMap, NifResult, Term, TermType};
 
+use caravan_core::error::LookupError;
 use caravan_core::node_name::{NodeNameError, MAX_NODE_NAME_CHARS};
-use caravan_core::resolver::{LookupError, SrvRecord};
+use caravan_core::resolver::SrvRecord;
 
 /// `{kind, message}`: the error every NIF returns inside `{:error, _}`
 /// (rustler encodes `Result<T, KindError>` as `{:ok, t} | {:error, e}`),

@@ -1,5 +1,5 @@
 //! Was a UDP answer trimmed without saying so? The pure decision behind
-//! SRV discovery's transport choice (see [`crate::discovery`]).
+//! SRV discovery's transport choice (see [`crate::transport`]).
 //!
 //! Some servers drop records from a UDP answer without setting the TC bit.
 //! Consul's DNS interface does so by default (`agent/dns.go`,
@@ -55,7 +55,7 @@ pub enum Doubt {
     /// [`UDP_ANSWER_LIMIT`] SRV records: it may have been cut by count.
     AnswerLimit,
     /// The last complete answer to the same query at the same server did
-    /// not fit a UDP reply ([`crate::tcp_first`]): asked over TCP directly.
+    /// not fit a UDP reply ([`super::tcp_first`]): asked over TCP directly.
     Remembered,
 }
 
@@ -76,7 +76,7 @@ impl Doubt {
 /// is complete and stays on UDP; `Some(doubt)`: ask again over TCP.
 ///
 /// ```
-/// use caravan_core::trim::{may_be_trimmed, Doubt, ReplyShape};
+/// use caravan_core::transport::trim::{may_be_trimmed, Doubt, ReplyShape};
 /// let fits = ReplyShape { truncated: false, has_opt: true, size: 400, srv_answers: 8, largest_group: 90 };
 /// assert_eq!(may_be_trimmed(&fits, 1232), None);
 /// let full = ReplyShape { size: 1180, ..fits };

@@ -1,5 +1,6 @@
-//! Which SRV queries go straight to TCP: the memory behind discovery's
-//! one-query-per-poll rule (see [`crate::discovery`]).
+//! Which queries go straight to TCP: the memory behind the transport's
+//! one-query-per-poll rule (see [`crate::transport`]). Discovery's SRV
+//! answers are the ones that outgrow UDP.
 //!
 //! A node polls the same query every second. When its answer no longer fits
 //! a UDP datagram (more than about 20 instances with their addresses in
@@ -13,7 +14,7 @@
 //! The rule, per (nameserver, query name, record type):
 //!
 //! - remembered when the complete (TCP) answer is one a UDP reply could not
-//!   be trusted to carry: [`crate::trim::may_be_trimmed`] on the TCP
+//!   be trusted to carry: [`super::trim::may_be_trimmed`] on the TCP
 //!   answer's own size and records, with the EDNS0 support the server
 //!   showed over UDP;
 //! - forgotten when a TCP answer would now fit (the service shrank: the next
@@ -59,7 +60,7 @@ impl Key {
     /// type `record_type` (its RFC 1035 code, 33 for SRV) at `server`.
     ///
     /// ```
-    /// use caravan_core::tcp_first::Key;
+    /// use caravan_core::transport::tcp_first::Key;
     /// let server = "127.0.0.1:53".parse().unwrap();
     /// assert_eq!(Key::new(server, "Web.Service.Consul.", 33), Key::new(server, "web.service.consul", 33));
     /// ```

@@ -1,12 +1,13 @@
-//! The SRV query of discovery: one UDP query with EDNS0, confirmed over TCP
-//! only when the answer may be incomplete ([`crate::trim`]).
+//! The DNS exchange of every lookup: one UDP query with EDNS0, confirmed
+//! over TCP only when the answer may be incomplete ([`trim`]), or sent
+//! straight over TCP when its last complete answer needed it
+//! ([`tcp_first`]).
 //!
-//! Messages are built and parsed with hickory-proto; the transport is ours,
-//! because discovery needs what hickory-resolver does not expose (the raw
-//! reply size, the OPT record, TC) and must not do what its connection
-//! pool does (keep TCP connections open between polls: a server that closed
-//! one stalls the next lookup, and dnsmasq's 20 TCP connections run out
-//! when every node keeps one). So:
+//! Messages are built and parsed with hickory-proto; the exchange is ours,
+//! because a lookup needs what a resolver library hides (the raw reply
+//! size, the OPT record, TC) and must not keep TCP connections open
+//! between polls (a server that closed one stalls the next lookup, and a
+//! server's TCP connection limit runs out when every node keeps one). So:
 //!
 //! - UDP on a *connected* socket: an ICMP port-unreachable from a closed
 //!   nameserver port comes back as `ECONNREFUSED` at once, not a timeout;
@@ -14,6 +15,10 @@
 //! - TCP (RFC 7766) on a fresh connection per query, closed as soon as the
 //!   answer is read.
 
+pub mod tcp_first;
+pub mod trim;
+
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -26,9 +31,18 @@ use hickory_resolver::proto::serialize::binary::BinEncodable;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::resolver::{LookupError, EDNS_PAYLOAD_LEN};
-use crate::tcp_first::{Key, TcpFirst};
-use crate::trim::{self, Doubt, ReplyShape};
+use crate::error::LookupError;
+use tcp_first::{Key, TcpFirst};
+use trim::{Doubt, ReplyShape};
+
+/// The DNS port (RFC 1035), used for a nameserver given without a port.
+pub const DNS_PORT: u16 = 53;
+
+/// EDNS0 UDP payload size advertised in queries (RFC 6891). 1232 bytes is
+/// the DNS Flag Day 2020 recommendation: large enough for dozens of SRV
+/// records, small enough to avoid IP fragmentation. Larger answers come back
+/// truncated (or trimmed) and are asked again over TCP.
+pub const EDNS_PAYLOAD_LEN: u16 = 1232;
 
 /// The largest DNS message (RFC 1035 4.2.2: two-byte length over TCP).
 const MAX_MESSAGE: usize = 65_535;
@@ -81,12 +95,10 @@ pub struct Tries {
 impl Tries {
     /// The bounds for a lookup bounded by `timeout` over `servers`
     /// nameservers. With one nameserver its UDP exchange gets the whole
-    /// bound: there is no next nameserver to leave time for, and a reply
-    /// that is merely late (a loaded server, or this host too busy to read
-    /// it: measured with 48 nodes booting on 2 CPUs, where half the first
-    /// lookups gave up at 500 ms of a 1000 ms bound) is still an answer.
-    /// With more, UDP gets half, so a silent nameserver leaves time for the
-    /// next. Either way an unanswered UDP query is first sent again after
+    /// bound, since a reply that is merely late (a loaded server or host)
+    /// is still an answer and there is no next nameserver to leave time
+    /// for. With more, UDP gets half, so a silent nameserver leaves time
+    /// for the next. Either way an unanswered UDP query is first sent again after
     /// a sixth of the bound, then with the wait doubled each time. TCP gets
     /// all of it (the caller's outer bound still holds).
     pub fn for_servers(timeout: Duration, servers: usize) -> Self {
@@ -102,7 +114,7 @@ impl Tries {
 /// Asks `server` for the `record_type` records of `name`: over UDP first,
 /// over TCP when [`trim::may_be_trimmed`] doubts the UDP answer; straight
 /// over TCP when the last complete answer to this query at this server
-/// needed it ([`crate::tcp_first`]), so a poll whose answer outgrew UDP
+/// needed it ([`tcp_first`]), so a poll whose answer outgrew UDP
 /// costs one query, not two. `tries` bounds each exchange ([`Tries`]).
 ///
 /// Errors: [`LookupError::Timeout`], [`LookupError::Transport`] (refused
@@ -111,7 +123,10 @@ impl Tries {
 /// NXDOMAIN comes back as an `Ok` answer for the caller to read. A direct
 /// TCP exchange that fails outright (refused, reset, malformed) is
 /// forgotten, so the next query starts on UDP; one that times out is kept
-/// once (see [`ask_tcp`]).
+/// once ([`TcpFirst::timed_out`]).
+///
+/// Only SRV answers are judged by the trim rules (records travel in groups
+/// there); other types go to TCP on TC alone.
 pub async fn query(
     server: SocketAddr,
     name: &Name,
@@ -190,9 +205,7 @@ pub async fn query(
 /// on UDP). One that times out does not, the first time: the server is
 /// slow, not unable to serve TCP, and the answer has not shrunk, so
 /// starting over on UDP would only add a UDP query whose answer is doubted
-/// again, on a server already behind (measured at 48 nodes: the poll after
-/// formation timed out over TCP on 5 nodes, and each of them then asked
-/// UDP and TCP at the next poll). A second timeout in a row forgets it
+/// again, on a server already behind. A second timeout in a row forgets it
 /// ([`TcpFirst::timed_out`]): TCP may be blocked, and an answer that fits
 /// UDP again must not wait for the memory's 600 s bound.
 async fn ask_tcp(
@@ -309,16 +322,13 @@ fn io_reason(err: &std::io::Error) -> String {
 
 /// How long to wait for a reply after the `sent`-th send (1 for the first)
 /// of a UDP query whose first resend comes after `first`: `first`, then
-/// doubled at each send (exponential backoff, RFC 1536 1). A server that is
-/// slow rather than losing datagrams (its host's CPU is busy) answers every
-/// copy it receives, so resending at a fixed pace would multiply its work
-/// when it can least afford it: measured with 48 nodes booting on 2 CPUs,
-/// a fixed sixth of the bound made dnsmasq receive up to 5 copies of a
-/// query and 180 queries in a formation round; doubling, 145.
+/// doubled at each send (exponential backoff, RFC 1536 1), because a server
+/// that is slow rather than losing datagrams answers every copy it gets,
+/// and a fixed pace would multiply its work when it can least afford it.
 ///
 /// ```
 /// # use std::time::Duration;
-/// # use caravan_core::discovery::resend_wait;
+/// # use caravan_core::transport::resend_wait;
 /// let first = Duration::from_millis(100);
 /// assert_eq!(resend_wait(first, 1), first);
 /// assert_eq!(resend_wait(first, 3), Duration::from_millis(400));
@@ -440,48 +450,91 @@ fn checked(server: SocketAddr, answer: Answer) -> Result<Answer, LookupError> {
     }
 }
 
-/// The [`ReplyShape`] of a parsed reply of `size` bytes.
+/// The additional records of one answer by owner name, indexed once so
+/// each SRV target finds its records in constant time (names compare
+/// case-insensitively, as [`Name`]'s `Eq` and `Hash` do).
+#[derive(Debug, Default)]
+pub struct Additionals<'a> {
+    by_owner: HashMap<&'a Name, Vec<&'a Record>>,
+}
+
+impl<'a> Additionals<'a> {
+    /// Indexes `message`'s additional section.
+    pub fn new(message: &'a Message) -> Self {
+        let mut by_owner: HashMap<&Name, Vec<&Record>> = HashMap::new();
+        for record in &message.additionals {
+            by_owner.entry(&record.name).or_default().push(record);
+        }
+        Self { by_owner }
+    }
+
+    /// The additional records owned by `name`, in message order (empty
+    /// when there are none).
+    pub fn of(&self, name: &Name) -> &[&'a Record] {
+        self.by_owner.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// The A and AAAA addresses owned by `name`, in message order.
+    pub fn addresses_of(&self, name: &Name) -> Vec<IpAddr> {
+        self.of(name)
+            .iter()
+            .filter_map(|r| ip_of(&r.data))
+            .collect()
+    }
+}
+
+/// The address of an A or AAAA record.
+pub fn ip_of(data: &RData) -> Option<IpAddr> {
+    match data {
+        RData::A(a) => Some(IpAddr::V4(a.0)),
+        RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+        _ => None,
+    }
+}
+
+/// The [`ReplyShape`] of a parsed reply of `size` bytes, in time linear in
+/// the message (each additional record is encoded once).
 pub fn shape(message: &Message, size: usize) -> ReplyShape {
-    let srvs: Vec<&Record> = message
+    let encoded = |r: &Record| r.to_bytes().map(|b| b.len()).unwrap_or(0);
+    // Per owner name, the encoded size of its additional records.
+    let mut extra: HashMap<&Name, usize> = HashMap::new();
+    for record in &message.additionals {
+        *extra.entry(&record.name).or_default() += encoded(record);
+    }
+    let mut srv_answers = 0;
+    let mut largest_group = 0;
+    for srv in message
         .answers
         .iter()
         .filter(|r| r.record_type() == RecordType::SRV)
-        .collect();
-    let largest_group = srvs
-        .iter()
-        .map(|srv| group_size(srv, &message.additionals))
-        .max()
-        .unwrap_or(0);
+    {
+        srv_answers += 1;
+        largest_group = largest_group.max(group_size(srv, &extra, encoded(srv)));
+    }
     ReplyShape {
         truncated: message.metadata.truncation,
         has_opt: message.edns.is_some(),
         size,
-        srv_answers: srvs.len(),
+        srv_answers,
         largest_group,
     }
 }
 
-/// An SRV record and its target's additional records, each encoded on its
-/// own (so without name compression): an upper bound on the group's share
-/// of a message.
-fn group_size(srv: &Record, additionals: &[Record]) -> usize {
-    let encoded = |r: &Record| r.to_bytes().map(|b| b.len()).unwrap_or(0);
+/// An SRV record (`own` bytes) and its target's additional records (from
+/// `extra`, bytes per owner), each encoded on its own (so without name
+/// compression): an upper bound on the group's share of a message.
+fn group_size(srv: &Record, extra: &HashMap<&Name, usize>, own: usize) -> usize {
     let RData::SRV(data) = &srv.data else {
-        return encoded(srv);
+        return own;
     };
-    encoded(srv)
-        + additionals
-            .iter()
-            .filter(|r| r.name == data.target)
-            .map(encoded)
-            .sum::<usize>()
+    own + extra.get(&data.target).copied().unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use hickory_resolver::proto::op::OpCode;
-    use hickory_resolver::proto::rr::rdata::{A, SRV, TXT};
+    use hickory_resolver::proto::rr::rdata::{A, AAAA, SRV, TXT};
 
     #[test]
     fn one_nameserver_gives_udp_the_whole_bound_more_give_it_half() {
@@ -534,6 +587,111 @@ mod tests {
         assert_eq!(shape.largest_group, 59 + 37 + 57);
         // Compression makes the message smaller than the sum of its parts.
         assert!(size < 12 + shape.largest_group + 11 + 40);
+    }
+
+    /// The scan per SRV record that [`shape`] and [`Additionals`] replace:
+    /// the reference their indexed results must equal.
+    fn shape_by_scan(message: &Message, size: usize) -> ReplyShape {
+        let encoded = |r: &Record| r.to_bytes().map(|b| b.len()).unwrap_or(0);
+        let srvs: Vec<&Record> = message
+            .answers
+            .iter()
+            .filter(|r| r.record_type() == RecordType::SRV)
+            .collect();
+        let group = |srv: &Record| match &srv.data {
+            RData::SRV(data) => {
+                encoded(srv)
+                    + message
+                        .additionals
+                        .iter()
+                        .filter(|r| r.name == data.target)
+                        .map(encoded)
+                        .sum::<usize>()
+            }
+            _ => encoded(srv),
+        };
+        ReplyShape {
+            truncated: message.metadata.truncation,
+            has_opt: message.edns.is_some(),
+            size,
+            srv_answers: srvs.len(),
+            largest_group: srvs.iter().map(|srv| group(srv)).max().unwrap_or(0),
+        }
+    }
+
+    fn addresses_by_scan(target: &Name, additionals: &[Record]) -> Vec<IpAddr> {
+        additionals
+            .iter()
+            .filter(|record| record.name == *target)
+            .filter_map(|record| ip_of(&record.data))
+            .collect()
+    }
+
+    /// A reply whose SRV records point at `targets` (indexes into a few
+    /// names, in varying case, some without the root dot), with additional
+    /// records owned by `owners`: `(name index, kind)`, kind 0 A, 1 AAAA,
+    /// 2 TXT.
+    fn mixed_reply(targets: &[usize], owners: &[(usize, u8)]) -> Message {
+        let names = [
+            "node0.node.dc1.consul.",
+            "NODE0.node.DC1.consul.",
+            "node1.node.dc1.consul.",
+            "node1.node.dc1.consul",
+            "0a000001.addr.dc1.consul.",
+            "other.example.",
+        ];
+        let name = |i: usize| Name::from_ascii(names[i % names.len()]).unwrap();
+        let owner = Name::from_ascii("web.service.consul.").unwrap();
+        let mut message = Message::new(7, MessageType::Response, OpCode::Query);
+        for (i, target) in targets.iter().enumerate() {
+            message.add_answer(Record::from_rdata(
+                owner.clone(),
+                0,
+                RData::SRV(SRV::new(1, 1, 20_000 + i as u16, name(*target))),
+            ));
+        }
+        message.add_answer(Record::from_rdata(
+            owner.clone(),
+            0,
+            RData::TXT(TXT::new(vec!["not an SRV record".into()])),
+        ));
+        for (i, (who, kind)) in owners.iter().enumerate() {
+            let data = match kind % 3 {
+                0 => RData::A(A::new(10, 0, 0, i as u8)),
+                1 => RData::AAAA(AAAA::new(0xfd00, 0, 0, 0, 0, 0, 0, i as u16)),
+                _ => RData::TXT(TXT::new(vec![format!("meta={i}")])),
+            };
+            message.add_additional(Record::from_rdata(name(*who), 0, data));
+        }
+        message
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn indexed_answers_read_as_the_scans_did(
+            targets in proptest::collection::vec(0usize..6, 0..40),
+            owners in proptest::collection::vec((0usize..6, 0u8..3), 0..60),
+            size in 0usize..2000,
+        ) {
+            let message = mixed_reply(&targets, &owners);
+            proptest::prop_assert_eq!(shape(&message, size), shape_by_scan(&message, size));
+            let index = Additionals::new(&message);
+            for record in &message.answers {
+                if let RData::SRV(srv) = &record.data {
+                    proptest::prop_assert_eq!(
+                        index.addresses_of(&srv.target),
+                        addresses_by_scan(&srv.target, &message.additionals)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn three_hundred_groups_shape_as_the_scan_did() {
+        let (message, size) = reply(300, true);
+        assert_eq!(shape(&message, size), shape_by_scan(&message, size));
+        assert_eq!(shape(&message, size).srv_answers, 300);
     }
 
     #[test]
