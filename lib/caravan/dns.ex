@@ -1,7 +1,7 @@
 defmodule Caravan.DNS do
   @moduledoc """
-  SRV lookups (RFC 2782) done natively: a hickory resolver on a tokio
-  runtime inside the NIF, so a lookup never blocks a BEAM scheduler.
+  SRV lookups (RFC 2782) done natively: Caravan's own DNS exchange on a
+  tokio runtime inside the NIF, so a lookup never blocks a BEAM scheduler.
 
       {:ok, records} = Caravan.DNS.lookup_srv("_app._tcp.service.consul", nameservers: ["127.0.0.1:8600"])
       # records: [%{priority: 1, weight: 1, port: 4370, target: "web1.node.dc1.consul",
@@ -132,8 +132,8 @@ defmodule Caravan.DNS do
   @spec await(reference(), timeout()) :: {:ok, [srv_record()]} | {:error, reason()}
   def await(ref, timeout), do: await(:caravan_srv, ref, timeout, nil)
 
-  # A traced reply carries the lookup's tracing events (hickory's and
-  # Caravan's: the nameservers asked, retries, truncation and the switch to
+  # A traced reply carries the lookup's tracing events (Caravan's
+  # transport's: the nameservers asked, retries, truncation and the switch to
   # TCP), logged here at debug as one entry.
   defp await(tag, ref, timeout, query) do
     receive do
