@@ -11,7 +11,9 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use caravan_core::trace::Collector;
 use futures_util::FutureExt;
@@ -132,15 +134,25 @@ where
     let saved = owned.save(reference);
     let in_flight = InFlight::enter();
     let collector = trace.then(Collector::new);
+    let work: Pin<Box<dyn Future<Output = T> + Send>> = match &collector {
+        Some(collector) => Box::pin(work.with_subscriber(collector.dispatch())),
+        None => Box::pin(work),
+    };
+    let mut work = AssertUnwindSafe(work).catch_unwind();
+    // The work's first step runs here, on the caller's thread: it sends the
+    // query, so the runtime thread's wake-up overlaps the server's reply
+    // instead of preceding the query. A step that is pending has left its
+    // wakers nowhere (a no-op waker); the runtime polls it again at once,
+    // with its own, and the sockets and timers keep what happened between.
+    let first = {
+        let _runtime = runtime.enter();
+        Pin::new(&mut work).poll(&mut Context::from_waker(Waker::noop()))
+    };
     runtime.spawn(async move {
         let _in_flight = in_flight;
-        let caught = match &collector {
-            Some(collector) => {
-                AssertUnwindSafe(work.with_subscriber(collector.dispatch()))
-                    .catch_unwind()
-                    .await
-            }
-            None => AssertUnwindSafe(work).catch_unwind().await,
+        let caught = match first {
+            Poll::Ready(caught) => caught,
+            Poll::Pending => work.await,
         };
         let result = match caught {
             Ok(result) => Reply::Done(result),
