@@ -38,6 +38,11 @@ defmodule Caravan.DNS do
       answer's additional section, else resolved (A, then AAAA) within the
       same `:timeout`. IPv6 addresses are written as RFC 5952 text
       (`"fd00::1"`).
+    * `:early` - a function of one argument (`lookup_srv/2` only). When
+      the UDP answer is doubted (truncated, or maybe trimmed) it is called
+      with that answer's records (live instances, maybe not all of them),
+      in the calling process, while the complete answer is asked over TCP.
+      The lookup's result is still only the complete answer.
 
   ## Errors
 
@@ -87,9 +92,11 @@ defmodule Caravan.DNS do
   """
   @spec lookup_srv(String.t(), keyword()) :: {:ok, [srv_record()]} | {:error, reason()}
   def lookup_srv(query, opts \\ []) do
-    with {:ok, ref, timeout, nameservers} <- start(query, opts, trace?()) do
+    early = if is_list(opts), do: opts[:early]
+
+    with {:ok, ref, timeout, nameservers} <- start(query, opts, trace?(), is_function(early, 1)) do
       :caravan_srv
-      |> await(ref, timeout + @reply_grace, query)
+      |> await(ref, timeout + @reply_grace, query, early)
       |> name_the_asked(nameservers)
     end
   end
@@ -106,22 +113,21 @@ defmodule Caravan.DNS do
   def lookup_srv_async(query, opts \\ [])
 
   def lookup_srv_async(query, opts) do
-    with {:ok, ref, _timeout, _nameservers} <- start(query, opts, false), do: {:ok, ref}
+    with {:ok, ref, _timeout, _nameservers} <- start(query, opts, false, false), do: {:ok, ref}
   end
 
   # Validates the arguments once and starts the native lookup:
   # {:ok, ref, timeout_ms, nameservers} or {:error, reason}. No
   # :nameservers means the VM's (vm_nameservers/0).
-  defp start(query, opts, trace) when is_binary(query) and is_list(opts) do
+  defp start(query, opts, trace, early?) when is_binary(query) and is_list(opts) do
     with {:ok, %Options{} = o} <- Options.new(opts),
-         nameservers = or_vm_nameservers(o.nameservers),
-         {:ok, ref} <-
-           Caravan.Native.srv_lookup(query, nameservers, o.timeout, o.node_host, trace) do
-      {:ok, ref, o.timeout, nameservers}
+         ns = or_vm_nameservers(o.nameservers),
+         {:ok, ref} <- Caravan.Native.srv_lookup(query, ns, o.timeout, o.node_host, trace, early?) do
+      {:ok, ref, o.timeout, ns}
     end
   end
 
-  defp start(query, _opts, _trace),
+  defp start(query, _opts, _trace, _early?),
     do: {:error, {:invalid_query, "expected the query as a binary, got: #{inspect(query)}"}}
 
   @doc false
@@ -130,12 +136,15 @@ defmodule Caravan.DNS do
   # Returns the answer, or `{:error, {:timeout, message}}`; a reply that
   # arrives later stays in the mailbox as `{:caravan_srv, ref, _}`.
   @spec await(reference(), timeout()) :: {:ok, [srv_record()]} | {:error, reason()}
-  def await(ref, timeout), do: await(:caravan_srv, ref, timeout, nil)
+  def await(ref, timeout), do: await(:caravan_srv, ref, timeout, nil, nil)
 
   # A traced reply carries the lookup's tracing events (Caravan's
   # transport's: the nameservers asked, retries, truncation and the switch to
-  # TCP), logged here at debug as one entry.
-  defp await(tag, ref, timeout, query) do
+  # TCP), logged here at debug as one entry. A doubted UDP answer's records
+  # (sent before the reply) go to an `early` function and the wait goes on.
+  defp await(tag, ref, timeout, query, early) do
+    started = System.monotonic_time(:millisecond)
+
     receive do
       {^tag, ^ref, answer} ->
         answer
@@ -147,6 +156,11 @@ defmodule Caravan.DNS do
         end)
 
         answer
+
+      {:caravan_srv_early, ^ref, records} when is_function(early, 1) ->
+        early.(records)
+        left = max(timeout - (System.monotonic_time(:millisecond) - started), 0)
+        await(tag, ref, left, query, nil)
     after
       timeout -> {:error, {:timeout, "no answer from Caravan's resolver within #{timeout} ms"}}
     end
@@ -179,7 +193,7 @@ defmodule Caravan.DNS do
          {:ok, ref} <-
            Caravan.Native.host_lookup(host, family, nameservers, o.timeout, trace) do
       :caravan_host
-      |> await(ref, o.timeout + @reply_grace, host)
+      |> await(ref, o.timeout + @reply_grace, host, nil)
       |> name_the_asked(nameservers)
     end
   end

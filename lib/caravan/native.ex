@@ -178,7 +178,22 @@ defmodule Caravan.Native do
   # timeout_ms bounds the whole lookup. Returns at once; the answer comes
   # as the message {:caravan_srv, ref, result}, with trace: true
   # {:caravan_srv, ref, result, [line]}, the lines being the lookup's
-  # tracing events (native/caravan_core/src/trace.rs).
+  # tracing events (native/caravan_core/src/trace.rs). With early: true, a
+  # doubted UDP answer's records come first as {:caravan_srv_early, ref,
+  # [record]} (at most one such message, always before the reply), while
+  # the complete answer is asked over TCP.
+  @spec srv_lookup(
+          String.t(),
+          [Caravan.DNS.Options.nameserver()],
+          non_neg_integer(),
+          Caravan.DNS.Options.node_host(),
+          boolean(),
+          boolean()
+        ) :: {:ok, reference()} | {:error, Caravan.error()}
+  def srv_lookup(query, nameservers, timeout_ms, node_host, trace, early),
+    do: load_and_call(:srv_lookup, [query, nameservers, timeout_ms, node_host, trace, early])
+
+  # No early records (not a NIF).
   @spec srv_lookup(
           String.t(),
           [Caravan.DNS.Options.nameserver()],
@@ -187,22 +202,7 @@ defmodule Caravan.Native do
           boolean()
         ) :: {:ok, reference()} | {:error, Caravan.error()}
   def srv_lookup(query, nameservers, timeout_ms, node_host, trace),
-    do: load_and_call(:srv_lookup, [query, nameservers, timeout_ms, node_host, trace])
-
-  # Untraced, and with node_host :auto (not NIFs).
-  @spec srv_lookup(
-          String.t(),
-          [Caravan.DNS.Options.nameserver()],
-          non_neg_integer(),
-          Caravan.DNS.Options.node_host()
-        ) :: {:ok, reference()} | {:error, Caravan.error()}
-  def srv_lookup(query, nameservers, timeout_ms, node_host),
-    do: srv_lookup(query, nameservers, timeout_ms, node_host, false)
-
-  @spec srv_lookup(String.t(), [Caravan.DNS.Options.nameserver()], non_neg_integer()) ::
-          {:ok, reference()} | {:error, Caravan.error()}
-  def srv_lookup(query, nameservers, timeout_ms),
-    do: srv_lookup(query, nameservers, timeout_ms, :auto, false)
+    do: srv_lookup(query, nameservers, timeout_ms, node_host, trace, false)
 
   # A (:inet) or AAAA (:inet6) records of host; the answer comes as
   # {:caravan_host, ref, result} (with trace, the lines as a fourth element).

@@ -35,11 +35,14 @@ defmodule Caravan.Cluster.Poll do
 
   @doc """
   Runs one poll. What to do about nodes DNS no longer lists is decided by
-  the strategy (Caravan.Cluster.Membership), not here.
+  the strategy (Caravan.Cluster.Membership), not here. With `early_dial?`
+  (the default), the peers a doubted UDP answer names are dialed at once
+  (`early_dial/3`) while the complete answer is asked over TCP; the
+  result holds only complete answers.
   """
-  @spec run(Config.t()) :: t()
-  def run(%Config{list_nodes: {m, f, a}} = config) do
-    {answers, addresses} = config |> lookup_all() |> Enum.unzip()
+  @spec run(Config.t(), boolean()) :: t()
+  def run(%Config{list_nodes: {m, f, a}} = config, early_dial? \\ true) do
+    {answers, addresses} = config |> lookup_all(early_dial?) |> Enum.unzip()
     hand_off(List.flatten(addresses))
     connected = apply(m, f, a)
     answers |> names(config) |> diff(connected)
@@ -111,11 +114,28 @@ defmodule Caravan.Cluster.Poll do
       when is_integer(poll_interval) and poll_interval > 0 and is_float(u) and u >= 0 and u < 1,
       do: max(1, round(poll_interval * (0.9 + 0.2 * u)))
 
+  @doc """
+  Dials the peers of a doubted UDP answer to `query` (`peers` as a
+  `Caravan.DnsClient` returns them) at once: their addresses are handed to
+  the epmd module, their valid node names (at most `max_nodes`), less this
+  node and the connected ones, are connected (`Caravan.Cluster.Act.dial/2`).
+  Nothing else is decided from them: membership and pruning wait for the
+  complete answer. Returns the nodes dialed.
+  """
+  @spec early_dial(Config.t(), String.t(), list()) :: [node()]
+  def early_dial(%Config{list_nodes: {m, f, a}} = config, query, peers) do
+    {{_query, {:ok, peers}}, addresses} = split_addresses({query, {:ok, peers}})
+    hand_off(addresses)
+    result = [{query, {:ok, peers}}] |> names(config) |> diff(apply(m, f, a))
+    Caravan.Cluster.Act.dial(config, result.new)
+    result.new
+  end
+
   # Asks every query at once: [{{query, {:ok, peers} | {:error, reason}},
   # [{host, ips}]}], the addresses apart from the peers.
-  defp lookup_all(%Config{queries: queries} = config) do
+  defp lookup_all(%Config{queries: queries} = config, early_dial?) do
     queries
-    |> Task.async_stream(&lookup(config, &1),
+    |> Task.async_stream(&lookup(config, &1, early_dial?),
       max_concurrency: length(queries),
       # The client bounds itself; this only catches one that does not.
       timeout: config.timeout + 2_000,
@@ -147,9 +167,9 @@ defmodule Caravan.Cluster.Poll do
 
   defp split_addresses(error), do: {error, []}
 
-  defp lookup(config, query) do
+  defp lookup(config, query, early_dial?) do
     started = System.monotonic_time()
-    answer = get_nodes(config, query)
+    answer = get_nodes(config, query, early_dial?)
 
     {result, reason, count} =
       case answer do
@@ -167,7 +187,7 @@ defmodule Caravan.Cluster.Poll do
   end
 
   # record_type :a, :aaaa, :ip: Caravan's own address lookups.
-  defp get_nodes(%Config{record_type: type} = config, query) when type != :srv,
+  defp get_nodes(%Config{record_type: type} = config, query, _early_dial?) when type != :srv,
     do:
       AddressRecords.get_nodes(query,
         record_type: type,
@@ -175,16 +195,23 @@ defmodule Caravan.Cluster.Poll do
         timeout: config.timeout
       )
 
-  defp get_nodes(%Config{dns_client: client} = config, query) do
+  defp get_nodes(%Config{dns_client: client} = config, query, early_dial?) do
+    opts = [
+      nameservers: config.nameservers,
+      timeout: config.timeout,
+      node_host: config.node_host,
+      addresses: true
+    ]
+
+    # Only Caravan's own client knows :early.
+    opts =
+      if early_dial? and client == Caravan.DnsClient.Native,
+        do: [{:early, &early_dial(config, query, &1)} | opts],
+        else: opts
+
     result =
       if function_exported?(client, :get_nodes, 2),
-        do:
-          client.get_nodes(query,
-            nameservers: config.nameservers,
-            timeout: config.timeout,
-            node_host: config.node_host,
-            addresses: true
-          ),
+        do: client.get_nodes(query, opts),
         else: client.get_nodes(query)
 
     case result do

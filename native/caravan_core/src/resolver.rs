@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use hickory_resolver::proto::op::Message;
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::domain::usage::{INVALID, ONION};
 use hickory_resolver::proto::rr::rdata::CNAME;
@@ -119,11 +120,12 @@ pub async fn lookup_srv(
     config: &LookupConfig,
     name: Name,
     node_host: NodeHost,
+    early: &mut (dyn FnMut(Vec<SrvRecord>) + Send + '_),
 ) -> Result<Vec<SrvRecord>, LookupError> {
     tracing::debug!(query = %name, nameservers = ?config.nameservers, timeout = ?config.timeout, ?node_host, "SRV lookup");
     let result = tokio::time::timeout(
         config.timeout,
-        lookup_srv_unbounded(config, name, node_host),
+        lookup_srv_unbounded(config, name, node_host, early),
     )
     .await
     .map_err(|_| LookupError::Timeout)
@@ -139,37 +141,27 @@ async fn lookup_srv_unbounded(
     config: &LookupConfig,
     name: Name,
     node_host: NodeHost,
+    early: &mut (dyn FnMut(Vec<SrvRecord>) + Send + '_),
 ) -> Result<Vec<SrvRecord>, LookupError> {
     let servers = Servers::for_config(config)?;
     let tries = Tries::for_servers(config.timeout, servers.addrs.len());
-    let answer = answer(&servers.addrs, name, RecordType::SRV, tries).await?;
+    // A doubted UDP answer's SRV records, as they are (no address is
+    // resolved for them), handed over before the complete answer comes.
+    let mut doubted = |message: &Message| {
+        let (records, _) = records_of(message, Transport::Udp, node_host);
+        if !records.is_empty() {
+            early(records);
+        }
+    };
+    let answer = answer(&servers.addrs, name, RecordType::SRV, tries, &mut doubted).await?;
     let transport = answer.transport;
     let message = &answer.message;
-    let srvs: Vec<_> = message
-        .answers
-        .iter()
-        .filter_map(|record| match &record.data {
-            RData::SRV(srv) => Some(srv),
-            _ => None,
-        })
-        .collect();
-    if srvs.is_empty() {
+    let (mut records, mut targets) = records_of(message, transport, node_host);
+    if records.is_empty() {
         return Err(LookupError::NoData);
     }
-    // (target, addresses) per SRV record, then the records themselves once
-    // every address :ip needs is known.
-    let additionals = Additionals::new(message);
-    let mut targets: Vec<(String, Vec<IpAddr>)> = srvs
-        .iter()
-        .map(|srv| {
-            (
-                target_name(&srv.target),
-                additionals.addresses_of(&srv.target),
-            )
-        })
-        .collect();
     tracing::debug!(
-        srv = srvs.len(),
+        srv = records.len(),
         additional = message.additionals.len(),
         transport = transport.as_str(),
         doubt = answer.doubt.map(|d| d.as_str()),
@@ -177,21 +169,46 @@ async fn lookup_srv_unbounded(
     );
     if node_host == NodeHost::Ip {
         resolve_missing(&servers, config.timeout / 2, &mut targets).await;
+        for (record, (target, addresses)) in records.iter_mut().zip(targets) {
+            record.host = target::node_host(node_host, &target, &addresses);
+            record.addresses = addresses;
+        }
     }
-    let records = srvs
-        .into_iter()
-        .zip(targets)
-        .map(|(srv, (target, addresses))| SrvRecord {
-            priority: srv.priority,
-            weight: srv.weight,
-            port: srv.port,
-            host: target::node_host(node_host, &target, &addresses),
-            target,
-            addresses,
-            transport,
-        })
-        .collect();
     Ok(records)
+}
+
+/// The SRV records of `message` (come over `transport`) with the
+/// addresses its additional section gives their targets (indexed once),
+/// and the (target, addresses) pairs apart, for [`NodeHost::Ip`] to
+/// complete.
+fn records_of(
+    message: &Message,
+    transport: Transport,
+    node_host: NodeHost,
+) -> (Vec<SrvRecord>, Vec<(String, Vec<IpAddr>)>) {
+    let additionals = Additionals::new(message);
+    message
+        .answers
+        .iter()
+        .filter_map(|record| match &record.data {
+            RData::SRV(srv) => Some(srv),
+            _ => None,
+        })
+        .map(|srv| {
+            let target = target_name(&srv.target);
+            let addresses = additionals.addresses_of(&srv.target);
+            let record = SrvRecord {
+                priority: srv.priority,
+                weight: srv.weight,
+                port: srv.port,
+                host: target::node_host(node_host, &target, &addresses),
+                target: target.clone(),
+                addresses: addresses.clone(),
+                transport,
+            };
+            (record, (target, addresses))
+        })
+        .unzip()
 }
 
 /// The nameservers a lookup asks and how a host name is completed.
@@ -285,6 +302,7 @@ async fn answer(
     name: Name,
     record_type: RecordType,
     tries: Tries,
+    early: &mut (dyn FnMut(&Message) + Send + '_),
 ) -> Result<Answer, LookupError> {
     let mut chain = vec![name];
     loop {
@@ -292,7 +310,7 @@ async fn answer(
             .last()
             .expect("the chain starts with the name")
             .clone();
-        let answer = ask_each(servers, &current, record_type, tries).await?;
+        let answer = ask_each(servers, &current, record_type, tries, &mut *early).await?;
         if answer.message.metadata.response_code == ResponseCode::NXDomain {
             return Err(LookupError::NxDomain);
         }
@@ -338,10 +356,11 @@ async fn ask_each(
     name: &Name,
     record_type: RecordType,
     tries: Tries,
+    early: &mut (dyn FnMut(&Message) + Send + '_),
 ) -> Result<Answer, LookupError> {
     let mut last = LookupError::Config("no nameservers to ask".into());
     for server in servers {
-        match transport::query(*server, name, record_type, tries).await {
+        match transport::query_early(*server, name, record_type, tries, &mut *early).await {
             Ok(answer) => return Ok(answer),
             Err(err) => {
                 tracing::debug!(%server, %name, error = %err, "nameserver failed");
@@ -431,7 +450,7 @@ async fn resolve_family(
     let tries = Tries::for_servers(bound, servers.addrs.len());
     let mut last = LookupError::NoData;
     for candidate in servers.candidates(name) {
-        match answer(&servers.addrs, candidate, record_type, tries).await {
+        match answer(&servers.addrs, candidate, record_type, tries, &mut |_| {}).await {
             Ok(answer) => {
                 // The answer may also hold the CNAMEs that led to the address.
                 let found: Vec<IpAddr> = answer

@@ -135,6 +135,21 @@ pub async fn query(
     record_type: RecordType,
     tries: Tries,
 ) -> Result<Answer, LookupError> {
+    query_early(server, name, record_type, tries, &mut |_| {}).await
+}
+
+/// [`query`], handing a UDP answer that is doubted (truncated or maybe
+/// trimmed) to `early` before asking over TCP: its records name live
+/// instances, though maybe not all of them, so the caller can act on them
+/// while the complete answer comes. The returned answer is still only ever
+/// the complete one (or an error).
+pub async fn query_early(
+    server: SocketAddr,
+    name: &Name,
+    record_type: RecordType,
+    tries: Tries,
+    early: &mut (dyn FnMut(&Message) + Send + '_),
+) -> Result<Answer, LookupError> {
     let request = request(name, record_type);
     let key = Key::new(server, &name.to_ascii(), u16::from(record_type));
     let remembered = TCP_FIRST.lock().lookup(&key, Instant::now());
@@ -188,6 +203,7 @@ pub async fn query(
             "UDP answer may have been trimmed without TC, retrying over TCP"
         ),
     }
+    early(&message);
     ask_tcp(
         server,
         &request,
@@ -361,6 +377,12 @@ async fn udp_exchange(
     let reply = loop {
         lease.socket.send(&bytes).await?;
         sent += 1;
+        if sent == 1 {
+            // The query is out: a caller that runs the first step on a
+            // thread of its own (the NIF) gets its thread back here,
+            // before any reply is handled.
+            tokio::task::yield_now().await;
+        }
         let resend_at = tokio::time::Instant::now()
             .checked_add(resend_wait(retransmit, sent))
             .filter(|at| *at < deadline);
@@ -425,6 +447,8 @@ async fn tcp_exchange(server: SocketAddr, request: &Message) -> std::io::Result<
     framed.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
     framed.extend_from_slice(&bytes);
     stream.write_all(&framed).await?;
+    // As after a UDP query's first send (udp_exchange).
+    tokio::task::yield_now().await;
     let mut len = [0u8; 2];
     stream.read_exact(&mut len).await?;
     let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];

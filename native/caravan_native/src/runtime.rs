@@ -18,7 +18,8 @@ use std::task::{Context, Poll, Waker};
 use caravan_core::trace::Collector;
 use futures_util::FutureExt;
 use once_cell::sync::Lazy;
-use rustler::{Encoder, Env, OwnedEnv, Term};
+use rustler::env::SavedTerm;
+use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
 use tokio::runtime::{Builder, Runtime};
 use tracing::instrument::WithSubscriber;
 
@@ -105,8 +106,9 @@ static RUNTIME: Lazy<Result<Runtime, String>> = Lazy::new(|| {
         .map_err(|e| format!("cannot start Caravan's tokio runtime: {e}"))
 });
 
-/// Spawns `work` on the runtime and returns a fresh reference to the caller.
-/// When `work` finishes, the calling process receives
+/// Spawns `work` on the runtime and returns `reference` (a fresh one, made
+/// by the caller) to the caller. When `work` finishes, the calling process
+/// receives
 /// `{tag, reference, encode(result)}`, or `{tag, reference, {:error,
 /// {:internal, message}}}` if `work` panicked. If the caller has died by
 /// then, the message is dropped with the environment that held it.
@@ -118,6 +120,7 @@ static RUNTIME: Lazy<Result<Runtime, String>> = Lazy::new(|| {
 /// Errors: the runtime could not be started (the message says why).
 pub(crate) fn spawn_reply<'a, W, T, Tag>(
     env: Env<'a>,
+    reference: Term<'a>,
     tag: Tag,
     trace: bool,
     work: W,
@@ -129,7 +132,6 @@ where
 {
     let runtime = RUNTIME.as_ref().map_err(Clone::clone)?;
     let pid = env.pid();
-    let reference = env.make_ref();
     let mut owned = OwnedEnv::new();
     let saved = owned.save(reference);
     let in_flight = InFlight::enter();
@@ -168,5 +170,42 @@ where
             }
         });
     });
-    Ok(reference.encode(env))
+    Ok(reference)
+}
+
+/// One message sent to the caller of a NIF before its reply, from the
+/// runtime thread: `{tag, reference, value}`, the reference being the one
+/// the reply will carry. Sends at most once; a call from a scheduler
+/// thread (where rustler cannot send) sends nothing.
+pub(crate) struct Early {
+    pid: LocalPid,
+    tag: Atom,
+    env: Option<(OwnedEnv, SavedTerm)>,
+}
+
+impl Early {
+    /// Ready to send `{tag, reference, value}` to the calling process.
+    pub(crate) fn new(env: Env, reference: Term, tag: Atom) -> Self {
+        let owned = OwnedEnv::new();
+        let saved = owned.save(reference);
+        Self {
+            pid: env.pid(),
+            tag,
+            env: Some((owned, saved)),
+        }
+    }
+
+    /// Sends `{tag, reference, value}`, the first time only.
+    pub(crate) fn send(&mut self, value: impl Encoder) {
+        if rustler::thread::is_scheduler_thread() {
+            return;
+        }
+        if let Some((mut owned, saved)) = self.env.take() {
+            let tag = self.tag;
+            // An Err here means the caller is gone.
+            let _ = owned.send_and_clear(&self.pid, |msg_env| {
+                (tag, saved.load(msg_env), value).encode(msg_env)
+            });
+        }
+    }
 }

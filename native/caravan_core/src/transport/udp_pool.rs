@@ -29,7 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// sockets kept for it): far below what a server's default receive buffer
 /// holds (about 200 small datagrams on Linux), far above what discovery
 /// asks.
-pub const MAX_OUTSTANDING: usize = 64;
+pub const MAX_OUTSTANDING: usize = 128;
 
 /// The receive buffer each socket keeps: the largest DNS message.
 const BUFFER: usize = super::MAX_MESSAGE;
