@@ -268,12 +268,22 @@ static TCP_FIRST: Lazy<Mutex<TcpFirst>> = Lazy::new(|| Mutex::new(TcpFirst::new(
 /// would be doubted, given the EDNS0 support (`has_opt`) the server showed.
 fn learn(key: Key, record_type: RecordType, message: &Message, size: usize, has_opt: bool) {
     let needs_tcp = if record_type == RecordType::SRV {
-        let as_udp = ReplyShape {
-            truncated: false,
-            has_opt,
-            ..shape(message, size)
+        // Larger than any UDP reply, with records: doubted whatever its
+        // groups, so the answer is not measured again.
+        let has_srv = || {
+            message
+                .answers
+                .iter()
+                .any(|r| r.record_type() == RecordType::SRV)
         };
-        trim::may_be_trimmed(&as_udp, EDNS_PAYLOAD_LEN).is_some()
+        (size > usize::from(EDNS_PAYLOAD_LEN) && has_srv()) || {
+            let as_udp = ReplyShape {
+                truncated: false,
+                has_opt,
+                ..shape(message, size)
+            };
+            trim::may_be_trimmed(&as_udp, EDNS_PAYLOAD_LEN).is_some()
+        }
     } else {
         size > usize::from(EDNS_PAYLOAD_LEN)
     };
