@@ -26,9 +26,11 @@ use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The most UDP queries outstanding at one nameserver (and so the most
-/// sockets kept for it): far below what a server's default receive buffer
-/// holds (about 200 small datagrams on Linux), far above what discovery
-/// asks.
+/// sockets kept for it): below what a Linux server's default receive
+/// buffer holds (212,992 bytes, a few hundred small datagrams), far above
+/// what discovery asks. 1,000 lookups in flight against dnsmasq ran as
+/// fast with 64, 128 or 192, none failing (bench/README.md, "The lookup
+/// path").
 pub const MAX_OUTSTANDING: usize = 128;
 
 /// The receive buffer each socket keeps: the largest DNS message.
