@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
@@ -44,9 +45,41 @@ struct Server {
 struct Idle {
     socket: std::net::UdpSocket,
     buf: Box<[u8]>,
+    since: Instant,
 }
 
-static POOL: Lazy<Mutex<HashMap<SocketAddr, Server>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+/// A kept socket unused for this long is closed (and a nameserver with
+/// none kept and none in use is forgotten), so nameservers no longer asked
+/// hold no sockets.
+pub const IDLE_FOR: Duration = Duration::from_secs(60);
+
+struct Pool {
+    servers: HashMap<SocketAddr, Server>,
+    swept: Instant,
+}
+
+impl Pool {
+    /// Closes the sockets idle for [`IDLE_FOR`], at most once a second.
+    fn sweep(&mut self, now: Instant) {
+        if now.duration_since(self.swept) < Duration::from_secs(1) {
+            return;
+        }
+        self.swept = now;
+        self.servers.retain(|_, entry| {
+            entry
+                .idle
+                .retain(|idle| now.duration_since(idle.since) < IDLE_FOR);
+            !entry.idle.is_empty() || entry.permits.available_permits() < MAX_OUTSTANDING
+        });
+    }
+}
+
+static POOL: Lazy<Mutex<Pool>> = Lazy::new(|| {
+    Mutex::new(Pool {
+        servers: HashMap::new(),
+        swept: Instant::now(),
+    })
+});
 
 /// A socket connected to one nameserver, held by one exchange at a time,
 /// with its receive buffer. Dropped, it is closed; [`Lease::keep`] puts
@@ -64,6 +97,7 @@ pub(super) struct Lease {
 pub(super) async fn lease(server: SocketAddr) -> std::io::Result<Lease> {
     let permits = POOL
         .lock()
+        .servers
         .entry(server)
         .or_insert_with(|| Server {
             permits: Arc::new(Semaphore::new(MAX_OUTSTANDING)),
@@ -77,9 +111,10 @@ pub(super) async fn lease(server: SocketAddr) -> std::io::Result<Lease> {
         .expect("the pool never closes its semaphores");
     let idle = POOL
         .lock()
+        .servers
         .get_mut(&server)
         .and_then(|entry| entry.idle.pop());
-    let Idle { socket, buf } = match idle {
+    let Idle { socket, buf, .. } = match idle {
         Some(idle) => {
             // An ICMP error for a resent copy of the last query must not
             // fail this one.
@@ -89,6 +124,7 @@ pub(super) async fn lease(server: SocketAddr) -> std::io::Result<Lease> {
         None => Idle {
             socket: connected(server)?,
             buf: vec![0u8; BUFFER].into_boxed_slice(),
+            since: Instant::now(),
         },
     };
     Ok(Lease {
@@ -121,20 +157,18 @@ impl Lease {
             _permit,
         } = self;
         if let Ok(socket) = socket.into_std() {
-            if let Some(entry) = POOL.lock().get_mut(&server) {
-                entry.idle.push(Idle { socket, buf });
+            let now = Instant::now();
+            let mut pool = POOL.lock();
+            if let Some(entry) = pool.servers.get_mut(&server) {
+                entry.idle.push(Idle {
+                    socket,
+                    buf,
+                    since: now,
+                });
             }
+            pool.sweep(now);
         }
     }
-}
-
-/// Closes every kept socket: the next query of each nameserver makes a
-/// new one. Returns how many were kept. For tests.
-pub fn clear() -> usize {
-    let mut pool = POOL.lock();
-    pool.values_mut()
-        .map(|entry| entry.idle.drain(..).count())
-        .sum()
 }
 
 #[cfg(test)]
@@ -164,5 +198,37 @@ mod tests {
         leases.pop().unwrap().keep();
         let next = tokio::time::timeout(std::time::Duration::from_secs(5), lease(addr));
         assert!(next.await.is_ok(), "a returned lease did not free a place");
+    }
+
+    #[test]
+    fn idle_sockets_and_unused_nameservers_are_let_go() {
+        let start = Instant::now();
+        let idle = |since| Idle {
+            socket: std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            buf: Box::new([]),
+            since,
+        };
+        let server = |idle: Vec<Idle>, in_use: usize| {
+            let permits = Arc::new(Semaphore::new(MAX_OUTSTANDING));
+            permits.forget_permits(in_use);
+            Server { permits, idle }
+        };
+        let [old, fresh, busy] = [1, 2, 3].map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
+        let mut pool = Pool {
+            servers: HashMap::from([
+                (old, server(vec![idle(start)], 0)),
+                (fresh, server(vec![idle(start), idle(start + IDLE_FOR)], 0)),
+                (busy, server(vec![idle(start)], 1)),
+            ]),
+            swept: start,
+        };
+        // At most once a second.
+        pool.sweep(start + Duration::from_millis(500));
+        assert_eq!(pool.servers[&old].idle.len(), 1);
+        pool.sweep(start + IDLE_FOR + Duration::from_secs(1));
+        assert!(!pool.servers.contains_key(&old));
+        assert_eq!(pool.servers[&fresh].idle.len(), 1);
+        // A query in flight keeps its nameserver's bound.
+        assert!(pool.servers[&busy].idle.is_empty());
     }
 }
