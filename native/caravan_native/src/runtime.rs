@@ -1,6 +1,7 @@
 //! The one tokio runtime, and the pattern that keeps NIF calls short: capture
-//! the caller's pid, make a reference, spawn the work, return the reference at
-//! once. The task replies `{tag, reference, result}` to the caller with
+//! the caller's pid, make a reference, run the work's first step (it ends
+//! once the query is sent), spawn the rest, return the reference at once.
+//! The task replies `{tag, reference, result}` to the caller with
 //! `OwnedEnv::send_and_clear` from a runtime thread, never from a scheduler
 //! thread, and nothing ever calls `block_on` inside a NIF.
 //!
