@@ -7,6 +7,8 @@ defmodule Caravan.AddressClusterTest do
   # each node uses its own name part, as dns_cluster does.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Test.{BeamNode, Dnsmasq, Loopback, Listeners, Recorder}
 
   @moduletag :slow

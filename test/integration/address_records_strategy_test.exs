@@ -5,6 +5,8 @@ defmodule Caravan.Cluster.AddressRecordsTest do
   # (--host-record). The connect MFA is Caravan.Test.Topology's recorder;
   # real nodes named <basename>@<ip> are in Caravan.AddressClusterTest.
   use ExUnit.Case, async: false
+
+  @moduletag :integration
   doctest Caravan.Cluster.AddressRecords
 
   import ExUnit.CaptureLog

@@ -3,6 +3,8 @@ defmodule Caravan.BootCheckTest do
   # flags (no epmd): the line the person sees names the cause and the fix.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Test.BeamNode
 
   @moduletag timeout: 120_000

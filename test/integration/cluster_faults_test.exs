@@ -7,6 +7,8 @@ defmodule Caravan.ClusterFaultsTest do
   # port is taken fails to boot with a message that names the port.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Test.{BeamNode, Dnsmasq, Loopback, Listeners, Recorder}
 
   @moduletag :slow

@@ -9,6 +9,8 @@ defmodule Caravan.CompleteAnswersTest do
   # async, it timed out here on a loaded 2-core machine).
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   import ExUnit.CaptureIO
 
   alias Caravan.Test.{ConsulDns, Dnsmasq, Loopback}

@@ -8,6 +8,8 @@ defmodule Caravan.ConsulDnsTest do
   # (Caravan.Test.Loopback), so the file runs async.
   use ExUnit.Case, async: true
 
+  @moduletag :integration
+
   alias Caravan.Test.{ConsulDns, Loopback}
 
   @port 8611

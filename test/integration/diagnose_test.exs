@@ -5,6 +5,8 @@ defmodule Caravan.DiagnoseTest do
   # with the verdict a person reads.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Test.{BeamNode, Dnsmasq}
 
   @moduletag timeout: 180_000

@@ -8,6 +8,8 @@ defmodule Caravan.DiscoveryTest do
   # stands in for its state and its connect/disconnect hooks.
   use ExUnit.Case, async: true
 
+  @moduletag :integration
+
   import ExUnit.CaptureLog
   import Caravan.Test.Topology, only: [state: 3]
   alias Caravan.Cluster.DnsStrategy

@@ -7,6 +7,8 @@ defmodule Caravan.DNSTraceTest do
   # over TCP. Not async: the tests change Logger's level.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   import ExUnit.CaptureLog
   alias Caravan.Test.{FaultDns, Loopback}
 

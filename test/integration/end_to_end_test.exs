@@ -5,6 +5,8 @@ defmodule Caravan.EndToEndTest do
   # full mesh. One node uses Caravan 1.x's -proto_dist flag.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Test.{BeamNode, Dnsmasq}
 
   @moduletag :end_to_end

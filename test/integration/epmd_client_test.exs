@@ -1,6 +1,8 @@
 defmodule Caravan.Epmd.ClientTest do
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Epmd.Client
   alias Caravan.Test.BeamNode
 

@@ -7,6 +7,8 @@ defmodule Caravan.Epmd.HostCacheTest do
   # node listens on its fixed distribution port.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Epmd.HostResolver
   alias Caravan.Test.{BeamNode, Dnsmasq, Loopback}
 

@@ -10,6 +10,8 @@ defmodule Caravan.EpmdKernelParameterTest do
   # parameter (net_kernel keeps erl_epmd) and take the flag.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Test.{BeamNode, Listeners}
 
   @moduletag :slow

@@ -12,6 +12,8 @@ defmodule Caravan.HostileDnsTest do
   # double finds the test under a registered name.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Cluster.DnsStrategy
   alias Caravan.Test.{FaultDns, Loopback, Topology}
 

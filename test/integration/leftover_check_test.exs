@@ -5,6 +5,8 @@ defmodule Caravan.LeftoverCheckTest do
   # grandchildren (a release helper node under script(1) is one).
   use ExUnit.Case, async: true
 
+  @moduletag :integration
+
   import ExUnit.CaptureIO
 
   alias Caravan.Test.{BeamNode, OsProcesses}

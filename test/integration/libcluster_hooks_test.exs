@@ -11,6 +11,8 @@ defmodule Caravan.Cluster.LibclusterTest do
   # Caravan.LibclusterNodesTest.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   import ExUnit.CaptureLog
   import Caravan.Test.Topology, only: [state: 3]
   alias Caravan.Cluster.DnsStrategy

@@ -11,6 +11,8 @@ defmodule Caravan.LibclusterNodesTest do
   # strategy's.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Test.{BeamNode, Dnsmasq, Loopback, Libcluster, Listeners}
   alias Caravan.Test.Topology.State
 

@@ -8,6 +8,8 @@ defmodule Caravan.MembershipTest do
   # fixed distribution ports.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Test.{BeamNode, Dnsmasq, Loopback}
 
   @moduletag timeout: 180_000

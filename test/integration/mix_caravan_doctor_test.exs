@@ -4,6 +4,8 @@ defmodule Mix.Tasks.Caravan.DoctorTest do
   # topology passes, a broken one exits 1 naming the cause.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   import ExUnit.CaptureIO
   alias Caravan.Test.{BeamNode, Dnsmasq}
 

@@ -10,6 +10,8 @@ defmodule Mix.Tasks.Compile.CaravanNativeTest do
   # here) or from a local directory or file.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Precompiled
   alias Caravan.Test.ThrowawayApp
 

@@ -8,6 +8,8 @@ defmodule Caravan.LabTest do
   # nodes DNS lists the whole time. Figures are printed ("lab: ...").
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Test.{BeamNode, Lab}
 
   @moduletag :lab
@@ -44,6 +46,21 @@ defmodule Caravan.LabTest do
         {ms, :nodedown, node, reason} <- Lab.node_events(lab, i, since),
         node in steady_nodes and ms < until,
         do: {i, node, reason}
+  end
+
+  # Every node event and recorded log line of `hosts` since `since`, in time
+  # order: what a failed collateral check shows.
+  defp timeline(lab, hosts, since) do
+    events =
+      for i <- hosts, {ms, kind, node, reason} <- Lab.node_events(lab, i, since) do
+        {ms, i, "#{kind} #{node} #{inspect(reason)}"}
+      end
+
+    logs = for i <- hosts, {ms, text} <- Lab.logs(lab, i, since), do: {ms, i, text}
+
+    (events ++ logs)
+    |> Enum.sort()
+    |> Enum.map_join("\n", fn {ms, i, text} -> "+#{ms - since} ms, host #{i}: #{text}" end)
   end
 
   defp prune_logs(lab, hosts, since) do
@@ -182,8 +199,8 @@ defmodule Caravan.LabTest do
     assert prune_logs(lab, @all, since) == []
 
     # Within each side, nothing went down.
-    assert collateral(lab, [1, 2], since) == []
-    assert collateral(lab, [3, 4, 5], since) == []
+    assert collateral(lab, [1, 2], since) == [], timeline(lab, @all, since)
+    assert collateral(lab, [3, 4, 5], since) == [], timeline(lab, @all, since)
     IO.puts("lab: 80 s partition {1,2}|{3,4,5}: 0 prunes, mesh #{heal_ms} ms after it ended")
   end
 

@@ -11,6 +11,8 @@ defmodule Caravan.NifSafetyTest do
   # boots a node on its fixed distribution port.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Test.{Dnsmasq, FaultDns, Loopback}
 
   @query "_app._tcp.service.consul"

@@ -6,6 +6,8 @@ defmodule Caravan.ObservabilityTest do
   # double's handler and the log levels are global.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   import ExUnit.CaptureIO
   import ExUnit.CaptureLog
   import Caravan.Test.Topology, only: [state: 3]

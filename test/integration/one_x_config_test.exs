@@ -7,6 +7,8 @@ defmodule Caravan.OneXConfigTest do
   # here), which trims UDP answers silently as Consul does.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.DnsClient.InetRes
   alias Caravan.Test.{BeamNode, ConsulDns, Loopback}
 

@@ -5,6 +5,8 @@ defmodule Caravan.Cluster.PruneTest do
   # unreachable). Real nodes and the whole mechanism: Caravan.LabTest.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Cluster.DnsStrategy
   alias Caravan.Test.{FaultDns, Topology}
 

@@ -9,6 +9,8 @@ defmodule Caravan.ReleaseConsulTest do
   # stops the node.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Test.{BeamNode, Dnsmasq, Listeners, ThrowawayApp}
 
   @moduletag :slow

@@ -6,6 +6,8 @@ defmodule Caravan.ReleaseTest do
   # a random port instead of the node's own, and no epmd is involved.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Test.{BeamNode, Listeners, OsProcesses, ThrowawayApp}
 
   @moduletag :slow

@@ -5,6 +5,8 @@ defmodule Caravan.SecurityTest do
   # trust (and a peer without TLS).
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Test.{BeamNode, Dnsmasq, Loopback, Listeners, TlsCerts}
 
   @moduletag :slow

@@ -2,6 +2,8 @@ defmodule Caravan.DNSTest do
   # Lookups against a real dnsmasq, on a loopback address of this file's own
   # (Caravan.Test.Loopback), so the file runs async.
   use ExUnit.Case, async: true
+
+  @moduletag :integration
   doctest Caravan.DNS
 
   alias Caravan.Test.{Dnsmasq, Loopback}

@@ -6,6 +6,8 @@ defmodule Caravan.Cluster.DnsStrategyTest do
   # Caravan.EndToEndTest.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   import ExUnit.CaptureLog
   alias Caravan.Cluster.{Config, DnsStrategy}
   alias Caravan.Test.Dnsmasq

@@ -6,6 +6,8 @@ defmodule Caravan.Cluster.StrategyDiagnosticsTest do
   # running topologies' last poll.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Test.{BeamNode, Dnsmasq, LevelLog}
 
   @moduletag timeout: 180_000

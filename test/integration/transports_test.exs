@@ -6,6 +6,8 @@ defmodule Caravan.TransportsTest do
   # ::1) listen on the port from the node name and form a cluster.
   use ExUnit.Case, async: false
 
+  @moduletag :integration
+
   alias Caravan.Test.{BeamNode, Dnsmasq, Loopback, Listeners, TlsCerts}
 
   @moduletag :slow
