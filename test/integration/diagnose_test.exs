@@ -7,7 +7,7 @@ defmodule Caravan.DiagnoseTest do
 
   @moduletag :integration
 
-  alias Caravan.Test.{BeamNode, Dnsmasq}
+  alias Caravan.Test.{BeamNode, BrokenCluster}
 
   @moduletag timeout: 180_000
 
@@ -15,57 +15,8 @@ defmodule Caravan.DiagnoseTest do
   @other_cookie "not_the_cluster_cookie_9f3a"
 
   setup_all do
-    hosts = [
-      {"web1.node.dc1.consul", "127.0.0.2"},
-      {"web2.node.dc1.consul", "127.0.0.3"},
-      # listed in DNS, nothing runs there
-      {"web3.node.dc1.consul", "127.0.0.4"},
-      # a node with another cookie
-      {"web5.node.dc1.consul", "127.0.0.6"},
-      # a "firewall" that drops SYNs (a listener whose accept queue is full)
-      {"web6.node.dc1.consul", "127.0.0.7"},
-      # a node named without a port (app@web7...)
-      {"web7.node.dc1.consul", "127.0.0.8"}
-    ]
-
-    srv = [
-      {"_app._tcp.service.consul", "web1.node.dc1.consul", 4370},
-      {"_app._tcp.service.consul", "web2.node.dc1.consul", 4370},
-      {"_broken._tcp.service.consul", "web1.node.dc1.consul", 4370},
-      {"_broken._tcp.service.consul", "web3.node.dc1.consul", 4370},
-      # no A record for web4: its host does not resolve
-      {"_broken._tcp.service.consul", "web4.node.dc1.consul", 4370},
-      {"_broken._tcp.service.consul", "web5.node.dc1.consul", 4370},
-      {"_noport._tcp.service.consul", "web7.node.dc1.consul", 4370}
-    ]
-
-    dns =
-      Dnsmasq.start(
-        port: 8600,
-        srv: [{"_fw._tcp.service.consul", "web6.node.dc1.consul", 4370} | srv],
-        hosts: hosts
-      )
-
-    dropping_listener({127, 0, 0, 7}, 4370)
-    on_exit(fn -> Dnsmasq.stop(dns) end)
-    ns = Dnsmasq.nameserver(dns)
-    env = [env: [{"CARAVAN_NAMESERVERS", ns}]]
-
-    start = fn name, host, ip, opts ->
-      {peer, node} = BeamNode.start(name, host, ip, opts)
-      on_exit(fn -> BeamNode.stop(peer) end)
-      {peer, node}
-    end
-
-    n1 = start.("app-4370", "web1.node.dc1.consul", {127, 0, 0, 2}, env)
-    n2 = start.("app-4370", "web2.node.dc1.consul", {127, 0, 0, 3}, env)
-
-    _n5 =
-      start.("app-4370", "web5.node.dc1.consul", {127, 0, 0, 6}, env ++ [cookie: @other_cookie])
-
-    n7 = start.("app", "web7.node.dc1.consul", {127, 0, 0, 8}, env)
-    # No CARAVAN_NAMESERVERS: .consul hosts go to the OS resolver.
-    bare = start.("app-4370", "web9.node.dc1.consul", {127, 0, 0, 10}, [])
+    %{ns: ns, n1: n1, n2: n2} =
+      cluster = BrokenCluster.start(other_cookie: @other_cookie, web2: true)
 
     for {peer, _} <- [n1, n2] do
       {:ok, _} =
@@ -78,7 +29,7 @@ defmodule Caravan.DiagnoseTest do
     end
 
     assert BeamNode.eventually(fn -> BeamNode.full_mesh?([n1, n2]) end)
-    %{ns: ns, n1: n1, n2: n2, n7: n7, bare: bare}
+    cluster
   end
 
   defp diagnose({peer, _node}, opts \\ []),
@@ -212,15 +163,5 @@ defmodule Caravan.DiagnoseTest do
     assert report =~
              "no -caravan_nameservers / CARAVAN_NAMESERVERS is configured, so the OS " <>
                "resolver was asked; for .consul names set CARAVAN_NAMESERVERS"
-  end
-
-  # Stands in for a firewall that drops packets: a listener with a zero
-  # backlog whose one queued connection is never accepted, so Linux drops
-  # further SYNs and connects time out (no iptables rule touches the host).
-  defp dropping_listener(ip, port) do
-    {:ok, listener} = :gen_tcp.listen(port, ip: ip, backlog: 0, active: false)
-    {:ok, _filler} = :gen_tcp.connect(ip, port, [], 1_000)
-    {:error, :timeout} = :gen_tcp.connect(ip, port, [], 300)
-    listener
   end
 end
