@@ -8,65 +8,15 @@ defmodule Caravan.Cluster.StrategyDiagnosticsTest do
 
   @moduletag :integration
 
-  alias Caravan.Test.{BeamNode, Dnsmasq, LevelLog}
+  alias Caravan.Test.{BeamNode, BrokenCluster, LevelLog}
 
   @moduletag timeout: 180_000
 
   setup_all do
-    hosts = [
-      {"web1.node.dc1.consul", "127.0.0.2"},
-      {"web3.node.dc1.consul", "127.0.0.4"},
-      {"web5.node.dc1.consul", "127.0.0.6"},
-      # a "firewall" that drops SYNs (a listener whose accept queue is full)
-      {"web6.node.dc1.consul", "127.0.0.7"},
-      {"web7.node.dc1.consul", "127.0.0.8"}
-    ]
-
-    srv = [
-      {"_broken._tcp.service.consul", "web1.node.dc1.consul", 4370},
-      # nothing runs on web3
-      {"_broken._tcp.service.consul", "web3.node.dc1.consul", 4370},
-      # web4 has no A record
-      {"_broken._tcp.service.consul", "web4.node.dc1.consul", 4370},
-      # web5 runs with another cookie
-      {"_broken._tcp.service.consul", "web5.node.dc1.consul", 4370},
-      {"_dead._tcp.service.consul", "web3.node.dc1.consul", 4370},
-      {"_solo._tcp.service.consul", "web1.node.dc1.consul", 4370},
-      {"_noport._tcp.service.consul", "web7.node.dc1.consul", 4370}
-    ]
-
-    dns =
-      Dnsmasq.start(
-        port: 8600,
-        srv: [{"_fw._tcp.service.consul", "web6.node.dc1.consul", 4370} | srv],
-        hosts: hosts
-      )
-
-    dropping_listener({127, 0, 0, 7}, 4370)
-    on_exit(fn -> Dnsmasq.stop(dns) end)
-    ns = Dnsmasq.nameserver(dns)
-    env = [env: [{"CARAVAN_NAMESERVERS", ns}]]
-
-    start = fn name, host, ip, opts ->
-      {peer, node} = BeamNode.start(name, host, ip, opts)
-      on_exit(fn -> BeamNode.stop(peer) end)
-      :ok = BeamNode.call(peer, LevelLog, :start, [])
-      {peer, node}
-    end
-
-    n1 = start.("app-4370", "web1.node.dc1.consul", {127, 0, 0, 2}, env)
-
-    _n5 =
-      start.(
-        "app-4370",
-        "web5.node.dc1.consul",
-        {127, 0, 0, 6},
-        env ++ [cookie: "other_cookie_77"]
-      )
-
-    n7 = start.("app", "web7.node.dc1.consul", {127, 0, 0, 8}, env)
-    bare = start.("app-4370", "web9.node.dc1.consul", {127, 0, 0, 10}, [])
-    %{ns: ns, n1: n1, n7: n7, bare: bare}
+    BrokenCluster.start(
+      other_cookie: "other_cookie_77",
+      on_node: fn {peer, _} -> :ok = BeamNode.call(peer, LevelLog, :start, []) end
+    )
   end
 
   defp strategy({peer, _node}, topology, query, ns, more \\ []) do
@@ -249,15 +199,5 @@ defmodule Caravan.Cluster.StrategyDiagnosticsTest do
         "name is not the one peers dial (app-4370@web7.node.dc1.consul), or several nodes " <>
         "share one address; give each its own with -kernel inet_dist_use_interface"
     )
-  end
-
-  # Stands in for a firewall that drops packets: a listener with a zero
-  # backlog whose one queued connection is never accepted, so Linux drops
-  # further SYNs and connects time out (no iptables rule touches the host).
-  defp dropping_listener(ip, port) do
-    {:ok, listener} = :gen_tcp.listen(port, ip: ip, backlog: 0, active: false)
-    {:ok, _filler} = :gen_tcp.connect(ip, port, [], 1_000)
-    {:error, :timeout} = :gen_tcp.connect(ip, port, [], 300)
-    listener
   end
 end
