@@ -11,7 +11,7 @@ defmodule Caravan.ReleaseConsulTest do
 
   @moduletag :integration
 
-  alias Caravan.Test.{BeamNode, Dnsmasq, Listeners, ThrowawayApp}
+  alias Caravan.Test.{BeamNode, Dnsmasq, Listeners, Release}
 
   @moduletag :slow
   @moduletag timeout: 300_000
@@ -46,52 +46,17 @@ defmodule Caravan.ReleaseConsulTest do
 
     on_exit(fn -> Dnsmasq.stop(dns) end)
 
-    tmp = Path.join(System.tmp_dir!(), "caravan_consul_rel_#{System.unique_integer([:positive])}")
-    File.rm_rf!(tmp)
-    File.mkdir_p!(tmp)
-    on_exit(fn -> File.rm_rf!(tmp) end)
+    bin =
+      Release.build("caravan_consul_rel", %{
+        "vm.args.eex" => @vm_args,
+        "remote.vm.args.eex" => @vm_args,
+        "env.sh.eex" => @env_sh
+      })
 
-    caravan = ThrowawayApp.copy_caravan(tmp, prebuilt_native: true)
-    app = ThrowawayApp.new(tmp, "throwaway", caravan)
-    File.mkdir_p!(Path.join(app, "rel"))
-    File.write!(Path.join(app, "rel/vm.args.eex"), @vm_args)
-    File.write!(Path.join(app, "rel/remote.vm.args.eex"), @vm_args)
-    File.write!(Path.join(app, "rel/env.sh.eex"), @env_sh)
-
-    {out, status} =
-      System.cmd("mix", ["release", "--quiet"],
-        cd: app,
-        env: ThrowawayApp.release_env(),
-        stderr_to_stdout: true
-      )
-
-    if status != 0, do: raise("mix release failed (#{status}):\n#{out}")
-    bin = Path.join(app, "_build/prod/rel/throwaway/bin/throwaway")
     # Only the cookie comes from the environment; the rest is env.sh.eex.
     env = [{"RELEASE_COOKIE", @cookie}]
-
     refute BeamNode.listening?(@ip, @port)
-
-    node_port =
-      Port.open({:spawn_executable, bin}, [
-        :binary,
-        :exit_status,
-        :stderr_to_stdout,
-        args: ["start"],
-        env: for({k, v} <- env, do: {String.to_charlist(k), String.to_charlist(v)})
-      ])
-
-    {:os_pid, os_pid} = Port.info(node_port, :os_pid)
-
-    on_exit(fn ->
-      if File.exists?("/proc/#{os_pid}"),
-        do: System.cmd("kill", ["-KILL", to_string(os_pid)], stderr_to_stdout: true)
-    end)
-
-    unless BeamNode.eventually(fn -> BeamNode.listening?(@ip, @port) end),
-      do: raise("the release did not listen on #{@port}")
-
-    %{bin: bin, env: env, os_pid: os_pid, node_port: node_port}
+    Release.start(bin, env, @ip, @port)
   end
 
   defp run(%{bin: bin, env: env}, args),
@@ -137,53 +102,21 @@ defmodule Caravan.ReleaseConsulTest do
     refute BeamNode.listening?(@ip, @port)
   end
 
-  defp check_remote(%{bin: bin, env: env}) do
-    script = System.find_executable("script") || flunk("script(1) is missing (bsdutils)")
-
-    shell =
-      Port.open({:spawn_executable, script}, [
-        :binary,
-        :exit_status,
-        :stderr_to_stdout,
-        args: ["-qec", "#{bin} remote", "/dev/null"],
-        env: for({k, v} <- env, do: {String.to_charlist(k), String.to_charlist(v)})
-      ])
-
-    {:os_pid, script_pid} = Port.info(shell, :os_pid)
-
-    on_exit(fn ->
-      if File.exists?("/proc/#{script_pid}") do
-        System.cmd("pkill", ["-KILL", "-P", to_string(script_pid)])
-        System.cmd("kill", ["-KILL", to_string(script_pid)], stderr_to_stdout: true)
-      end
-    end)
-
-    assert read_until(shell, "iex(#{@node})1>") =~ "iex(#{@node})1>"
+  defp check_remote(ctx) do
+    shell = Release.remote_shell(ctx)
+    assert Release.read_until(shell, "iex(#{@node})1>") =~ "iex(#{@node})1>"
     # Printed with Enum.join so that the echo of the command does not match.
     Port.command(
       shell,
       ~s{IO.puts(Enum.join(["on", node(), "from", node(Process.group_leader())], " "))\n}
     )
 
-    out = read_until(shell, "on #{@node} from rem-")
+    out = Release.read_until(shell, "on #{@node} from rem-")
     assert out =~ ~r/on #{@node} from rem-[0-9a-f]+-#{@node}/
 
     # Leave the shell: halt the helper node, not the node it is attached to.
     Port.command(shell, ~s{:erpc.cast(node(Process.group_leader()), :erlang, :halt, [])\n})
     assert_receive {^shell, {:exit_status, _}}, 30_000
     assert BeamNode.listening?(@ip, @port)
-  end
-
-  defp read_until(port, pattern, acc \\ "") do
-    if String.contains?(acc, pattern) do
-      acc
-    else
-      receive do
-        {^port, {:data, data}} -> read_until(port, pattern, acc <> data)
-        {^port, {:exit_status, status}} -> flunk("exited (#{status}) before #{pattern}:\n#{acc}")
-      after
-        30_000 -> flunk("no #{inspect(pattern)} within 30 s:\n#{acc}")
-      end
-    end
   end
 end

@@ -8,7 +8,7 @@ defmodule Caravan.ReleaseTest do
 
   @moduletag :integration
 
-  alias Caravan.Test.{BeamNode, Listeners, OsProcesses, ThrowawayApp}
+  alias Caravan.Test.{BeamNode, Listeners, Release}
 
   @moduletag :slow
   @moduletag timeout: 300_000
@@ -28,30 +28,13 @@ defmodule Caravan.ReleaseTest do
     # Fails the module if anything listens on 4369 at any time.
     Listeners.guard(4369)
 
-    tmp =
-      Path.join(System.tmp_dir!(), "caravan_release_test_#{System.unique_integer([:positive])}")
-
-    File.rm_rf!(tmp)
-    File.mkdir_p!(tmp)
-    on_exit(fn -> File.rm_rf!(tmp) end)
-
     # The library built for this checkout is copied in, so the release
     # build does not run cargo (the compiler test covers that).
-    caravan = ThrowawayApp.copy_caravan(tmp, prebuilt_native: true)
-    app = ThrowawayApp.new(tmp, "throwaway", caravan)
-    File.mkdir_p!(Path.join(app, "rel"))
-    File.write!(Path.join(app, "rel/vm.args.eex"), @vm_args)
-    File.write!(Path.join(app, "rel/remote.vm.args.eex"), @vm_args)
-
-    {out, status} =
-      System.cmd("mix", ["release", "--quiet"],
-        cd: app,
-        env: ThrowawayApp.release_env(),
-        stderr_to_stdout: true
-      )
-
-    if status != 0, do: raise("mix release failed (#{status}):\n#{out}")
-    bin = Path.join(app, "_build/prod/rel/throwaway/bin/throwaway")
+    bin =
+      Release.build("caravan_release_test", %{
+        "vm.args.eex" => @vm_args,
+        "remote.vm.args.eex" => @vm_args
+      })
 
     env = [
       {"RELEASE_DISTRIBUTION", "name"},
@@ -62,30 +45,7 @@ defmodule Caravan.ReleaseTest do
     ]
 
     refute BeamNode.listening?(@ip, @port), "something already listens on #{@node}'s port"
-
-    node_port =
-      Port.open({:spawn_executable, bin}, [
-        :binary,
-        :exit_status,
-        :stderr_to_stdout,
-        args: ["start"],
-        env: charlist_env(env)
-      ])
-
-    {:os_pid, os_pid} = Port.info(node_port, :os_pid)
-
-    on_exit(fn ->
-      System.cmd(bin, ["stop"], env: env, stderr_to_stdout: true)
-      gone? = fn -> not File.exists?("/proc/#{os_pid}") end
-
-      unless BeamNode.eventually(gone?, 10_000), do: OsProcesses.kill_tree(os_pid)
-    end)
-
-    unless BeamNode.eventually(fn -> BeamNode.listening?(@ip, @port) end) do
-      raise "the release did not listen on #{@port}: #{drain(node_port)}"
-    end
-
-    %{bin: bin, env: env, os_pid: os_pid}
+    Release.start(bin, env, @ip, @port)
   end
 
   test "the release runs epmd-less on the port from its node name", %{bin: bin, env: env} = ctx do
@@ -145,26 +105,12 @@ defmodule Caravan.ReleaseTest do
 
   test "bin/throwaway remote opens a shell on the node", %{bin: bin, env: env} do
     # IEx ignores --remsh without a terminal, so the shell runs under
-    # script(1) (util-linux), which gives it a pseudo-terminal.
-    script = System.find_executable("script") || flunk("script(1) is missing (bsdutils)")
-
-    shell =
-      Port.open({:spawn_executable, script}, [
-        :binary,
-        :exit_status,
-        :stderr_to_stdout,
-        args: ["-qec", "#{bin} remote", "/dev/null"],
-        env: charlist_env(env)
-      ])
-
-    # If the test fails half-way, script and everything under it (the
-    # shell, bin/throwaway, the helper node) are killed, by pid.
-    {:os_pid, script_pid} = Port.info(shell, :os_pid)
-
-    on_exit(fn -> OsProcesses.kill_tree(script_pid) end)
+    # script(1) (util-linux), which gives it a pseudo-terminal; if the test
+    # fails half-way, everything under it is killed, by pid.
+    shell = Release.remote_shell(%{bin: bin, env: env})
 
     # The prompt names the node the shell evaluates on: the release's node.
-    assert read_until(shell, "iex(#{@node})1>") =~ "iex(#{@node})1>"
+    assert Release.read_until(shell, "iex(#{@node})1>") =~ "iex(#{@node})1>"
 
     # Printed with Enum.join so that the terminal's echo of the command
     # does not match the patterns.
@@ -173,7 +119,7 @@ defmodule Caravan.ReleaseTest do
       ~s{IO.puts(Enum.join(["on", node(), "from", node(Process.group_leader())], " "))\n}
     )
 
-    out = read_until(shell, ~r/on \S+ from \S+/)
+    out = Release.read_until(shell, ~r/on \S+ from \S+/)
     [_, on, helper] = Regex.run(~r/on (\S+) from (\S+)/, out)
     assert on == @node
     assert helper =~ ~r/\Arem-[0-9a-f]+-app-4901@127\.0\.3\.1\z/
@@ -184,7 +130,7 @@ defmodule Caravan.ReleaseTest do
         ~s{IO.puts(Enum.join(["names", Base.encode64(:erlang.term_to_binary(names))], " "))\n}
     )
 
-    out = read_until(shell, ~r/names [A-Za-z0-9+\/]+=*\r?\n/)
+    out = Release.read_until(shell, ~r/names [A-Za-z0-9+\/]+=*\r?\n/)
     assert {:ok, [{name, port}]} = printed_term(out, "names ")
     assert List.to_string(name) =~ ~r/\Arem-[0-9a-f]+-app-4901\z/
     assert port not in [0, @port]
@@ -206,41 +152,5 @@ defmodule Caravan.ReleaseTest do
   defp printed_term(out, label) do
     [_, base64] = Regex.run(~r/#{Regex.escape(label)}([A-Za-z0-9+\/]+=*)\r?\n/, out)
     base64 |> Base.decode64!() |> :erlang.binary_to_term([:safe])
-  end
-
-  defp charlist_env(env),
-    do: for({k, v} <- env, do: {String.to_charlist(k), String.to_charlist(v)})
-
-  # Output of a port until it matches `pattern` (a string or regex), bounded
-  # at 30 s; raises with what was read otherwise.
-  defp read_until(port, pattern, acc \\ "", deadline \\ nil) do
-    deadline = deadline || System.monotonic_time(:millisecond) + 30_000
-
-    if matches?(acc, pattern) do
-      acc
-    else
-      left = max(deadline - System.monotonic_time(:millisecond), 0)
-
-      receive do
-        {^port, {:data, data}} ->
-          read_until(port, pattern, acc <> data, deadline)
-
-        {^port, {:exit_status, status}} ->
-          flunk("exited (#{status}) before #{inspect(pattern)}:\n#{acc}")
-      after
-        left -> flunk("no #{inspect(pattern)} within 30 s:\n#{acc}")
-      end
-    end
-  end
-
-  defp matches?(text, %Regex{} = re), do: Regex.match?(re, text)
-  defp matches?(text, string), do: String.contains?(text, string)
-
-  defp drain(port) do
-    receive do
-      {^port, {:data, data}} -> data <> drain(port)
-    after
-      0 -> ""
-    end
   end
 end
