@@ -19,7 +19,7 @@ defmodule Caravan.AddressClusterTest do
 
   # IPv6 loopback has one address (::1), so the IPv6 test adds fd00:9::1 and
   # fd00:9::2 to lo, which it does only in a network namespace of its own
-  # (the way GUIDE.md runs tests: unshare -n), never on a shared host.
+  # (the way script/otp runs tests: unshare -n), never on a shared host.
   @own_netns File.read_link("/proc/self/ns/net") != File.read_link("/proc/1/ns/net")
 
   setup_all do

@@ -1,5 +1,5 @@
 defmodule Caravan.CompleteAnswersTest do
-  # Issue 10: discovery sees every instance from a server that trims UDP
+  # Discovery sees every instance from a server that trims UDP
   # answers silently (Caravan.Test.ConsulDns, a stand-in written from
   # Consul's agent/dns.go because Consul cannot be installed here), and
   # stays on UDP with a well-behaved server (the real dnsmasq) when the
@@ -186,8 +186,8 @@ defmodule Caravan.CompleteAnswersTest do
       # The UDP query (TC set) and its TCP confirmation.
       assert length(Regex.scan(~r/query\[SRV\] _big\._tcp/, drain_log(dns))) == 2
 
-      # Then one query per lookup, straight over TCP (issue 14: a poll
-      # whose answer outgrew UDP costs one query, not two).
+      # Then one query per lookup, straight over TCP: a poll whose answer
+      # outgrew UDP costs one query, not two.
       for _ <- 1..4 do
         assert {:ok, records} =
                  Caravan.DNS.lookup_srv("_big._tcp.service.consul", nameservers: [ns])
@@ -203,7 +203,7 @@ defmodule Caravan.CompleteAnswersTest do
   test "64 nodes polling at once hold against dnsmasq's default 20 TCP connections" do
     # 64 records do not fit UDP, so every lookup goes over TCP; with
     # connections kept between polls, 20 lookups held dnsmasq's 20 TCP
-    # slots and the other 44 never got an answer (issue 14). Each lookup
+    # slots and the other 44 never got an answer. Each lookup
     # here stands for one node's poll; all 64 start together, 5 rounds.
     big = for i <- 1..64, do: {"_big._tcp.service.consul", "b#{i}.node.dc1.consul", 21_000 + i}
     dns = Dnsmasq.start(listen: Loopback.address(), port: 8616, srv: big)

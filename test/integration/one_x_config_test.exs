@@ -1,5 +1,5 @@
 defmodule Caravan.OneXConfigTest do
-  # Caravan 1.x configs carry over (issue 10): the VM's resolver
+  # Caravan 1.x configs carry over: the VM's resolver
   # configuration (a real erl_inetrc, given with `-kernel inetrc`) is what
   # lookups ask when there is no :nameservers key, and 1.x's
   # `dns_client: Caravan.DnsClient.InetRes` works. The DNS server is the

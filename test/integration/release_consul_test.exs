@@ -82,8 +82,8 @@ defmodule Caravan.ReleaseConsulTest do
 
     check_remote(ctx)
 
-    # The issue's failure, reproduced: without CARAVAN_NAMESERVERS in the
-    # env.sh the scripts source, the helper cannot resolve the .consul host
+    # Why env.sh must carry CARAVAN_NAMESERVERS: without it in the env.sh
+    # the scripts source, the helper cannot resolve the .consul host
     # and `stop` fails while the node keeps running.
     env_sh = Path.join([Path.dirname(ctx.bin), "..", "releases", "0.1.0", "env.sh"])
     original = File.read!(env_sh)
