@@ -1,8 +1,10 @@
 defmodule Caravan.NifSafetyTest do
-  # The NIF's safety: panics become Elixir errors, a caller that dies before
-  # its reply leaves nothing behind, 100 000 lookups with 1000 in flight
-  # leave memory flat, loading twice is harmless, and a missing or corrupt
-  # library stops the boot with a message naming the path.
+  # The NIF's safety under lookups (a NIF call's own panic and the stubs:
+  # test/caravan/native_test.exs): a panic in a runtime task becomes an
+  # Elixir error, a caller that dies before its reply leaves nothing
+  # behind, 100 000 lookups with 1000 in flight leave memory flat, loading
+  # twice is harmless, and a missing or corrupt library stops the boot
+  # with a message naming the path.
   #
   # DNS here is real: Caravan.Test.FaultDns (on :inet_dns) on port 8724
   # and dnsmasq on port 8723 for the load, on loopback addresses from
@@ -18,12 +20,6 @@ defmodule Caravan.NifSafetyTest do
   @query "_app._tcp.service.consul"
 
   describe "a panic in Rust becomes an Elixir error" do
-    test "in the NIF call itself: an ErlangError, and the VM and the NIF carry on" do
-      error = assert_raise ErlangError, fn -> Caravan.Native.__panic__(:nif) end
-      assert error.original == :nif_panicked
-      assert Caravan.Epmd.dist_port(:"app-4800@h") == 4800
-    end
-
     test "in a runtime task: the caller still gets its one reply, {:error, {:internal, _}}" do
       for _ <- 1..3 do
         assert {:ok, ref} = Caravan.Native.__panic__(:runtime)
@@ -37,33 +33,6 @@ defmodule Caravan.NifSafetyTest do
       assert {:ok, [_, _]} = lookup(server)
       assert eventually(fn -> Caravan.Native.runtime_info().in_flight == 0 end)
     end
-
-    test "an unknown place is a badarg, not a panic" do
-      assert_raise ArgumentError, fn -> Caravan.Native.__panic__(:elsewhere) end
-    end
-  end
-
-  test "a stub with no NIF behind it raises :nif_not_loaded at once instead of looping" do
-    # __no_nif__/0 is a stub (test builds only) whose NIF no library has:
-    # the loaded library's NIFs replace every other stub, not this one. The
-    # old stubs loaded the library and called themselves again, forever.
-    task =
-      Task.async(fn ->
-        try do
-          Caravan.Native.__no_nif__()
-        catch
-          :error, error -> {:raised, error}
-        end
-      end)
-
-    case Task.yield(task, 5_000) || Task.shutdown(task, :brutal_kill) do
-      {:ok, result} -> assert result == {:raised, :nif_not_loaded}
-      nil -> flunk("Caravan.Native.__no_nif__/0 still runs after 5 s: the stub loops")
-    end
-
-    # The real NIFs are untouched, and the stub raises again, as promptly.
-    assert Caravan.Epmd.dist_port(:"app-4800@h") == 4800
-    assert_raise ErlangError, ~r/nif_not_loaded/, fn -> Caravan.Native.__no_nif__() end
   end
 
   test "1000 callers that die before their reply leave nothing behind" do
