@@ -110,7 +110,10 @@ defmodule Caravan.LabTest do
 
     for i <- members,
         do:
-          refute(Enum.any?(Lab.node_events(lab, i, since), &match?({_, :nodeup, ^dnode, _}, &1)))
+          refute(
+            Enum.any?(Lab.node_events(lab, i, since), &match?({_, :nodeup, ^dnode, _}, &1)),
+            timeline(lab, @all, since)
+          )
 
     # The departed node said why it is out.
     assert Enum.any?(Lab.logs(lab, d, since), fn {_, text} ->
