@@ -126,7 +126,7 @@ defmodule Caravan.Diagnose.TopologySection do
   end
 
   defp name_problem(config) do
-    case Probe.name_mismatch(node(), config.node_sname) do
+    case Probe.name_mismatch(node(), config.node_sname, config.node_port) do
       nil -> []
       problem -> ["topology #{config.topology}: #{problem}"]
     end
