@@ -2,7 +2,7 @@ defmodule Caravan.Diagnose.Lookup do
   @moduledoc false
   # One DNS lookup of a topology's query, made now for the report
   # (Caravan.Diagnose): through the topology's DNS client, records mapped
-  # to node names by the port rule. Changes nothing.
+  # to node names as the poll names them. Changes nothing.
 
   @doc """
   Looks `query` up now as the topology `config` (a
@@ -60,7 +60,14 @@ defmodule Caravan.Diagnose.Lookup do
           for {port, host} when is_integer(port) and (is_binary(host) or is_list(host)) <-
                 Enum.take(peers, config.max_nodes),
               {:ok, node} <-
-                [Caravan.Epmd.node_name(config.node_sname, port, to_string(host))],
+                [
+                  Caravan.Epmd.node_name(
+                    config.node_sname,
+                    port,
+                    to_string(host),
+                    config.node_port
+                  )
+                ],
               do: node
 
         {query, {:ok, length(peers)}, nodes}

@@ -93,7 +93,9 @@ defmodule Caravan.Diagnose.NodeSection do
     :hidden,
     :connect_all,
     :caravan_nameservers,
-    :caravan_dns_timeout
+    :caravan_dns_timeout,
+    :caravan_srv_query,
+    :erl_epmd_port
   ]
   defp flags do
     shown =

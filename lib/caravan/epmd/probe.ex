@@ -136,8 +136,10 @@ defmodule Caravan.Epmd.Probe do
   def name_mismatch(_node, nil, _node_port), do: nil
 
   def name_mismatch(node, sname, :srv) do
-    with [name, host] when name != sname <- String.split(Atom.to_string(node), "@", parts: 2),
-         do: "this node is #{node}, but peers (node_port: :srv) dial #{sname}@#{host}: name it so"
+    case String.split(Atom.to_string(node), "@", parts: 2) do
+      [name, host] when name != sname -> "this node is #{node}, but peers dial #{sname}@#{host}"
+      _ -> nil
+    end
   end
 
   def name_mismatch(node, sname, :name) do
