@@ -50,8 +50,12 @@ defmodule Caravan.Test.DnatLab do
   @doc "Host `i`'s address."
   def host_ip(i), do: {198, 18, 0, 10 + i}
 
-  @doc "Builds the lab and starts a node in every container (no strategy yet)."
-  def start(mode) when mode in [:name, :srv] do
+  @doc """
+  Builds the lab and starts a node in every container (no strategy yet)
+  but those of `opts[:empty]` (keys; for a release the test starts there
+  itself, see `in_container/2`).
+  """
+  def start(mode, opts \\ []) when mode in [:name, :srv] do
     Lab.remove_stale()
     prefix = "cvl#{Integer.to_string(String.to_integer(System.pid()), 36)}_" <> Lab.counter()
     lab = %__MODULE__{prefix: prefix, bridge_ns: prefix <> "b", dns_ns: prefix <> "d", mode: mode}
@@ -111,7 +115,7 @@ defmodule Caravan.Test.DnatLab do
 
     lab = %{lab | containers: containers}
     lab = start_dns(lab)
-    lab = Enum.reduce(keys(), lab, &start_node(&2, &1))
+    lab = Enum.reduce(keys() -- Keyword.get(opts, :empty, []), lab, &start_node(&2, &1))
     set_listed(lab, keys())
     lab
   end
@@ -195,6 +199,24 @@ defmodule Caravan.Test.DnatLab do
         BeamNode.erl_args(c.ip, cookie: @cookie) ++ ["-eval", expr]
 
     System.cmd("ip", args, env: env(lab), stderr_to_stdout: true)
+  end
+
+  @doc """
+  The command line (a list) that runs `argv` inside container `key`, and
+  the environment its node needs there (`ERL_DIST_PORT`,
+  `CARAVAN_NAMESERVERS`, `CARAVAN_SRV_QUERY` in `:srv` mode) with
+  `RELEASE_NODE` and the lab's cookie: `{argv, env}`.
+  """
+  def in_container(lab, key, argv) do
+    env =
+      env(lab) ++
+        [
+          {"RELEASE_DISTRIBUTION", "name"},
+          {"RELEASE_NODE", to_string(node_of(lab, key))},
+          {"RELEASE_COOKIE", @cookie}
+        ]
+
+    {["ip", "netns", "exec", lab.containers[key].ns | argv], env}
   end
 
   @doc "The `{ns, port}` of every TCP socket listening on `port` in any namespace of the lab."
