@@ -94,21 +94,11 @@ defmodule Caravan.Epmd do
       {:ok, :"app-4370@web1.node.dc1.consul"}
       iex> Caravan.Epmd.node_name("app", 0, "web1")
       {:error, {:port_out_of_range, ~s(node name "app-0@web1" ends its name part in 0, which is not a port in 1..65535)}}
-
-  With `node_port` `:srv` (a topology's `node_port: :srv`) the name carries
-  no port, `:"<sname>@<host>"`, and is dialed on `port` (1..65535):
-
-      iex> Caravan.Epmd.node_name("app", 23456, "10.0.0.5", :srv)
-      {:ok, :"app@10.0.0.5"}
   """
-  @spec node_name(String.t(), :inet.port_number(), String.t(), :name | :srv) ::
+  @spec node_name(String.t(), :inet.port_number(), String.t()) ::
           {:ok, node()} | {:error, {atom(), String.t()}}
-  def node_name(sname, port, host, node_port \\ :name) do
-    built =
-      if node_port == :srv,
-        do: Caravan.Epmd.NodeName.build_srv(sname, port, host),
-        else: Caravan.Epmd.NodeName.build(sname, port, host)
-
-    with {:ok, name} <- built, do: {:ok, String.to_atom(name)}
+  def node_name(sname, port, host) do
+    with {:ok, name} <- Caravan.Epmd.NodeName.build(sname, port, host),
+         do: {:ok, String.to_atom(name)}
   end
 end

@@ -119,9 +119,9 @@ defmodule Caravan.Epmd.Ports do
   @spec peer_port(charlist() | String.t(), charlist() | String.t()) ::
           {:ok, :inet.port_number(), source()} | {:error, {atom(), String.t()}}
   def peer_port(name, host) do
-    node = "#{name}@#{host}"
+    node = node_key(name, host)
 
-    case lookup(node) do
+    case node && lookup(node) do
       [{_, [port], topology}] ->
         {:ok, port, {:srv, :poll, "topology #{topology}"}}
 
@@ -132,16 +132,40 @@ defmodule Caravan.Epmd.Ports do
             "#{topology}: with node_port: :srv each SRV record needs its own target " <>
             "(or put the port in the name)"}}
 
-      [] ->
+      _unlisted ->
         query = srv_query()
 
-        if query == nil or String.match?(to_string(name), ~r/[0-9]\z/) do
-          with {:ok, port} <- Caravan.Epmd.fetch_dist_port(node), do: {:ok, port, :name}
-        else
-          looked_up(node, to_string(host), query)
-        end
+        if query != nil and node != nil and node =~ ~r/\A[0-9A-Za-z_-]*[A-Za-z_-]@/,
+          do: looked_up(node, node |> String.split("@", parts: 2) |> List.last(), query),
+          else: with({:ok, port} <- Caravan.Epmd.fetch_dist_port(name), do: {:ok, port, :name})
     end
   end
+
+  # "name@host" for a name part and a host given as text (atom, string or
+  # charlist), else nil: no other shape is ever listed.
+  defp node_key(name, host) do
+    with {:ok, name} <- text(name),
+         {:ok, host} <- text(host),
+         false <- String.contains?(name, "@") or host == "" do
+      name <> "@" <> host
+    else
+      _ -> nil
+    end
+  end
+
+  defp text(value) when is_atom(value), do: {:ok, Atom.to_string(value)}
+  defp text(value) when is_binary(value), do: if(String.valid?(value), do: {:ok, value})
+
+  defp text(value) when is_list(value) do
+    case :unicode.characters_to_binary(value) do
+      binary when is_binary(binary) -> {:ok, binary}
+      _ -> nil
+    end
+  rescue
+    ArgumentError -> nil
+  end
+
+  defp text(_value), do: nil
 
   # Whether an error kind of peer_port/2 is a refused dynamic port (rather
   # than an invalid node name).

@@ -41,26 +41,25 @@ defmodule Caravan.Epmd.Probe do
     base = %{node: node, port: nil, port_source: nil, host: nil, resolve: :skipped}
     base = Map.merge(base, %{tcp: :skipped, connected?: connected?, self?: self?, problem: nil})
 
-    with [name, host] <- String.split(Atom.to_string(node), "@", parts: 2),
+    with {:ok, _} <- Caravan.Epmd.fetch_dist_port(node),
+         [name, host] <- String.split(Atom.to_string(node), "@", parts: 2),
          {:ok, port, source} <- Caravan.Epmd.Ports.peer_port(name, host) do
       probe = %{base | port: port, port_source: source, host: host}
 
-      cond do
-        self? ->
-          probe
+      if self? do
+        probe
+      else
+        resolve = Caravan.Epmd.HostResolver.resolve(host, family())
+        probe = %{probe | resolve: resolve}
 
-        true ->
-          resolve = Caravan.Epmd.HostResolver.resolve(host, family())
-          probe = %{probe | resolve: resolve}
+        probe =
+          case resolve do
+            {:ok, ip} -> %{probe | tcp: tcp(ip, port, tcp_timeout)}
+            {:error, _} -> probe
+          end
 
-          probe =
-            case resolve do
-              {:ok, ip} -> %{probe | tcp: tcp(ip, port, tcp_timeout)}
-              {:error, _} -> probe
-            end
-
-          expect = Keyword.get(opts, :expect_connected, true)
-          %{probe | problem: problem(Map.put(probe, :expect_connected?, expect))}
+        expect = Keyword.get(opts, :expect_connected, true)
+        %{probe | problem: problem(Map.put(probe, :expect_connected?, expect))}
       end
     else
       {:error, {kind, message}} ->
@@ -103,9 +102,8 @@ defmodule Caravan.Epmd.Probe do
 
   @doc """
   Where the nameservers of the epmd module (host lookups of node names)
-  come from: `{nameservers, source}` where source is
-  `"-caravan_nameservers"`, `"CARAVAN_NAMESERVERS"`, or `nil` when none
-  are configured (the OS resolver is asked).
+  come from: `{nameservers, source}`, source `"-caravan_nameservers"`,
+  `"CARAVAN_NAMESERVERS"`, or `nil` (none: the OS resolver is asked).
   """
   @spec nameservers() :: {[String.t()], String.t() | nil}
   def nameservers do

@@ -1,7 +1,7 @@
 defmodule Caravan.Cluster.NodePortTest do
   # The node_port option on its own: checked with the other keys
   # (Caravan.Cluster.Config), nodes named "<node_sname>@<host>" by the poll
-  # (Caravan.Cluster.Poll) and by Caravan.Epmd.node_name/4. The epmd side
+  # (Caravan.Cluster.Poll) and by Caravan.Epmd.NodeName. The epmd side
   # is Caravan.Epmd.PortsTest; real nodes are in
   # test/integration/dynamic_ports_test.exs.
   use ExUnit.Case, async: true
@@ -41,10 +41,10 @@ defmodule Caravan.Cluster.NodePortTest do
     assert Poll.names(answers, name).found == [:"app-23456@10.0.0.5", :"app-23457@10.0.0.5"]
   end
 
-  test "Caravan.Epmd.node_name/4 builds both forms, checking port and host" do
-    assert Caravan.Epmd.node_name("app", 23_456, "fd00::1", :srv) == {:ok, :"app@fd00::1"}
-    assert {:error, {:invalid_record, _}} = Caravan.Epmd.node_name("app", 0, "h", :srv)
-    assert {:error, {:invalid_host, _}} = Caravan.Epmd.node_name("app", 1, ".", :srv)
-    assert Caravan.Epmd.node_name("app", 4370, "h", :name) == {:ok, :"app-4370@h"}
+  test "names without ports are built from valid ports and hosts only, making no atom" do
+    alias Caravan.Epmd.NodeName
+    assert NodeName.build_srv("app", 23_456, "fd00::1") == {:ok, "app@fd00::1"}
+    assert {:error, {:invalid_record, _}} = NodeName.build_srv("app", 0, "h")
+    assert {:error, {:invalid_host, _}} = NodeName.build_srv("app", 1, ".")
   end
 end
