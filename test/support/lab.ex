@@ -64,7 +64,10 @@ defmodule Caravan.Test.Lab do
         "the lab makes network namespaces, which needs root"
 
       true ->
-        probe = "cvl#{Integer.to_string(String.to_integer(System.pid()), 36)}p"
+        # Unique per call: test modules may ask at once while they compile.
+        probe =
+          "cvl#{Integer.to_string(String.to_integer(System.pid()), 36)}p" <>
+            Integer.to_string(System.unique_integer([:positive]), 36)
 
         case System.cmd("ip", ["netns", "add", probe], stderr_to_stdout: true) do
           {_, 0} ->
