@@ -95,8 +95,9 @@ defmodule Caravan.Integration.DynamicPortsTest do
 
     refute BeamNode.listening?({127, 0, 0, 2}, 4370)
 
-    # Diagnose names the port source of every listed node.
+    # Diagnose names the port source of every listed node, and its own.
     report = BeamNode.call(elem(a, 0), Caravan, :diagnose, [[print: false]])
+    assert report =~ "listening on port 23456 (from ERL_DIST_PORT), 127.0.0.2"
     assert report =~ "app@127.0.0.3: resolves to 127.0.0.3, port 23457 accepts TCP, connected"
     assert report =~ "(port from SRV, last poll of topology caravan)"
     assert report =~ "app-4370@127.0.0.5: resolves to 127.0.0.5, port 4370 accepts TCP"

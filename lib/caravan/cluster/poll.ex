@@ -5,8 +5,8 @@ defmodule Caravan.Cluster.Poll do
   # turn the records into node names (at most max_nodes atoms), decide
   # whether the answer is authoritative, read the connected nodes (once per
   # poll) and compute the nodes to connect. Its one side effect is the
-  # hand-off of the answers' addresses to the epmd module (hand_off/1); the
-  # strategy acts on the result (Caravan.Cluster.Act).
+  # hand-off of the answers' addresses and ports to the epmd module
+  # (hand_off/2); the strategy acts on the result (Caravan.Cluster.Act).
 
   alias Caravan.Cluster.Config
   alias Caravan.DnsClient.AddressRecords

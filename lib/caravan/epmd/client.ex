@@ -199,17 +199,9 @@ defmodule Caravan.Epmd.Client do
   @spec address_please(charlist(), charlist(), :inet | :inet6) ::
           {:ok, :inet.ip_address(), :inet.port_number(), pos_integer()} | {:error, term()}
   def address_please(name, host, family) do
-    with {:ok, port, _source} <- port_of(name, host),
+    with {:ok, port, _source} <- Caravan.Epmd.Ports.peer_port(name, host),
          {:ok, ip} <- Caravan.Epmd.HostResolver.resolve(host, family) do
       {:ok, ip, port, @dist_version}
-    end
-  end
-
-  # A refused dynamic port is logged: OTP's own trace of it is off by default.
-  defp port_of(name, host) do
-    with {:error, {kind, message}} = error <- Caravan.Epmd.Ports.peer_port(name, host) do
-      if Caravan.Epmd.Ports.refusal?(kind), do: :logger.warning(~c"[caravan] ~ts", [message])
-      error
     end
   end
 

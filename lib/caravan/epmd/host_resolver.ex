@@ -25,7 +25,7 @@ defmodule Caravan.Epmd.HostResolver do
   # connect, and every node connects to every other at once) is not also a
   # DNS storm. Each poll of the strategy hands the addresses its answers
   # gave (an SRV answer's additional section, from any client) to
-  # `remember/2` (Caravan.Cluster.Poll.hand_off/1), so a changed address is
+  # `remember/2` (Caravan.Cluster.Poll.hand_off/2), so a changed address is
   # seen at the next poll, and within 1000 ms for a host no poll mentions.
 
   @default_timeout 1_000

@@ -7,7 +7,7 @@ defmodule Caravan.Epmd.Ports do
   # guides/deployment.md.
   #
   # The ports of listed nodes live in one ETS table that each poll fills
-  # (Caravan.Cluster.Poll.hand_off/1), so a connect to them is one ETS read.
+  # (Caravan.Cluster.Poll.hand_off/2), so a connect to them is one ETS read.
   # A node no poll listed, whose name carries no port, is looked up at
   # connect time with the SRV query named by -caravan_srv_query /
   # CARAVAN_SRV_QUERY (bounded by the resolver timeout), the answer kept
@@ -30,16 +30,13 @@ defmodule Caravan.Epmd.Ports do
   @spec configure() :: :ok | {:error, {:invalid_option, String.t()}}
   def configure do
     with {:ok, _port} <- listen_override() do
-      query = HostResolver.boot_value(:caravan_srv_query, ~c"CARAVAN_SRV_QUERY")
-      :persistent_term.put(@query_key, query && String.trim(query))
+      query =
+        String.trim(HostResolver.boot_value(:caravan_srv_query, ~c"CARAVAN_SRV_QUERY") || "")
+
+      :persistent_term.put(@query_key, if(query != "", do: query))
       ensure_table()
     end
   end
-
-  # The connect-time SRV query, or nil when none is configured.
-  @doc false
-  @spec srv_query() :: String.t() | nil
-  def srv_query, do: :persistent_term.get(@query_key, nil)
 
   # {:ok, port} set by -erl_epmd_port (OTP's own flag, so it wins) or else
   # ERL_DIST_PORT, {:ok, nil} when neither is set, or {:error,
@@ -113,8 +110,8 @@ defmodule Caravan.Epmd.Ports do
 
   # The port to dial node `name@host` on (name part and host as charlists
   # or strings) and where it came from: {:ok, port, source}, or {:error,
-  # {kind, message}} (:ambiguous_port, :no_srv_record, a lookup's kind, or
-  # an invalid name's). A listed node is one ETS read; see the moduledoc.
+  # {kind, message}} (:ambiguous_port, :no_srv_record, :srv_lookup_failed,
+  # or an invalid name's kind). A listed node is one ETS read; see the moduledoc.
   @doc false
   @spec peer_port(charlist() | String.t(), charlist() | String.t()) ::
           {:ok, :inet.port_number(), source()} | {:error, {atom(), String.t()}}
@@ -133,7 +130,7 @@ defmodule Caravan.Epmd.Ports do
             "(or put the port in the name)"}}
 
       _unlisted ->
-        query = srv_query()
+        query = :persistent_term.get(@query_key, nil)
 
         if query != nil and node != nil and node =~ ~r/\A[0-9A-Za-z_-]*[A-Za-z_-]@/,
           do: looked_up(node, node |> String.split("@", parts: 2) |> List.last(), query),
@@ -186,6 +183,9 @@ defmodule Caravan.Epmd.Ports do
 
       _ ->
         result = srv_lookup(node, host, query)
+        # Logged once per lookup: OTP's own trace of a failed setup is off by default.
+        with {:error, {_kind, message}} <- result,
+             do: :logger.warning(~c"[caravan] ~ts", [message])
 
         if :ets.whereis(@table) != :undefined,
           do: :ets.insert(@table, {{:lookup, node}, result, now + @lookup_ms})
