@@ -60,7 +60,8 @@ defmodule Caravan.Cluster.Poll do
         ) :: :ok
   def hand_off(addresses, ports \\ nil) do
     Enum.each(addresses, fn {host, ips} -> HostResolver.remember(host, ips) end)
-    if ports, do: Ports.remember(elem(ports, 0), elem(ports, 1), elem(ports, 2)), else: :ok
+    with {topology, list, complete?} <- ports, do: Ports.remember(topology, list, complete?)
+    :ok
   end
 
   # A node_port: :srv topology's nodes and their SRV ports (names as

@@ -95,14 +95,13 @@ defmodule Caravan.Epmd.Ports do
     if :ets.whereis(@table) != :undefined do
       by_name = Enum.group_by(ports, &elem(&1, 0), &elem(&1, 1))
 
-      if complete? do
-        for {name, _ports, ^topology} <- :ets.tab2list(@table),
-            not is_map_key(by_name, name),
-            do: :ets.delete(@table, name)
-      end
+      rows = if complete?, do: :ets.tab2list(@table), else: []
+      stale = for {name, _ports, ^topology} <- rows, not is_map_key(by_name, name), do: name
+      Enum.each(stale, &:ets.delete(@table, &1))
 
-      for {name, list} <- by_name,
-          do: :ets.insert(@table, {name, list |> Enum.uniq() |> Enum.sort(), topology})
+      Enum.each(by_name, fn {name, list} ->
+        :ets.insert(@table, {name, list |> Enum.uniq() |> Enum.sort(), topology})
+      end)
     end
 
     :ok
