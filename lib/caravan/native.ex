@@ -174,14 +174,10 @@ defmodule Caravan.Native do
   @spec listen_port(node_name()) :: {:ok, :inet.port_number()} | {:error, Caravan.error()}
   def listen_port(node), do: load_and_call(:listen_port, [node])
 
-  # nameservers as nameserver/1 parsed them (the lookups parse no text);
-  # timeout_ms bounds the whole lookup. Returns at once; the answer comes
-  # as the message {:caravan_srv, ref, result}, with trace: true
-  # {:caravan_srv, ref, result, [line]}, the lines being the lookup's
-  # tracing events (native/caravan_core/src/trace.rs). With early: true, a
-  # doubted UDP answer's records come first as {:caravan_srv_early, ref,
-  # [record]} (at most one such message, always before the reply), while
-  # the complete answer is asked over TCP.
+  # nameservers as nameserver/1 parsed them; timeout_ms bounds the whole
+  # lookup. Returns at once; the answer comes as {:caravan_srv, ref, result}
+  # (trace: a 4th element, the tracing events); early: a doubted UDP answer's
+  # records come before it, as {:caravan_srv_early, ref, [record]}.
   @spec srv_lookup(
           String.t(),
           [Caravan.DNS.Options.nameserver()],
@@ -192,17 +188,6 @@ defmodule Caravan.Native do
         ) :: {:ok, reference()} | {:error, Caravan.error()}
   def srv_lookup(query, nameservers, timeout_ms, node_host, trace, early),
     do: load_and_call(:srv_lookup, [query, nameservers, timeout_ms, node_host, trace, early])
-
-  # No early records (not a NIF).
-  @spec srv_lookup(
-          String.t(),
-          [Caravan.DNS.Options.nameserver()],
-          non_neg_integer(),
-          Caravan.DNS.Options.node_host(),
-          boolean()
-        ) :: {:ok, reference()} | {:error, Caravan.error()}
-  def srv_lookup(query, nameservers, timeout_ms, node_host, trace),
-    do: srv_lookup(query, nameservers, timeout_ms, node_host, trace, false)
 
   # A (:inet) or AAAA (:inet6) records of host; the answer comes as
   # {:caravan_host, ref, result} (with trace, the lines as a fourth element).

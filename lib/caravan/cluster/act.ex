@@ -39,8 +39,8 @@ defmodule Caravan.Cluster.Act do
 
   @doc """
   Connects to `nodes` at once, each in a process of its own, outside the
-  connect pool: the early dial of a poll (`Caravan.Cluster.Poll.early_dial/3`),
-  from the peers a doubted UDP answer names. The connect's own bound
+  connect pool: a poll's early dial (`Caravan.Cluster.Poll.run/2`), of the
+  peers a doubted UDP answer names. The connect's own bound
   (`net_setuptime`) ends it; the poll's complete answer then queues any
   node still unconnected in the pool as usual. Returns `:ok`.
   """

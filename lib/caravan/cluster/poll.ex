@@ -5,12 +5,12 @@ defmodule Caravan.Cluster.Poll do
   # turn the records into node names (at most max_nodes atoms), decide
   # whether the answer is authoritative, read the connected nodes (once per
   # poll) and compute the nodes to connect. Its one side effect is the
-  # hand-off of the answers' addresses to the epmd module (hand_off/1); the
-  # strategy acts on the result (Caravan.Cluster.Act).
+  # hand-off of the answers' addresses and ports to the epmd module
+  # (hand_off/2); the strategy acts on the result (Caravan.Cluster.Act).
 
   alias Caravan.Cluster.Config
   alias Caravan.DnsClient.AddressRecords
-  alias Caravan.Epmd.{HostResolver, NodeName}
+  alias Caravan.Epmd.{HostResolver, NodeName, Ports}
 
   @type t :: %{
           found: [node()],
@@ -34,16 +34,13 @@ defmodule Caravan.Cluster.Poll do
         }
 
   @doc """
-  Runs one poll. What to do about nodes DNS no longer lists is decided by
-  the strategy (Caravan.Cluster.Membership), not here. With `early_dial?`
-  (the default), the peers a doubted UDP answer names are dialed at once
-  (`early_dial/3`) while the complete answer is asked over TCP; the
-  result holds only complete answers.
+  Runs one poll (`early_dial?`: dialing a doubted UDP answer's peers meanwhile).
+  What to do about nodes DNS no longer lists is decided by the strategy.
   """
   @spec run(Config.t(), boolean()) :: t()
   def run(%Config{list_nodes: {m, f, a}} = config, early_dial? \\ true) do
     {answers, addresses} = config |> lookup_all(early_dial?) |> Enum.unzip()
-    hand_off(List.flatten(addresses))
+    hand_off(List.flatten(addresses), ports(answers, config))
     connected = apply(m, f, a)
     answers |> names(config) |> diff(connected)
   end
@@ -51,12 +48,36 @@ defmodule Caravan.Cluster.Poll do
   @doc """
   Hands the addresses the answers gave (`[{host, ips}]`, from every
   client's `{port, host, ips}` peers) to the epmd module
-  (`Caravan.Epmd.HostResolver.remember/2`), so connecting to those nodes
-  asks DNS nothing more. The poll's one write outside its result; `:ok`.
+  (`Caravan.Epmd.HostResolver.remember/2`) and, for a `node_port: :srv`
+  topology, its nodes' ports (`{topology, [{node_name, port}], complete?}`,
+  `Caravan.Epmd.Ports.remember/3`; `nil` otherwise), so connecting to
+  those nodes asks DNS nothing more. The poll's one write outside its
+  result; `:ok`.
   """
-  @spec hand_off([{String.t(), [:inet.ip_address()]}]) :: :ok
-  def hand_off(addresses),
-    do: Enum.each(addresses, fn {host, ips} -> HostResolver.remember(host, ips) end)
+  @spec hand_off(
+          [{String.t(), [:inet.ip_address()]}],
+          {atom(), [{String.t(), :inet.port_number()}], boolean()} | nil
+        ) :: :ok
+  def hand_off(addresses, ports \\ nil) do
+    Enum.each(addresses, fn {host, ips} -> HostResolver.remember(host, ips) end)
+    with {topology, list, complete?} <- ports, do: Ports.remember(topology, list, complete?)
+    :ok
+  end
+
+  # A node_port: :srv topology's nodes and their SRV ports (names as
+  # strings, no atoms), complete when every query answered.
+  defp ports(answers, %Config{node_port: :srv} = config) do
+    ports =
+      for {_query, {:ok, peers}} <- answers,
+          {port, host} <- peers,
+          is_binary(host),
+          {:ok, name} <- [NodeName.build_srv(config.node_sname, port, host)],
+          do: {name, port}
+
+    {config.topology, ports, Enum.all?(answers, &match?({_, {:ok, _}}, &1))}
+  end
+
+  defp ports(_answers, _config), do: nil
 
   @doc """
   The node names of the answers (`[{query, {:ok, peers} | {:error,
@@ -114,21 +135,12 @@ defmodule Caravan.Cluster.Poll do
       when is_integer(poll_interval) and poll_interval > 0 and is_float(u) and u >= 0 and u < 1,
       do: max(1, round(poll_interval * (0.9 + 0.2 * u)))
 
-  @doc """
-  Dials the peers of a doubted UDP answer to `query` (`peers` as a
-  `Caravan.DnsClient` returns them) at once: their addresses are handed to
-  the epmd module, their valid node names (at most `max_nodes`), less this
-  node and the connected ones, are connected (`Caravan.Cluster.Act.dial/2`).
-  Nothing else is decided from them: membership and pruning wait for the
-  complete answer. Returns the nodes dialed.
-  """
-  @spec early_dial(Config.t(), String.t(), list()) :: [node()]
-  def early_dial(%Config{list_nodes: {m, f, a}} = config, query, peers) do
-    {{_query, {:ok, peers}}, addresses} = split_addresses({query, {:ok, peers}})
-    hand_off(addresses)
-    result = [{query, {:ok, peers}}] |> names(config) |> diff(apply(m, f, a))
-    Caravan.Cluster.Act.dial(config, result.new)
-    result.new
+  # A doubted UDP answer's new peers, dialed at once (Act.dial/2); ports kept, none forgotten.
+  defp early_dial(%Config{list_nodes: {m, f, a}} = config, query, peers) do
+    {answer, addresses} = split_addresses({query, {:ok, peers}})
+    hand_off(addresses, with({t, list, _} <- ports([answer], config), do: {t, list, false}))
+    %{new: new} = [answer] |> names(config) |> diff(apply(m, f, a))
+    Caravan.Cluster.Act.dial(config, new)
   end
 
   # Asks every query at once: [{{query, {:ok, peers} | {:error, reason}},
@@ -196,22 +208,14 @@ defmodule Caravan.Cluster.Poll do
       )
 
   defp get_nodes(%Config{dns_client: client} = config, query, early_dial?) do
-    opts = [
-      nameservers: config.nameservers,
-      timeout: config.timeout,
-      node_host: config.node_host,
-      addresses: true
-    ]
-
+    base = [nameservers: config.nameservers, timeout: config.timeout, node_host: config.node_host]
     # Only Caravan's own client knows :early.
-    opts =
-      if early_dial? and client == Caravan.DnsClient.Native,
-        do: [{:early, &early_dial(config, query, &1)} | opts],
-        else: opts
+    early? = early_dial? and client == Caravan.DnsClient.Native
+    opts = [addresses: true] ++ if(early?, do: [early: &early_dial(config, query, &1)], else: [])
 
     result =
       if function_exported?(client, :get_nodes, 2),
-        do: client.get_nodes(query, opts),
+        do: client.get_nodes(query, opts ++ base),
         else: client.get_nodes(query)
 
     case result do
@@ -242,6 +246,10 @@ defmodule Caravan.Cluster.Poll do
     do: {:error, {:invalid_record, message}}
 
   defp node_name({:address, ip}, config), do: AddressRecords.node_name(config.node_basename, ip)
+
+  defp node_name({port, host}, %Config{node_port: :srv} = config)
+       when is_binary(host) or is_list(host),
+       do: NodeName.build_srv(config.node_sname, port, to_string(host))
 
   defp node_name({port, host}, config) when is_binary(host) or is_list(host),
     do: NodeName.build(config.node_sname, port, to_string(host))
