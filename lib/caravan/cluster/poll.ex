@@ -209,9 +209,9 @@ defmodule Caravan.Cluster.Poll do
 
   defp get_nodes(%Config{dns_client: client} = config, query, early_dial?) do
     base = [nameservers: config.nameservers, timeout: config.timeout, node_host: config.node_host]
-    # Only Caravan's own client knows :early.
-    early? = early_dial? and client == Caravan.DnsClient.Native
-    opts = [addresses: true] ++ if(early?, do: [early: &early_dial(config, query, &1)], else: [])
+    # A client that does not hand over early peers ignores :early.
+    early = if early_dial?, do: [early: &early_dial(config, query, &1)], else: []
+    opts = [addresses: true] ++ early
 
     result =
       if function_exported?(client, :get_nodes, 2),
