@@ -1,9 +1,8 @@
 defmodule Caravan.Cluster.Warnings do
   @moduledoc false
   # One job: what the strategy tells the operator, and when: the warn-once
-  # ledgers (a streak warns once, repeats are debug, its end is an info;
-  # silent DNS; an unreachable node once per report_interval) as pure data
-  # in the strategy's state, the texts, and the log line (log/3).
+  # ledgers (a streak warns once, repeats are debug, its end is an info; silent
+  # DNS; an unreachable node once per report_interval), the texts, log/3.
 
   require Logger
 
@@ -14,6 +13,10 @@ defmodule Caravan.Cluster.Warnings do
   # peers register is not warned of at once.
   @silence_polls 3
   @until "until DNS lists it again"
+  @trimmed "a forwarder trims them unsaid: all seen are dialed, none pruned on them. Fix: " <>
+             "nameservers: [\"127.0.0.1:8600\"] (the Consul agent), or a forwarder asking it " <>
+             "over TCP (unbound: stub-tcp-upstream: yes; BIND: server <agent> { tcp-only yes; " <>
+             "}; guides/consul-nomad-kubernetes.md). Asked: "
   @not_distributed "this node is not distributed (started without -name or -sname), so it " <>
                      "will look up peers but cannot connect to them; start it with -name " <>
                      "<name>@<host> (or -sname) and Caravan's epmd module"
@@ -84,8 +87,7 @@ defmodule Caravan.Cluster.Warnings do
   records, a capped answer. Nodes DNS no longer lists are forgotten, so the
   ledgers stay as small as the answer.
   """
-  @spec poll(t(), Poll.t(), Config.t()) ::
-          {t(), [{level(), String.t()}]}
+  @spec poll(t(), Poll.t(), Config.t()) :: {t(), [{level(), String.t()}]}
   def poll(%__MODULE__{} = w, result, config) do
     found = MapSet.new(result.found)
 
@@ -163,9 +165,13 @@ defmodule Caravan.Cluster.Warnings do
 
   @doc """
   `{level, message}` (nil: nothing to say) for what the strategy meets: a
-  `t:Caravan.Cluster.Membership.event/0`, silent DNS, an unreachable node.
+  `t:Caravan.Cluster.Membership.event/0`, silent DNS, an unreachable node,
+  answers holding `k` of `n` instances (`{:trimmed, {k, n}}`).
   """
   @spec text(term(), Config.t()) :: {level(), String.t()}
+  def text({:trimmed, {k, n}}, config),
+    do: {:warning, "answers hold #{k} of #{n} instances seen lately; #{@trimmed}#{asked(config)}"}
+
   def text({:departed, _nodes}, %Config{prune: false}), do: {nil, ""}
 
   def text({:departed, nodes}, _config),
@@ -220,10 +226,7 @@ defmodule Caravan.Cluster.Warnings do
        "cannot connect to #{node}: #{why} (reported again every " <>
          "#{div(config.report_interval, 1000)} s while DNS lists it and it stays unreachable)"}
 
-  @doc """
-  Logs, once when a topology starts, what stops it from clustering: no
-  -name/-sname, or a node name peers will not dial (`node_sname`); `:ok`.
-  """
+  @doc "Logs at start what stops clustering: no -name/-sname, a name peers won't dial; `:ok`."
   @spec at_start(Config.t()) :: :ok
   def at_start(config) do
     if not Node.alive?(), do: log(:warning, config, @not_distributed)
