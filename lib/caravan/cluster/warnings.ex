@@ -13,10 +13,10 @@ defmodule Caravan.Cluster.Warnings do
   # peers register is not warned of at once.
   @silence_polls 3
   @until "until DNS lists it again"
-  @trimmed "a forwarder trims them unsaid: all seen are dialed, none pruned on them. Fix: " <>
-             "nameservers: [\"127.0.0.1:8600\"] (the Consul agent), or a forwarder asking it " <>
-             "over TCP (unbound: stub-tcp-upstream: yes; BIND: server <agent> { tcp-only yes; " <>
-             "}; guides/consul-nomad-kubernetes.md). Asked: "
+  @trimmed "another subset each time: a DNS forwarder trims them without saying so; all " <>
+             "are dialed, none pruned on them. Fix: nameservers: [\"127.0.0.1:8600\"] (the " <>
+             "agent), or the forwarder asking it over TCP (unbound: stub-tcp-upstream: yes; " <>
+             "BIND: server <agent> { tcp-only yes; }; guides/consul-nomad-kubernetes.md). Asked: "
   @not_distributed "this node is not distributed (started without -name or -sname), so it " <>
                      "will look up peers but cannot connect to them; start it with -name " <>
                      "<name>@<host> (or -sname) and Caravan's epmd module"
@@ -166,11 +166,11 @@ defmodule Caravan.Cluster.Warnings do
   @doc """
   `{level, message}` (nil: nothing to say) for what the strategy meets: a
   `t:Caravan.Cluster.Membership.event/0`, silent DNS, an unreachable node,
-  answers holding `k` of `n` instances (`{:trimmed, {k, n}}`).
+  trimmed answers (`{:trimmed, {k, n}}`).
   """
   @spec text(term(), Config.t()) :: {level(), String.t()}
   def text({:trimmed, {k, n}}, config),
-    do: {:warning, "answers hold #{k} of #{n} instances seen lately; #{@trimmed}#{asked(config)}"}
+    do: {:warning, "answers hold #{k} of at least #{n} instances, #{@trimmed}#{asked(config)}"}
 
   def text({:departed, _nodes}, %Config{prune: false}), do: {nil, ""}
 
