@@ -27,7 +27,13 @@ defmodule Caravan.DNS do
       or Caravan 1.x's `{"IP", port}` tuples (port an integer or a string).
       Default: the nameservers the VM was given (`vm_nameservers/0`: an
       erl_inetrc's `{nameserver, IP, Port}`, as Caravan 1.x used them),
-      and when it has none, the system's `/etc/resolv.conf`.
+      and when it has none, the system's `/etc/resolv.conf`. With these
+      defaults a query that is not fully qualified is completed as
+      `:inet_res` does: with fewer dots than the VM resolver's `ndots`
+      (`:inet_db.res_option(:ndots)`), each `domain`/`search` domain of its
+      resolv.conf is tried first, else the name as it is first (`"web-headless"` in a
+      pod finds `web-headless.default.svc.cluster.local`). A query for
+      nameservers given here is absolute, as is one ending in `.`.
     * `:timeout` - bound on the whole lookup, retries and TCP included, in
       ms. Default #{Caravan.DNS.Options.default_timeout()}.
     * `:node_host` - how each record's `:host` (the host part of the node
@@ -62,19 +68,21 @@ defmodule Caravan.DNS do
   @reply_grace 1_000
 
   @typedoc """
-  One SRV record. `target` has no trailing dot; `addresses` are the
+  One SRV record. `name`, only when the query was completed from the
+  search list, is the name that answered; `target` has no trailing dot; `addresses` are the
   target's addresses from the answer's additional section (or resolved,
   with `node_host: :ip`); `host` is the host part of the node name under
   `:node_host`, `nil` when `node_host: :ip` found no address.
   """
   @type srv_record :: %{
-          priority: 0..65_535,
-          weight: 0..65_535,
-          port: 0..65_535,
-          target: String.t(),
-          addresses: [:inet.ip_address()],
-          host: String.t() | nil,
-          transport: String.t()
+          optional(:name) => String.t(),
+          required(:priority) => 0..65_535,
+          required(:weight) => 0..65_535,
+          required(:port) => 0..65_535,
+          required(:target) => String.t(),
+          required(:addresses) => [:inet.ip_address()],
+          required(:host) => String.t() | nil,
+          required(:transport) => String.t()
         }
 
   @type reason :: Caravan.error()
@@ -115,8 +123,9 @@ defmodule Caravan.DNS do
   defp start(query, opts, trace) when is_binary(query) and is_list(opts) do
     with {:ok, %Options{} = o} <- Options.new(opts),
          nameservers = or_vm_nameservers(o.nameservers),
+         search = if(o.nameservers == [], do: VmNameservers.search(), else: {[], 1}),
          {:ok, ref} <-
-           Caravan.Native.srv_lookup(query, nameservers, o.timeout, o.node_host, trace) do
+           Caravan.Native.srv_lookup(query, nameservers, search, o.timeout, o.node_host, trace) do
       {:ok, ref, o.timeout, nameservers}
     end
   end

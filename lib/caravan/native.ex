@@ -175,10 +175,23 @@ defmodule Caravan.Native do
   def listen_port(node), do: load_and_call(:listen_port, [node])
 
   # nameservers as nameserver/1 parsed them (the lookups parse no text);
-  # timeout_ms bounds the whole lookup. Returns at once; the answer comes
-  # as the message {:caravan_srv, ref, result}, with trace: true
-  # {:caravan_srv, ref, result, [line]}, the lines being the lookup's
-  # tracing events (native/caravan_core/src/trace.rs).
+  # search {[domain], ndots} completes a query that is not fully qualified
+  # ({[], 1}: absolute); timeout_ms bounds the whole lookup. Returns at
+  # once; the answer comes as the message {:caravan_srv, ref, result}, with
+  # trace: true {:caravan_srv, ref, result, [line]}, the lines being the
+  # lookup's tracing events (native/caravan_core/src/trace.rs).
+  @spec srv_lookup(
+          String.t(),
+          [Caravan.DNS.Options.nameserver()],
+          {[String.t()], non_neg_integer()},
+          non_neg_integer(),
+          Caravan.DNS.Options.node_host(),
+          boolean()
+        ) :: {:ok, reference()} | {:error, Caravan.error()}
+  def srv_lookup(query, nameservers, search, timeout_ms, node_host, trace),
+    do: load_and_call(:srv_lookup, [query, nameservers, search, timeout_ms, node_host, trace])
+
+  # An absolute query (not a NIF).
   @spec srv_lookup(
           String.t(),
           [Caravan.DNS.Options.nameserver()],
@@ -187,22 +200,7 @@ defmodule Caravan.Native do
           boolean()
         ) :: {:ok, reference()} | {:error, Caravan.error()}
   def srv_lookup(query, nameservers, timeout_ms, node_host, trace),
-    do: load_and_call(:srv_lookup, [query, nameservers, timeout_ms, node_host, trace])
-
-  # Untraced, and with node_host :auto (not NIFs).
-  @spec srv_lookup(
-          String.t(),
-          [Caravan.DNS.Options.nameserver()],
-          non_neg_integer(),
-          Caravan.DNS.Options.node_host()
-        ) :: {:ok, reference()} | {:error, Caravan.error()}
-  def srv_lookup(query, nameservers, timeout_ms, node_host),
-    do: srv_lookup(query, nameservers, timeout_ms, node_host, false)
-
-  @spec srv_lookup(String.t(), [Caravan.DNS.Options.nameserver()], non_neg_integer()) ::
-          {:ok, reference()} | {:error, Caravan.error()}
-  def srv_lookup(query, nameservers, timeout_ms),
-    do: srv_lookup(query, nameservers, timeout_ms, :auto, false)
+    do: srv_lookup(query, nameservers, {[], 1}, timeout_ms, node_host, trace)
 
   # A (:inet) or AAAA (:inet6) records of host; the answer comes as
   # {:caravan_host, ref, result} (with trace, the lines as a fourth element).

@@ -51,6 +51,9 @@ defmodule Caravan.Diagnose.TopologySection do
         {query, {:ok, count}, _nodes} ->
           "  lookup now:     #{inspect(query)}: #{count} record(s)"
 
+        {query, {:ok, count, answered}, _nodes} ->
+          "  lookup now:     #{inspect(query)}: #{count} record(s) of #{answered} (search list)"
+
         {query, {:none, text}, _nodes} ->
           "  lookup now:     #{inspect(query)}: no records (#{text})"
 

@@ -20,6 +20,20 @@ defmodule Caravan.DNS.VmNameservers do
     for entry <- entries, {:ok, [parsed]} <- [Options.parse([entry])], uniq: true, do: parsed
   end
 
+  @doc """
+  The VM resolver's search rule, as `:inet_res` applies it to the VM's
+  nameservers: `{domains, ndots}`, `domains` its `domain` then its
+  `search` list (from resolv.conf or an erl_inetrc), duplicates once.
+  """
+  @spec search() :: {[String.t()], non_neg_integer()}
+  def search do
+    domains = [safe_res_option(:domain) | List.wrap(safe_res_option(:search))]
+    ndots = safe_res_option(:ndots)
+
+    {for(d <- domains, d not in [[], "", nil], uniq: true, do: to_string(d)),
+     if(is_integer(ndots), do: ndots, else: 1)}
+  end
+
   defp safe_res_option(option) do
     :inet_db.res_option(option)
   catch
