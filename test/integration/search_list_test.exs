@@ -4,7 +4,8 @@ defmodule Caravan.Integration.SearchListTest do
   # /etc/resolv.conf is a pod's (search default.svc.cluster.local ...,
   # options ndots:5, the nameserver a real dnsmasq serving a headless
   # service's SRV records). OTP reads that resolv.conf at boot; Caravan
-  # applies its search list only to those nameservers.
+  # applies its search list only to those nameservers, and says (in
+  # Caravan.diagnose()'s lookup and mix caravan.lookup) which name answered.
   use ExUnit.Case, async: false
 
   alias Caravan.Test.{Dnsmasq, Loopback}
@@ -44,23 +45,28 @@ defmodule Caravan.Integration.SearchListTest do
     %{ip: ip, resolv: resolv}
   end
 
-  # Runs `code` in a BEAM node whose /etc/resolv.conf is `resolv`; its output.
-  defp in_pod(resolv, code) do
-    ebin = Path.join(Mix.Project.build_path(), "lib/caravan/ebin")
-    script = "mount --bind \"$0\" /etc/resolv.conf && exec elixir -pa \"$1\" -e \"$2\""
+  # Runs `command` with /etc/resolv.conf being `resolv`; its output.
+  defp in_pod(resolv, command) do
+    script = "mount --bind \"$0\" /etc/resolv.conf && exec \"$@\""
 
-    case System.cmd("unshare", ["-m", "sh", "-c", script, resolv, ebin, code],
+    case System.cmd("unshare", ["-m", "sh", "-c", script, resolv | command],
            stderr_to_stdout: true
          ) do
       {out, 0} -> out
-      {out, status} -> flunk("the node in the namespace exited with #{status}: #{out}")
+      {out, status} -> flunk("#{inspect(command)} in the namespace exited with #{status}: #{out}")
     end
+  end
+
+  # Runs `code` in a BEAM node whose /etc/resolv.conf is `resolv`.
+  defp elixir_in_pod(resolv, code) do
+    ebin = Path.join(Mix.Project.build_path(), "lib/caravan/ebin")
+    in_pod(resolv, ["elixir", "-pa", ebin, "-e", code])
   end
 
   test "in a namespace whose resolv.conf has search default.svc.cluster.local, web-headless finds the pods",
        %{ip: ip, resolv: resolv} do
     out =
-      in_pod(resolv, """
+      elixir_in_pod(resolv, """
       show = fn label, term -> IO.puts(label <> ": " <> inspect(term, width: :infinity)) end
       names = fn -> {:ok, rs} = Caravan.DNS.lookup_srv("web-headless"); Enum.map(rs, & &1.name) end
       # No VM nameservers yet (OTP reads resolv.conf at its first lookup):
@@ -95,5 +101,9 @@ defmodule Caravan.Integration.SearchListTest do
     # Nameservers given to Caravan: the name is absolute.
     assert out =~ "given: {:error, {"
     refute out =~ "given: {:ok"
+
+    out = in_pod(resolv, ["mix", "caravan.lookup", "web-headless", "--node-sname", "app"])
+    assert out =~ "3 records, answered over udp (as #{@service}, from the search list)"
+    assert out =~ "app-4371@web-1.#{@service}"
   end
 end
