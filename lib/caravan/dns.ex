@@ -28,12 +28,9 @@ defmodule Caravan.DNS do
       Default: the nameservers the VM was given (`vm_nameservers/0`: an
       erl_inetrc's `{nameserver, IP, Port}`, as Caravan 1.x used them),
       and when it has none, the system's `/etc/resolv.conf`. With these
-      defaults a query that is not fully qualified is completed as
-      `:inet_res` does: with fewer dots than the VM resolver's `ndots`
-      (`:inet_db.res_option(:ndots)`), each `domain`/`search` domain of its
-      resolv.conf is tried first, else the name as it is first (`"web-headless"` in a
-      pod finds `web-headless.default.svc.cluster.local`). A query for
-      nameservers given here is absolute, as is one ending in `.`.
+      defaults a short query is completed from the resolv.conf's search list
+      as `:inet_res` does ([Which nameservers](guides/discovery.md#which-nameservers));
+      for nameservers given here a query is absolute.
     * `:timeout` - bound on the whole lookup, retries and TCP included, in
       ms. Default #{Caravan.DNS.Options.default_timeout()}.
     * `:node_host` - how each record's `:host` (the host part of the node

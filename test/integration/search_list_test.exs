@@ -3,7 +3,7 @@ defmodule Caravan.Integration.SearchListTest do
   # BEAM node in a mount namespace of its own (unshare -m) whose
   # /etc/resolv.conf is a pod's (search default.svc.cluster.local ...,
   # options ndots:5, the nameserver a real dnsmasq serving a headless
-  # service's SRV records). OTP reads that resolv.conf at boot; Caravan
+  # service's SRV records). OTP reads that resolv.conf at its first lookup; Caravan
   # applies its search list only to those nameservers, and says (in
   # Caravan.diagnose()'s lookup and mix caravan.lookup) which name answered.
   use ExUnit.Case, async: false
