@@ -122,7 +122,7 @@ defmodule Caravan.DNS do
          nameservers = or_vm_nameservers(o.nameservers),
          search = if(o.nameservers == [], do: VmNameservers.search(), else: {[], 1}),
          {:ok, ref} <-
-           Caravan.Native.srv_lookup(query, nameservers, search, o.timeout, o.node_host, trace) do
+           Caravan.Native.srv_lookup(query, nameservers, o.timeout, o.node_host, trace, search) do
       {:ok, ref, o.timeout, nameservers}
     end
   end

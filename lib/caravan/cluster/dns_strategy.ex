@@ -43,6 +43,9 @@ defmodule Caravan.Cluster.DnsStrategy do
       `:consul_service` is accepted as an alias.
     * `:node_sname` (required with SRV records) - the name part before
       the port, e.g. `"app"` for nodes named `app-4370@host`.
+    * `:node_port` - `#{inspect(%Config{}.node_port)}` (default): the port is in the node name, as above;
+      `:srv`: nodes are named `"<node_sname>@<host>"` and dialed on their SRV
+      record's port (dynamic ports: see [the deployment guide](guides/deployment.md#dynamic-ports)).
     * `:record_type` - `:srv` (default): SRV records; `:a`, `:aaaa` or
       `:ip` (A and AAAA): address records, nodes named
       `<node_basename>@<ip>` (see above). `:dns_client` applies to SRV

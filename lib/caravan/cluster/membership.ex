@@ -7,11 +7,11 @@ defmodule Caravan.Cluster.Membership do
   # node to leave (why not disconnect it: Caravan.Cluster.Leave),
   # cancelling connects, leaving, not dialing.
   #
-  # Answers trimmed without a sign (a forwarder in front of Consul; the
-  # rule and its cost: guides/consul-nomad-kubernetes.md): an answer that
-  # drops and adds nodes at once makes the answers suspect for `decay`
-  # polls; meanwhile a node departs only after misses_needed/2 distinct
-  # answers in a row lacked it, and what they list adds up.
+  # Answers trimmed without a sign (a forwarder in front of Consul; rule and
+  # cost: guides/consul-nomad-kubernetes.md): an answer that drops and adds
+  # nodes makes answers suspect for `decay` polls; what they list adds up, a
+  # node departs after `leave_after` of them lacked it in a row, or, once
+  # one they lacked came back (a trim), misses_needed/2 distinct ones.
 
   @enforce_keys [:self]
   defstruct self: nil,
@@ -81,10 +81,7 @@ defmodule Caravan.Cluster.Membership do
   trimmed and one they lacked came back lately (a replaced one never does).
   """
   @spec trimmed(t()) :: {non_neg_integer(), non_neg_integer()} | nil
-  def trimmed(%__MODULE__{echo: echo} = m) do
-    if suspect?(m) and m.polls - echo < m.decay,
-      do: {MapSet.size(m.answer), MapSet.size(m.listed)}
-  end
+  def trimmed(m), do: if(trimming?(m), do: {MapSet.size(m.answer), MapSet.size(m.listed)})
 
   @doc "The nodes to dial: `new`, and while `trimmed/1` every node listed not `connected`."
   @spec to_dial(t(), [node()], [node()]) :: [node()]
@@ -94,6 +91,8 @@ defmodule Caravan.Cluster.Membership do
 
   defp suspect?(%__MODULE__{swapped: swapped, decay: decay, polls: polls}),
     do: polls - swapped < decay
+
+  defp trimming?(%__MODULE__{echo: echo} = m), do: suspect?(m) and m.polls - echo < m.decay
 
   @doc """
   An authoritative answer (every query answered, nothing dropped) lists
@@ -109,12 +108,14 @@ defmodule Caravan.Cluster.Membership do
     polls = m.polls + 1
 
     swap? = before != nil and not MapSet.subset?(before, now) and not MapSet.subset?(now, before)
+    echo? = Enum.any?(m.misses, fn {node, n} -> n > 0 and MapSet.member?(now, node) end)
     m = %{m | answer: now, polls: polls, swapped: if(swap?, do: polls, else: m.swapped)}
+    m = %{m | echo: if(echo?, do: polls, else: m.echo)}
 
-    # A repeated (a forwarder's cache) or empty answer tells nothing.
+    # An empty answer tells nothing, nor a repeated one (a cache) once trimming shows.
     cond do
       not suspect?(m) -> judge(%{m | misses: %{}}, now, nil)
-      now == before or nodes == [] -> judge(m, now, 0)
+      nodes == [] or (now == before and trimming?(m)) -> judge(m, now, 0)
       true -> judge(m, now, 1)
     end
   end
@@ -124,7 +125,6 @@ defmodule Caravan.Cluster.Membership do
   defp judge(%{polls: polls} = m, now, count) do
     {gone, listed, misses, need} = lacking(m, now, count)
     returned = for {node, _} <- m.departed, MapSet.member?(now, node), do: node
-    echo? = Enum.any?(m.misses, fn {node, n} -> n > 0 and MapSet.member?(now, node) end)
 
     departed = m.departed |> Map.drop(returned) |> Map.merge(Map.new(gone, &{&1, polls}))
 
@@ -132,7 +132,6 @@ defmodule Caravan.Cluster.Membership do
       m
       | listed: listed,
         misses: misses,
-        echo: if(echo?, do: polls, else: m.echo),
         departed: cap(departed, m.max_departed),
         asked: Map.drop(m.asked, MapSet.to_list(now)),
         leavers: MapSet.difference(m.leavers, now)
@@ -159,12 +158,12 @@ defmodule Caravan.Cluster.Membership do
 
   defp lacking(m, now, count) do
     tracked = MapSet.union(m.listed, now)
-    need = if count > 0, do: misses_needed(MapSet.size(now), MapSet.size(tracked))
+    # Until a node they lacked came back, suspect answers may be a deploy.
+    need = if trimming?(m), do: misses_needed(max(MapSet.size(now), 1), MapSet.size(tracked))
+    need = need || m.leave_after
 
     misses =
-      for node <- MapSet.difference(tracked, now),
-          node != m.self,
-          do: {node, Map.get(m.misses, node, 0) + count}
+      for n <- MapSet.difference(tracked, now), n != m.self, do: {n, (m.misses[n] || 0) + count}
 
     {gone, misses} = Enum.split_with(misses, fn {_, n} -> count > 0 and n >= need end)
     gone = Enum.map(gone, &elem(&1, 0))

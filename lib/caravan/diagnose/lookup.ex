@@ -2,7 +2,7 @@ defmodule Caravan.Diagnose.Lookup do
   @moduledoc false
   # One DNS lookup of a topology's query, made now for the report
   # (Caravan.Diagnose): through the topology's DNS client, records mapped
-  # to node names by the port rule. Changes nothing.
+  # to node names as the poll names them. Changes nothing.
 
   @doc """
   Looks `query` up now as the topology `config` (a
@@ -75,7 +75,14 @@ defmodule Caravan.Diagnose.Lookup do
   defp nodes(config, peers) do
     for {port, host} when is_integer(port) and (is_binary(host) or is_list(host)) <-
           Enum.take(peers, config.max_nodes),
-        {:ok, node} <- [Caravan.Epmd.node_name(config.node_sname, port, to_string(host))],
+        {:ok, node} <- [node_name(config, port, to_string(host))],
         do: node
   end
+
+  defp node_name(%{node_port: :srv} = config, port, host) do
+    with {:ok, name} <- Caravan.Epmd.NodeName.build_srv(config.node_sname, port, host),
+         do: {:ok, String.to_atom(name)}
+  end
+
+  defp node_name(config, port, host), do: Caravan.Epmd.node_name(config.node_sname, port, host)
 end

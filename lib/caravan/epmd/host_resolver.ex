@@ -6,15 +6,9 @@ defmodule Caravan.Epmd.HostResolver do
   # `/etc/resolv.conf` edits.
   #
   # Configured at boot, before any application starts, from a vm.args flag
-  # or, when the flag is absent, the OS environment:
-  #
-  #     ## vm.args
-  #     -caravan_nameservers 127.0.0.1:8600
-  #     -caravan_dns_timeout 1000
-  #
-  #     # or the environment
-  #     CARAVAN_NAMESERVERS=127.0.0.1:8600,10.0.0.2:8600
-  #     CARAVAN_DNS_TIMEOUT=1000
+  # or, when the flag is absent, the OS environment (-caravan_nameservers /
+  # CARAVAN_NAMESERVERS, -caravan_dns_timeout / CARAVAN_DNS_TIMEOUT;
+  # examples in Caravan.Epmd.Client's moduledoc).
   #
   # Nameservers are `IP` or `IP:PORT` (`[IPv6]:PORT`), comma-separated;
   # the timeout is in ms (default #{1_000}). With no nameservers configured
@@ -31,7 +25,7 @@ defmodule Caravan.Epmd.HostResolver do
   # connect, and every node connects to every other at once) is not also a
   # DNS storm. Each poll of the strategy hands the addresses its answers
   # gave (an SRV answer's additional section, from any client) to
-  # `remember/2` (Caravan.Cluster.Poll.hand_off/1), so a changed address is
+  # `remember/2` (Caravan.Cluster.Poll.hand_off/2), so a changed address is
   # seen at the next poll, and within 1000 ms for a host no poll mentions.
 
   @default_timeout 1_000
@@ -50,7 +44,7 @@ defmodule Caravan.Epmd.HostResolver do
   def configure do
     with {:ok, nameservers} <- boot_nameservers(),
          {:ok, timeout} <- boot_timeout() do
-      if nameservers != [], do: ensure_cache()
+      if nameservers != [], do: own_table(@cache)
       :persistent_term.put(@key, {nameservers, timeout})
     end
   end
@@ -74,27 +68,30 @@ defmodule Caravan.Epmd.HostResolver do
     :ok
   end
 
-  # The cache table outlives whoever configures it (net_kernel may restart):
-  # a small process that does nothing else owns it.
-  defp ensure_cache do
-    if :ets.whereis(@cache) == :undefined do
+  # Makes the public named ETS table `name` unless it exists, owned by a
+  # small process that does nothing else, so it outlives whoever configures
+  # it (net_kernel may restart). Returns :ok.
+  @doc false
+  @spec own_table(atom()) :: :ok
+  def own_table(name) do
+    if :ets.whereis(name) == :undefined do
       caller = self()
 
       spawn(fn ->
         # The table is named: its id is not needed.
         _ =
           try do
-            :ets.new(@cache, [:named_table, :public, read_concurrency: true])
+            :ets.new(name, [:named_table, :public, read_concurrency: true])
           rescue
             ArgumentError -> :already_there
           end
 
-        send(caller, {@cache, :ready})
+        send(caller, {name, :ready})
         Process.sleep(:infinity)
       end)
 
       receive do
-        {@cache, :ready} -> :ok
+        {^name, :ready} -> :ok
       after
         1_000 -> :ok
       end
@@ -238,8 +235,11 @@ defmodule Caravan.Epmd.HostResolver do
     end
   end
 
-  # The vm.args flag wins over the environment.
-  defp boot_value(flag, env) do
+  # The boot value of vm.args `flag` (an atom) or, when absent, of OS
+  # environment variable `env` (a charlist): a string, or nil. The flag wins.
+  @doc false
+  @spec boot_value(atom(), charlist()) :: String.t() | nil
+  def boot_value(flag, env) do
     case :init.get_argument(flag) do
       {:ok, [[value | _] | _]} ->
         List.to_string(value)

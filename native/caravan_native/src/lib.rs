@@ -80,7 +80,7 @@ fn listen_port(node: Term) -> Result<u16, KindError> {
     with_node_name(node, node_name::listen_port)
 }
 
-/// `srv_lookup(query, nameservers, search, timeout_ms, node_host, trace) :: {:ok, ref} | {:error, {kind, message}}`
+/// `srv_lookup(query, nameservers, timeout_ms, node_host, trace, search) :: {:ok, ref} | {:error, {kind, message}}`
 ///
 /// `nameservers` are `{ip_tuple, port}` as `nameserver/1` returns them;
 /// `search` is `{[domain], ndots}` (`{[], 1}`: the query is absolute);
@@ -94,10 +94,10 @@ fn srv_lookup<'a>(
     env: Env<'a>,
     query: String,
     nameservers: Vec<NameserverTerm>,
-    search: SearchTerm,
     timeout_ms: u64,
     node_host: Atom,
     trace: bool,
+    search: SearchTerm,
 ) -> Result<Term<'a>, KindError> {
     // Bad arguments are answered at once, before anything is spawned.
     let config = lookup_config(nameservers, search.0, timeout_ms);
