@@ -23,7 +23,7 @@ defmodule Caravan.Cluster.Act do
 
     found = if result.authoritative?, do: result.found, else: :unknown
     {event, warnings} = Warnings.silence(warnings, found, node())
-    if event, do: say(config, {:silence, event, result.found})
+    if event, do: say(config, {:silence, event, result.found, result.connected})
 
     last_poll =
       result
@@ -43,7 +43,7 @@ defmodule Caravan.Cluster.Act do
   connect is explained (`Caravan.Epmd.Probe.why/2`, in its own
   process, which sends `{:caravan_why, node, text}` for `why/3`) at the
   first failure of a streak and then once per `report_interval`; the
-  others are debug.
+  others are not logged (a peer not up yet is one line per streak).
   """
   @spec connected(State.t(), node(), Connector.result()) :: State.t()
   def connected(%State{config: config} = state, node, true) do
@@ -56,7 +56,7 @@ defmodule Caravan.Cluster.Act do
     state
   end
 
-  def connected(%State{config: config} = state, node, failure) do
+  def connected(%State{} = state, node, failure) do
     case Warnings.connect_failed(state.warnings, node, System.monotonic_time(:millisecond)) do
       {true, warnings} ->
         owner = self()
@@ -64,7 +64,6 @@ defmodule Caravan.Cluster.Act do
         %{state | warnings: warnings}
 
       {false, _} ->
-        log(:debug, config, "cannot connect to #{node}: #{inspect(failure)}")
         state
     end
   end

@@ -8,7 +8,9 @@ defmodule Caravan.Cluster.Connector do
   # {:done, node, result, pool}; it also sends the [:caravan, :connect]
   # telemetry event. When libcluster is loaded (config.libcluster), each
   # connect goes through Cluster.Strategy.connect_nodes/4 with that one node
-  # (Caravan.Cluster.Libcluster), so libcluster logs and reports it.
+  # (Caravan.Cluster.Libcluster), so libcluster logs and reports it; a
+  # retry of a node whose last connect failed calls the MFA directly, so
+  # a peer not up yet costs one libcluster line per streak, not one per poll.
 
   alias Caravan.Cluster.{Config, Libcluster}
 
@@ -19,6 +21,7 @@ defmodule Caravan.Cluster.Connector do
     :timeout,
     :concurrency,
     libcluster: false,
+    failing: MapSet.new(),
     running: %{},
     queue: []
   ]
@@ -101,7 +104,8 @@ defmodule Caravan.Cluster.Connector do
     pool = %{
       pool
       | running: Map.new(running),
-        queue: Enum.reject(pool.queue, &MapSet.member?(cancel, &1))
+        queue: Enum.reject(pool.queue, &MapSet.member?(cancel, &1)),
+        failing: MapSet.difference(pool.failing, cancel)
     }
 
     {start(pool), for({_tag, run} <- killed, do: run.node)}
@@ -116,7 +120,8 @@ defmodule Caravan.Cluster.Connector do
        when map_size(running) < pool.concurrency do
     owner = self()
     tag = make_ref()
-    {pid, monitor} = spawn_monitor(fn -> send(owner, {__MODULE__, tag, run(pool, node)}) end)
+    quiet = %{pool | libcluster: pool.libcluster and not MapSet.member?(pool.failing, node)}
+    {pid, monitor} = spawn_monitor(fn -> send(owner, {__MODULE__, tag, run(quiet, node)}) end)
 
     run = %{
       node: node,
@@ -148,6 +153,8 @@ defmodule Caravan.Cluster.Connector do
     Process.demonitor(run.monitor, [:flush])
     _ = Process.cancel_timer(run.timer)
     {outcome, reason} = if result == true, do: {:ok, nil}, else: {:error, result}
+    update = if result == true, do: &MapSet.delete/2, else: &MapSet.put/2
+    pool = %{pool | failing: update.(pool.failing, run.node)}
 
     Caravan.Telemetry.execute(
       [:caravan, :connect],

@@ -61,8 +61,9 @@ defmodule Caravan.Cluster.DnsStrategy do
       #{Config.default(:poll_interval)}. libcluster DNSPoll's `:polling_interval` is accepted as an
       alias.
     * `:nameservers` - e.g. `["127.0.0.1:8600"]` (see `Caravan.DNS`).
-      Default: the VM's (an erl_inetrc's nameserver lines, as Caravan 1.x;
-      `Caravan.DNS.vm_nameservers/0`), else the system's resolv.conf.
+      Default: `Caravan.DNS.default_nameservers/0`: the epmd module's
+      `CARAVAN_NAMESERVERS` when set (one setting for both), else the VM's
+      (an erl_inetrc's nameserver lines, as Caravan 1.x), else resolv.conf.
     * `:timeout` - bound on one lookup, ms. Default #{Config.default(:timeout)} (at most
       `:poll_interval`).
     * `:prune` - keep nodes that DNS no longer lists out of the cluster.

@@ -101,8 +101,7 @@ defmodule Caravan.Diagnose.TopologySection do
     ]
   end
 
-  defp nameservers_text([]), do: "the system's resolv.conf"
-  defp nameservers_text(list), do: Enum.map_join(list, ", ", &Caravan.DNS.Options.text/1)
+  defp nameservers_text(parsed), do: Caravan.DNS.asked_text(parsed)
 
   defp probe_text(%{self?: true}), do: "this node"
 

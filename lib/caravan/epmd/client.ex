@@ -136,6 +136,7 @@ defmodule Caravan.Epmd.Client do
 
       {:ok, port} ->
         Caravan.Epmd.BootCheck.name_without_port(name, host, port)
+        Caravan.Epmd.BootCheck.interface(name, host)
         Caravan.Epmd.BootCheck.port_in_use(name, host, port)
         {:ok, port}
 
@@ -175,14 +176,18 @@ defmodule Caravan.Epmd.Client do
 
   Returns `{:error, reason}` when the host does not resolve or the name has
   no valid port. Called twice per outgoing connection; it does no I/O
-  beyond the host lookup.
+  beyond the host lookup, except on a release helper node
+  (`bin/app remote|rpc|pid|stop`), which prints once why it cannot reach
+  its node before OTP's `:nodedown`.
   """
   @spec address_please(charlist(), charlist(), :inet | :inet6) ::
           {:ok, :inet.ip_address(), :inet.port_number(), pos_integer()} | {:error, term()}
   def address_please(name, host, family) do
-    with {:ok, port} <- Caravan.Epmd.fetch_dist_port(name),
-         {:ok, ip} <- Caravan.Epmd.HostResolver.resolve(host, family) do
-      {:ok, ip, port, @dist_version}
+    with {:ok, port} <- Caravan.Epmd.fetch_dist_port(name) do
+      resolved = Caravan.Epmd.HostResolver.resolve(host, family)
+      Caravan.Epmd.Helper.explain(name, host, family, resolved, port)
+
+      with {:ok, ip} <- resolved, do: {:ok, ip, port, @dist_version}
     end
   end
 

@@ -36,6 +36,8 @@ defmodule Caravan.Epmd.HostResolver do
 
   @default_timeout 1_000
   @key {__MODULE__, :config}
+  # The setting the nameservers came from: "-caravan_nameservers" or "CARAVAN_NAMESERVERS".
+  @source {__MODULE__, :source}
   # Addresses the nameservers gave: {{host, family}, ip, expires_at_ms}.
   @cache __MODULE__.Cache
   @cache_ms 1_000
@@ -48,10 +50,23 @@ defmodule Caravan.Epmd.HostResolver do
   @doc false
   @spec configure() :: :ok | {:error, {:invalid_option, String.t()}}
   def configure do
-    with {:ok, nameservers} <- boot_nameservers(),
+    with {:ok, {source, nameservers}} <- boot_nameservers(),
          {:ok, timeout} <- boot_timeout() do
       if nameservers != [], do: ensure_cache()
+      :persistent_term.put(@source, source)
       :persistent_term.put(@key, {nameservers, timeout})
+    end
+  end
+
+  # The nameservers configured at boot, parsed, with the setting that gave
+  # them ("-caravan_nameservers" or "CARAVAN_NAMESERVERS"); `{nil, []}` when
+  # none is. Caravan.DNS asks them for a lookup given no nameservers.
+  @doc false
+  @spec nameservers() :: {String.t() | nil, [Caravan.DNS.Options.nameserver()]}
+  def nameservers do
+    case parsed_config() do
+      {[], _} -> {nil, []}
+      {parsed, _} -> {:persistent_term.get(@source, nil), parsed}
     end
   end
 
@@ -202,14 +217,19 @@ defmodule Caravan.Epmd.HostResolver do
   defp boot_nameservers do
     case boot_value(:caravan_nameservers, ~c"CARAVAN_NAMESERVERS") do
       nil ->
-        {:ok, []}
+        {:ok, {nil, []}}
 
       text ->
         list = text |> String.split(",", trim: true) |> Enum.map(&String.trim/1)
 
         case Caravan.DNS.Options.parse(list) do
           {:ok, nameservers} ->
-            {:ok, nameservers}
+            source =
+              if :init.get_argument(:caravan_nameservers) == :error,
+                do: "CARAVAN_NAMESERVERS",
+                else: "-caravan_nameservers"
+
+            {:ok, {source, nameservers}}
 
           {:error, {_kind, message}} ->
             {:error,

@@ -42,6 +42,32 @@ defmodule Caravan.Epmd.NodeName do
        {:invalid_record, "expected a port and a host, got: #{inspect({sname, port, host})}"}}
 
   @doc """
+  `{listed, listed_port, own_port}` when `found` (node atoms, a poll's)
+  leaves out `self` but lists a node of its name part and host with
+  another port (an SRV record whose port does not match the node's name);
+  nil otherwise, and on a node that is not distributed.
+  """
+  @spec other_port(node(), [node()]) :: {node(), :inet.port_number(), :inet.port_number()} | nil
+  def other_port(self, found) do
+    with false <- self in found,
+         {:ok, own} <- Caravan.Epmd.fetch_dist_port(self),
+         [name, host] <- String.split(Atom.to_string(self), "@", parts: 2) do
+      base = String.replace(name, ~r/\d+$/, "")
+
+      Enum.find_value(found, fn node ->
+        with [other, ^host] <- String.split(Atom.to_string(node), "@", parts: 2),
+             true <- String.starts_with?(other, base),
+             {port, ""} when port in 1..65_535 and port != own <-
+               Integer.parse(String.replace_prefix(other, base, "")),
+             do: {node, port, own},
+             else: (_ -> nil)
+      end)
+    else
+      _ -> nil
+    end
+  end
+
+  @doc """
   Whether `host` is an IP literal, or a host name (RFC 1123): labels of
   1..63 letters, digits and '-' (not at either end), at most 253
   characters. Rules out what DNS can carry but no host is called: spaces,
