@@ -40,7 +40,8 @@ defmodule Caravan.Cluster.DnsStrategy do
       `"_app._tcp.service.consul"`, `"app.service.dc1.consul"` or
       `"_epmd._tcp.app.default.svc.cluster.local"`; or a list of them, all
       looked up at each poll (the nodes found are the union). Caravan 1.x's
-      `:consul_service` is accepted as an alias.
+      `:consul_service` is accepted as an alias. `:ignore` turns discovery
+      off (dev and test, as dns_cluster's): `start_link/1` returns `:ignore`.
     * `:node_sname` (required with SRV records) - the name part before
       the port, e.g. `"app"` for nodes named `app-4370@host`.
     * `:record_type` - `:srv` (default): SRV records; `:a`, `:aaaa` or
@@ -129,14 +130,18 @@ defmodule Caravan.Cluster.DnsStrategy do
   `%Cluster.Strategy.State{}`; a keyword list starts it without libcluster
   (options in the module doc).
 
-  Returns `{:ok, pid}`, or `{:error, {:invalid_config, message}}` after
+  Returns `{:ok, pid}`, `:ignore` with `query: :ignore`, or
+  `{:error, {:invalid_config, message}}` after
   logging the message when the config is invalid (an unknown key, with the
   nearest known one, or a bad value): the start fails, so a typo stops
   the application's boot instead of leaving the node unclustered.
   """
   @spec start_link([Config.libcluster_state()] | keyword()) :: GenServer.on_start()
-  def start_link([%{config: _} = state]), do: GenServer.start_link(__MODULE__, state)
-  def start_link(opts) when is_list(opts), do: GenServer.start_link(__MODULE__, opts)
+  def start_link([%{config: _} = state] = arg),
+    do: if(Config.off?(arg), do: :ignore, else: GenServer.start_link(__MODULE__, state))
+
+  def start_link(opts) when is_list(opts),
+    do: if(Config.off?(opts), do: :ignore, else: GenServer.start_link(__MODULE__, opts))
 
   @doc false
   # What the strategy `server` (a pid or name) runs with and last found, for
