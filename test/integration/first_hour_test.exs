@@ -12,14 +12,14 @@ defmodule Caravan.Integration.FirstHourTest do
   @moduletag timeout: 180_000
 
   setup_all do
-    hosts = for n <- 1..4, do: {"web#{n}.node.dc1.consul", "127.0.26.#{n}"}
+    hosts = for n <- 1..4, do: {"web#{n}.node.dc26.consul", "127.0.26.#{n}"}
 
     srv =
-      for(n <- 1..3, do: {"_shop._tcp.service.consul", "web#{n}.node.dc1.consul", 4370}) ++
+      for(n <- 1..3, do: {"_shop._tcp.service.consul", "web#{n}.node.dc26.consul", 4370}) ++
         [
           # web1's record carries a port its node name does not have.
-          {"_pm._tcp.service.consul", "web1.node.dc1.consul", 4371},
-          {"_pm._tcp.service.consul", "web2.node.dc1.consul", 4370}
+          {"_pm._tcp.service.consul", "web1.node.dc26.consul", 4371},
+          {"_pm._tcp.service.consul", "web2.node.dc26.consul", 4370}
         ]
 
     dns = Dnsmasq.start(port: 8600, srv: srv, hosts: hosts)
@@ -29,7 +29,7 @@ defmodule Caravan.Integration.FirstHourTest do
     nodes =
       for n <- 1..3 do
         {peer, node} =
-          BeamNode.start("app-4370", "web#{n}.node.dc1.consul", {127, 0, 26, n},
+          BeamNode.start("app-4370", "web#{n}.node.dc26.consul", {127, 0, 26, n},
             env: [{"CARAVAN_NAMESERVERS", ns}]
           )
 
@@ -91,8 +91,8 @@ defmodule Caravan.Integration.FirstHourTest do
     strategy(n2, :pm, "_pm._tcp.service.consul", nameservers: [ns])
 
     text =
-      "topology pm: DNS lists app-4371@web1.node.dc1.consul on this node's host, port 4371, " <>
-        "but this node is app-4370@web1.node.dc1.consul and listens on 4370"
+      "topology pm: DNS lists app-4371@web1.node.dc26.consul on this node's host, port 4371, " <>
+        "but this node is app-4370@web1.node.dc26.consul and listens on 4370"
 
     assert BeamNode.eventually(fn -> warnings(n1, text) != [] end, 20_000)
     # Many polls later: still one warning, and none on the node DNS lists right.
@@ -116,11 +116,11 @@ defmodule Caravan.Integration.FirstHourTest do
     end
 
     test "with CARAVAN_NAMESERVERS at a closed port, it names that nameserver and its answer" do
-      {out, 0} = helper("app-4370@web1.node.dc1.consul", "127.0.0.1:1")
+      {out, 0} = helper("app-4370@web1.node.dc26.consul", "127.0.0.1:1")
 
       assert out =~
-               "[caravan] cannot reach node app-4370@web1.node.dc1.consul: host " <>
-                 "web1.node.dc1.consul does not resolve: the nameservers from " <>
+               "[caravan] cannot reach node app-4370@web1.node.dc26.consul: host " <>
+                 "web1.node.dc26.consul does not resolve: the nameservers from " <>
                  "CARAVAN_NAMESERVERS (127.0.0.1:1) answered"
 
       assert out =~ "Check CARAVAN_NAMESERVERS in this shell"
@@ -130,10 +130,10 @@ defmodule Caravan.Integration.FirstHourTest do
     end
 
     test "when nothing listens at the node's address, it says so", %{ns: ns} do
-      {out, 0} = helper("app-4370@web4.node.dc1.consul", ns)
+      {out, 0} = helper("app-4370@web4.node.dc26.consul", ns)
 
       assert out =~
-               "[caravan] cannot reach node app-4370@web4.node.dc1.consul: nothing accepts " <>
+               "[caravan] cannot reach node app-4370@web4.node.dc26.consul: nothing accepts " <>
                  "TCP on 127.0.26.4:4370 (econnrefused)"
     end
 

@@ -25,8 +25,10 @@ defmodule Caravan.Diagnose.TopologySection do
   poll's age is measured to it), `:last_poll` (the strategy's last poll,
   `%{at: monotonic_time, found: [node], errors: [term]}`, or `nil`),
   `:lookups` (`Caravan.Diagnose.Lookup.run/2`'s result for each query),
-  `:nodes` (the node names they list) and `:probes` (a
-  `t:Caravan.Epmd.Probe.t/0` for each node).
+  `:nodes` (the node names they list), `:probes` (a
+  `t:Caravan.Epmd.Probe.t/0` for each node) and `:outside?` (optional,
+  true when the report is made from outside the cluster: connections are
+  not shown).
   """
   @spec render(String.t(), Caravan.Cluster.Config.t(), %{
           at: integer(),
@@ -59,7 +61,7 @@ defmodule Caravan.Diagnose.TopologySection do
 
     node_lines =
       for probe <- probes do
-        "    #{probe.node}: #{probe_text(probe)}"
+        "    #{probe.node}: #{probe_text(probe, Map.get(found, :outside?, false))}"
       end
 
     problems =
@@ -103,9 +105,9 @@ defmodule Caravan.Diagnose.TopologySection do
 
   defp nameservers_text(parsed), do: Caravan.DNS.asked_text(parsed)
 
-  defp probe_text(%{self?: true}), do: "this node"
+  defp probe_text(%{self?: true}, _outside?), do: "this node"
 
-  defp probe_text(probe) do
+  defp probe_text(probe, outside?) do
     resolve =
       case probe.resolve do
         {:ok, ip} -> "resolves to #{:inet.ntoa(ip)}"
@@ -120,7 +122,13 @@ defmodule Caravan.Diagnose.TopologySection do
         :skipped -> nil
       end
 
-    connected = if probe.connected?, do: "connected", else: "NOT connected"
+    connected =
+      cond do
+        outside? -> nil
+        probe.connected? -> "connected"
+        true -> "NOT connected"
+      end
+
     [resolve, tcp, connected] |> Enum.reject(&is_nil/1) |> Enum.join(", ")
   end
 
