@@ -12,14 +12,16 @@ defmodule Caravan.Integration.FirstHourTest do
   @moduletag timeout: 180_000
 
   setup_all do
-    hosts = for n <- 1..4, do: {"web#{n}.node.dc26.consul", "127.0.26.#{n}"}
+    hosts = for n <- 1..5, do: {"web#{n}.node.dc26.consul", "127.0.26.#{n}"}
 
     srv =
       for(n <- 1..3, do: {"_shop._tcp.service.consul", "web#{n}.node.dc26.consul", 4370}) ++
         [
           # web1's record carries a port its node name does not have.
           {"_pm._tcp.service.consul", "web1.node.dc26.consul", 4371},
-          {"_pm._tcp.service.consul", "web2.node.dc26.consul", 4370}
+          {"_pm._tcp.service.consul", "web2.node.dc26.consul", 4370},
+          # web5 starts later, with another cookie.
+          {"_ck._tcp.service.consul", "web5.node.dc26.consul", 4370}
         ]
 
     dns = Dnsmasq.start(port: 8600, srv: srv, hosts: hosts)
@@ -82,7 +84,7 @@ defmodule Caravan.Integration.FirstHourTest do
     assert BeamNode.eventually(fn -> warnings(n2, text) != [] end, 20_000)
     [warning] = warnings(n2, text)
     refute warning =~ "runs alone"
-    assert warning =~ "this node keeps its 1 connection(s) but finds no new peers"
+    assert warning =~ ~r/this node keeps its \d connection\(s\) but finds no new peers/
   end
 
   test "an SRV port that does not match the node's name is warned of once, on that node",
@@ -99,6 +101,31 @@ defmodule Caravan.Integration.FirstHourTest do
     Process.sleep(2_000)
     assert [_] = warnings(n1, text)
     assert warnings(n2, "on this node's host") == []
+  end
+
+  test "a cookie mismatch's explanation replaces the stale one at the next failure",
+       %{nodes: [_n1, n2, _n3], ns: ns} do
+    strategy(n2, :ck, "_ck._tcp.service.consul", nameservers: [ns])
+    stale = "topology ck: cannot connect to app-4370@web5.node.dc26.consul: nothing listens"
+    assert BeamNode.eventually(fn -> warnings(n2, stale) != [] end, 20_000)
+
+    {peer, _} =
+      BeamNode.start("app-4370", "web5.node.dc26.consul", {127, 0, 26, 5},
+        env: [{"CARAVAN_NAMESERVERS", ns}],
+        cookie: "another_cookie_26"
+      )
+
+    on_exit(fn -> BeamNode.stop(peer) end)
+
+    cookie =
+      "topology ck: cannot connect to app-4370@web5.node.dc26.consul: 127.0.26.5:4370 accepts TCP"
+
+    # Well within report_interval (300 s): the next failure says what changed.
+    assert BeamNode.eventually(fn -> warnings(n2, cookie) != [] end, 20_000)
+    assert hd(warnings(n2, cookie)) =~ "a different cookie"
+    Process.sleep(1_000)
+    assert [_] = warnings(n2, cookie)
+    assert [_] = warnings(n2, stale)
   end
 
   describe "a release helper node (bin/app rpc) that cannot reach its node" do

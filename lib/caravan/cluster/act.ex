@@ -30,7 +30,9 @@ defmodule Caravan.Cluster.Act do
       |> Map.take([:found, :answered, :errors, :invalid])
       |> Map.put(:at, System.monotonic_time())
 
-    state = membership(%{state | warnings: warnings, last_poll: last_poll}, result)
+    connector = Connector.keep_streaks(state.connector, result.found)
+    state = %{state | warnings: warnings, last_poll: last_poll, connector: connector}
+    state = membership(state, result)
 
     if Membership.dial?(state.membership),
       do: %{state | connector: Connector.enqueue(state.connector, result.new)},
@@ -48,7 +50,7 @@ defmodule Caravan.Cluster.Act do
   @spec connected(State.t(), node(), Connector.result()) :: State.t()
   def connected(%State{config: config} = state, node, true) do
     log(if(config.libcluster, do: :debug, else: :info), config, "connected to #{node}")
-    %{state | warnings: Warnings.connected(state.warnings, node)}
+    state
   end
 
   def connected(%State{config: config} = state, node, :ignored) do
@@ -57,22 +59,23 @@ defmodule Caravan.Cluster.Act do
   end
 
   def connected(%State{} = state, node, failure) do
-    case Warnings.connect_failed(state.warnings, node, System.monotonic_time(:millisecond)) do
-      {true, warnings} ->
-        owner = self()
-        spawn(fn -> send(owner, {:caravan_why, node, Probe.why(node, failure)}) end)
-        %{state | warnings: warnings}
-
-      {false, _} ->
-        state
-    end
+    now = System.monotonic_time(:millisecond)
+    {_report?, connector} = Connector.report?(state.connector, node, now)
+    owner = self()
+    spawn(fn -> send(owner, {:caravan_why, node, Probe.why(node, failure)}) end)
+    %{state | connector: connector}
   end
 
-  @doc "The explanation of a failed connect, at warning."
+  @doc """
+  The explanation of a failed connect, at warning: the first of a report
+  (`Caravan.Cluster.Connector.report?/3`), or one that differs from the
+  last logged (a peer that came up with another cookie); else nothing.
+  """
   @spec why(State.t(), node(), String.t()) :: State.t()
   def why(%State{config: config} = state, node, why) do
-    say(config, {:unreachable, node, why})
-    state
+    {log?, connector} = Connector.explained(state.connector, node, why)
+    if log?, do: say(config, {:unreachable, node, why})
+    %{state | connector: connector}
   end
 
   @doc """

@@ -11,6 +11,8 @@ defmodule Caravan.Cluster.Connector do
   # (Caravan.Cluster.Libcluster), so libcluster logs and reports it; a
   # retry of a node whose last connect failed calls the MFA directly, so
   # a peer not up yet costs one libcluster line per streak, not one per poll.
+  # It keeps each node's failure streak: when it was last reported (once per
+  # report_interval) and the explanation logged (said again when it changes).
 
   alias Caravan.Cluster.{Config, Libcluster}
 
@@ -21,7 +23,8 @@ defmodule Caravan.Cluster.Connector do
     :timeout,
     :concurrency,
     libcluster: false,
-    failing: MapSet.new(),
+    report_interval: 300_000,
+    failing: %{},
     running: %{},
     queue: []
   ]
@@ -32,6 +35,7 @@ defmodule Caravan.Cluster.Connector do
   threw or exited, or `{:exit, reason}` when its process died.
   """
   @type result :: true | false | :ignored | :timeout | {:raised, String.t()} | {:exit, term()}
+  @typedoc "`:failing`: per node in a failure streak, `{reported_at_ms | nil, explanation | nil}`."
   @type t :: %__MODULE__{}
 
   @doc "An empty pool for `config`'s connect MFA, bound and concurrency."
@@ -42,6 +46,7 @@ defmodule Caravan.Cluster.Connector do
       connect: config.connect,
       list_nodes: config.list_nodes,
       libcluster: config.libcluster,
+      report_interval: config.report_interval,
       timeout: config.connect_timeout,
       concurrency: config.connect_concurrency
     }
@@ -105,11 +110,43 @@ defmodule Caravan.Cluster.Connector do
       pool
       | running: Map.new(running),
         queue: Enum.reject(pool.queue, &MapSet.member?(cancel, &1)),
-        failing: MapSet.difference(pool.failing, cancel)
+        failing: Map.drop(pool.failing, nodes)
     }
 
     {start(pool), for({_tag, run} <- killed, do: run.node)}
   end
+
+  @doc """
+  A failed connect to `node` at `now` (ms): `{true, pool}` to report it,
+  the first of a streak and then once per `report_interval`, else
+  `{false, pool}`.
+  """
+  @spec report?(t(), node(), integer()) :: {boolean(), t()}
+  def report?(%__MODULE__{failing: failing} = pool, node, now) do
+    case failing do
+      %{^node => {at, _}} when at != nil and now - at < pool.report_interval -> {false, pool}
+      _ -> {true, %{pool | failing: Map.put(failing, node, {now, nil})}}
+    end
+  end
+
+  @doc """
+  A failed connect's explanation `text`: `{true, pool}` to log it, when it
+  is the first since a report or differs from the last one logged (a peer
+  that came up with another cookie), else `{false, pool}`.
+  """
+  @spec explained(t(), node(), String.t()) :: {boolean(), t()}
+  def explained(%__MODULE__{failing: failing} = pool, node, text) do
+    case failing do
+      %{^node => {_at, ^text}} -> {false, pool}
+      %{^node => {at, _}} -> {true, %{pool | failing: Map.put(failing, node, {at, text})}}
+      _ -> {false, pool}
+    end
+  end
+
+  @doc "Forgets the failure streaks of nodes not in `found` (DNS no longer lists them)."
+  @spec keep_streaks(t(), [node()]) :: t()
+  def keep_streaks(%__MODULE__{} = pool, found),
+    do: %{pool | failing: Map.take(pool.failing, found)}
 
   @doc "Nodes connecting or queued, in no particular order."
   @spec pending(t()) :: [node()]
@@ -120,7 +157,7 @@ defmodule Caravan.Cluster.Connector do
        when map_size(running) < pool.concurrency do
     owner = self()
     tag = make_ref()
-    quiet = %{pool | libcluster: pool.libcluster and not MapSet.member?(pool.failing, node)}
+    quiet = %{pool | libcluster: pool.libcluster and not is_map_key(pool.failing, node)}
     {pid, monitor} = spawn_monitor(fn -> send(owner, {__MODULE__, tag, run(quiet, node)}) end)
 
     run = %{
@@ -153,8 +190,13 @@ defmodule Caravan.Cluster.Connector do
     Process.demonitor(run.monitor, [:flush])
     _ = Process.cancel_timer(run.timer)
     {outcome, reason} = if result == true, do: {:ok, nil}, else: {:error, result}
-    update = if result == true, do: &MapSet.delete/2, else: &MapSet.put/2
-    pool = %{pool | failing: update.(pool.failing, run.node)}
+
+    failing =
+      if result == true,
+        do: Map.delete(pool.failing, run.node),
+        else: Map.put_new(pool.failing, run.node, {nil, nil})
+
+    pool = %{pool | failing: failing}
 
     Caravan.Telemetry.execute(
       [:caravan, :connect],

@@ -2,9 +2,9 @@ defmodule Caravan.Cluster.Warnings do
   @moduledoc false
   # One job: what the strategy tells the operator, and when: the warn-once
   # ledgers (a streak warns once, repeats are debug, its end is an info;
-  # silent DNS; an unreachable node once per report_interval; the node list
-  # said when it changes) as pure data in the strategy's state, the texts,
-  # and the log line (log/3).
+  # silent DNS; the node list said when it changes) as pure data in the
+  # strategy's state, the texts, and the log line (log/3). A failed
+  # connect's streak is Caravan.Cluster.Connector's.
 
   require Logger
 
@@ -19,11 +19,7 @@ defmodule Caravan.Cluster.Warnings do
                      "will look up peers but cannot connect to them; start it with -name " <>
                      "<name>@<host> (or -sname) and Caravan's epmd module"
 
-  defstruct keys: MapSet.new(),
-            silence: {nil, 0},
-            unreachable: %{},
-            listed: nil,
-            report_interval: Config.default(:report_interval)
+  defstruct keys: MapSet.new(), silence: {nil, 0}, listed: nil
 
   @type key :: term()
   @type level :: Logger.level() | nil
@@ -31,15 +27,12 @@ defmodule Caravan.Cluster.Warnings do
   @opaque t :: %__MODULE__{
             keys: MapSet.t(key()),
             silence: {silence() | nil, non_neg_integer()},
-            unreachable: %{node() => integer()},
-            listed: [node()] | nil,
-            report_interval: pos_integer()
+            listed: [node()] | nil
           }
 
-  @doc "No warnings outstanding; `report_interval` ms between reports of one unreachable node."
-  @spec new(pos_integer()) :: t()
-  def new(report_interval \\ Config.default(:report_interval)),
-    do: %__MODULE__{report_interval: report_interval}
+  @doc "No warnings outstanding."
+  @spec new() :: t()
+  def new, do: %__MODULE__{}
 
   @doc "Logs `message` at `level` (nil: not); libcluster's `debug:` gates debug lines under it."
   @spec log(level(), Config.t(), String.t()) :: :ok
@@ -114,10 +107,7 @@ defmodule Caravan.Cluster.Warnings do
         do: [{:debug, "DNS lists #{length(sorted)} node(s): #{inspect(result.found)}"}],
         else: []
 
-    w = %{w | listed: sorted}
-
-    w = clear_if(w, fn key -> match?({:connect, _}, key) and elem(key, 1) not in found end)
-    w = %{w | unreachable: Map.filter(w.unreachable, fn {node, _} -> node in found end)}
+    w = clear_if(%{w | listed: sorted}, &(match?({:connect, _}, &1) and elem(&1, 1) not in found))
 
     {w, invalid} =
       while(w, result.invalid != [], :invalid_records, fn ->
@@ -131,15 +121,7 @@ defmodule Caravan.Cluster.Warnings do
       end)
 
     other_port = result[:authoritative?] && Caravan.Epmd.NodeName.other_port(node(), result.found)
-
-    {w, port} =
-      while(w, is_tuple(other_port), :other_port, fn ->
-        {other, port, own} = other_port
-
-        "DNS lists #{other} on this node's host, port #{port}, but this node is #{node()} " <>
-          "and listens on #{own}: its peers dial #{port}. Register the service with port " <>
-          "#{own}, or name the node after port #{port}"
-      end)
+    {w, port} = while(w, is_binary(other_port), :other_port, fn -> other_port end)
 
     {w, Enum.reject(entries ++ listed ++ invalid ++ capped ++ port, &match?({nil, _}, &1))}
   end
@@ -166,19 +148,6 @@ defmodule Caravan.Cluster.Warnings do
     started = if kind != nil and count == @silence_polls, do: {:start, kind}
     {ended || started, %{w | silence: if(kind, do: {kind, count}, else: {nil, 0})}}
   end
-
-  @doc "A failed connect at `now` (ms): `{true, w}` to explain it (once per report_interval)."
-  @spec connect_failed(t(), node(), integer()) :: {boolean(), t()}
-  def connect_failed(%__MODULE__{unreachable: last} = w, node, now) do
-    case last do
-      %{^node => at} when now - at < w.report_interval -> {false, w}
-      _ -> {true, %{w | unreachable: Map.put(last, node, now)}}
-    end
-  end
-
-  @doc "`node` connected: its unreachable streak ends."
-  @spec connected(t(), node()) :: t()
-  def connected(%__MODULE__{} = w, node), do: %{w | unreachable: Map.delete(w.unreachable, node)}
 
   @doc """
   `{level, message}` (nil: nothing to say) for what the strategy meets: a

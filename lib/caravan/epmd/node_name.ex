@@ -42,12 +42,12 @@ defmodule Caravan.Epmd.NodeName do
        {:invalid_record, "expected a port and a host, got: #{inspect({sname, port, host})}"}}
 
   @doc """
-  `{listed, listed_port, own_port}` when `found` (node atoms, a poll's)
-  leaves out `self` but lists a node of its name part and host with
-  another port (an SRV record whose port does not match the node's name);
-  nil otherwise, and on a node that is not distributed.
+  A sentence naming both ports when `found` (node atoms, a poll's) leaves
+  out `self` but lists a node of its name part and host with another port
+  (an SRV record whose port does not match the node's name); nil
+  otherwise, and on a node that is not distributed.
   """
-  @spec other_port(node(), [node()]) :: {node(), :inet.port_number(), :inet.port_number()} | nil
+  @spec other_port(node(), [node()]) :: String.t() | nil
   def other_port(self, found) do
     with false <- self in found,
          {:ok, own} <- Caravan.Epmd.fetch_dist_port(self),
@@ -59,7 +59,10 @@ defmodule Caravan.Epmd.NodeName do
              true <- String.starts_with?(other, base),
              {port, ""} when port in 1..65_535 and port != own <-
                Integer.parse(String.replace_prefix(other, base, "")),
-             do: {node, port, own},
+             do:
+               "DNS lists #{node} on this node's host, port #{port}, but this node is " <>
+                 "#{self} and listens on #{own}: its peers dial #{port}. Register the " <>
+                 "service with port #{own}, or name the node after port #{port}",
              else: (_ -> nil)
       end)
     else
