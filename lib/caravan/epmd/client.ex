@@ -40,7 +40,9 @@ defmodule Caravan.Epmd.Client do
   configured nameservers are asked for A (`:inet`) or AAAA (`:inet6`)
   records; when they do not answer with an address, `:inet.getaddr/2`
   tries `/etc/hosts`, any inetrc and the OS resolver. An invalid value
-  stops the boot with a message naming it.
+  stops the boot with a message naming it. A `Caravan.Cluster.DnsStrategy`
+  topology without `:nameservers` asks these nameservers too
+  (`Caravan.DNS.default_nameservers/0`).
   """
 
   # Distribution protocol version returned with the port (OTP 23+ speak 6).
