@@ -31,11 +31,12 @@ defmodule Caravan.Diagnose.TopologySection do
   not shown).
   """
   @spec render(String.t(), Caravan.Cluster.Config.t(), %{
-          at: integer(),
-          last_poll: Caravan.Cluster.DnsStrategy.State.last_poll() | nil,
-          lookups: list(),
-          nodes: [node()],
-          probes: [Probe.t()]
+          optional(:outside?) => boolean(),
+          required(:at) => integer(),
+          required(:last_poll) => Caravan.Cluster.DnsStrategy.State.last_poll() | nil,
+          required(:lookups) => list(),
+          required(:nodes) => [node()],
+          required(:probes) => [Probe.t()]
         }) :: {[String.t()], [String.t()]}
   def render(source, config, %{lookups: lookups, nodes: nodes, probes: probes} = found) do
     header = [
