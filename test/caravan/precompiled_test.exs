@@ -1,8 +1,8 @@
 defmodule Caravan.PrecompiledTest do
   # Caravan.Precompiled on its own: names, the checksum file, packing. The
   # fetch is in test/caravan/precompiled/fetch_test.exs; the whole path
-  # through `mix compile` is in test/mix/compile_caravan_native_test.exs.
-  use ExUnit.Case, async: false
+  # through `mix compile` is in test/integration/mix_compile_caravan_native_test.exs.
+  use ExUnit.Case, async: true
 
   alias Caravan.Precompiled
 

@@ -31,6 +31,8 @@ defmodule Caravan.Test.ConsulDns do
 
   import Bitwise
 
+  alias Caravan.Test.DnsSockets
+
   # Consul's trimTCPResponse: "64k - 12 bytes DNS raw overhead".
   @tcp_max 65_523
   # Consul's defaultMaxUDPSize and default udp_answer_limit.
@@ -100,32 +102,15 @@ defmodule Caravan.Test.ConsulDns do
     port = Keyword.fetch!(opts, :port)
     family = Keyword.get(opts, :family, :inet)
 
-    {:ok, udp} =
-      :gen_udp.open(port, [:binary, ip: ip, active: true, reuseaddr: true, recbuf: 1 <<< 20])
-
-    # A server stopped just before on the same port may still have its
-    # connection processes exiting: retry for a while on eaddrinuse.
-    {:ok, listen} =
-      retry_eaddrinuse(40, fn ->
-        :gen_tcp.listen(port, [
-          :binary,
-          ip: ip,
-          active: false,
-          reuseaddr: true,
-          packet: 2,
-          backlog: 128
-        ])
-      end)
-
-    server = self()
-    Caravan.Test.TcpAcceptor.start_link(listen, &connection_loop(&1, server))
+    # Consul (miekg/dns) serves several queries per TCP connection and
+    # closes one idle for 10 s.
+    sockets = DnsSockets.open(ip, port, [backlog: 128], 10_000)
 
     {:ok,
      %{
        ip: ip,
        port: port,
-       udp: udp,
-       listen: listen,
+       sockets: sockets,
        service: Keyword.get(opts, :service, "web"),
        dc: Keyword.get(opts, :dc, "dc1"),
        target: Keyword.get(opts, :target, :node),
@@ -150,59 +135,27 @@ defmodule Caravan.Test.ConsulDns do
 
   def handle_call({:answer, :tcp, packet}, _from, state) do
     state = count(state, :tcp)
-    {:reply, respond(packet, :tcp, state), state}
+
+    case respond(packet, :tcp, state) do
+      {:reply, _bin} = reply -> {:reply, reply, state}
+      :drop -> {:reply, :close, state}
+    end
   end
 
   @impl true
-  def handle_info({:udp, udp, ip, port, packet}, %{udp: udp} = state) do
+  def handle_info({:udp, udp, ip, port, packet}, %{sockets: %{udp: udp}} = state) do
     state = count(state, :udp)
-
-    case respond(packet, :udp, state) do
-      {:reply, bin} -> :gen_udp.send(udp, ip, port, bin)
-      :drop -> :ok
-    end
-
+    DnsSockets.reply_udp(state.sockets, ip, port, respond(packet, :udp, state))
     {:noreply, state}
   end
 
   def handle_info(_other, state), do: {:noreply, state}
 
   @impl true
-  def terminate(_reason, state) do
-    :gen_udp.close(state.udp)
-    :gen_tcp.close(state.listen)
-  end
-
-  defp retry_eaddrinuse(tries, fun) do
-    case fun.() do
-      {:error, :eaddrinuse} when tries > 0 ->
-        Process.sleep(50)
-        retry_eaddrinuse(tries - 1, fun)
-
-      result ->
-        result
-    end
-  end
+  def terminate(_reason, state), do: DnsSockets.close(state.sockets)
 
   defp count(state, transport),
     do: %{state | queries: Map.update!(state.queries, transport, &(&1 + 1))}
-
-  # Consul (miekg/dns) serves several queries per TCP connection.
-  defp connection_loop(socket, server) do
-    with {:ok, packet} <- :gen_tcp.recv(socket, 0, 10_000),
-         {:reply, bin} <- safe_call(server, packet) do
-      :gen_tcp.send(socket, bin)
-      connection_loop(socket, server)
-    else
-      _ -> :gen_tcp.close(socket)
-    end
-  end
-
-  defp safe_call(server, packet) do
-    GenServer.call(server, {:answer, :tcp, packet})
-  catch
-    :exit, _ -> :drop
-  end
 
   # -- answers ---------------------------------------------------------------
 

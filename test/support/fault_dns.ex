@@ -43,6 +43,8 @@ defmodule Caravan.Test.FaultDns do
 
   import Bitwise
 
+  alias Caravan.Test.DnsSockets
+
   @default_records [
     {1, 1, 4801, "web1.node.dc1.consul"},
     {1, 1, 4802, "web2.node.dc1.consul"}
@@ -76,27 +78,13 @@ defmodule Caravan.Test.FaultDns do
     ip = Keyword.get(opts, :ip, {127, 0, 2, 1})
     port = Keyword.fetch!(opts, :port)
 
-    {:ok, udp} =
-      :gen_udp.open(port, [:binary, ip: ip, active: true, reuseaddr: true, recbuf: 1 <<< 20])
-
-    # A server stopped just before on the same port may still have its
-    # TCP connection processes exiting (exit signals travel asynchronously):
-    # retry for a while rather than fail on eaddrinuse.
-    {:ok, listen} =
-      retry_eaddrinuse(40, fn ->
-        :gen_tcp.listen(port, [:binary, ip: ip, active: false, reuseaddr: true, packet: 2])
-      end)
-
-    server = self()
-    acceptor = Caravan.Test.TcpAcceptor.start_link(listen, &connection_loop(&1, server))
+    sockets = DnsSockets.open(ip, port)
 
     {:ok,
      %{
        ip: ip,
        port: port,
-       udp: udp,
-       listen: listen,
-       acceptor: acceptor,
+       sockets: sockets,
        mode: Keyword.get(opts, :mode, :normal),
        records: Keyword.get(opts, :records, @default_records),
        queries: %{udp: 0, tcp: 0}
@@ -121,22 +109,15 @@ defmodule Caravan.Test.FaultDns do
   end
 
   @impl true
-  def handle_info({:udp, udp, ip, port, packet}, %{udp: udp} = state) do
+  def handle_info({:udp, udp, ip, port, packet}, %{sockets: %{udp: udp}} = state) do
     state = count(state, :udp)
 
-    case respond(state.mode, :udp, packet, state.records) do
-      {:reply, bin} ->
-        :gen_udp.send(udp, ip, port, bin)
-
-      {:delay, ms, bin} ->
-        spawn_link(fn ->
-          Process.sleep(ms)
-          :gen_udp.send(udp, ip, port, bin)
-        end)
-
-      _drop_or_close ->
-        :ok
-    end
+    DnsSockets.reply_udp(
+      state.sockets,
+      ip,
+      port,
+      respond(state.mode, :udp, packet, state.records)
+    )
 
     {:noreply, state}
   end
@@ -144,50 +125,10 @@ defmodule Caravan.Test.FaultDns do
   def handle_info(_other, state), do: {:noreply, state}
 
   @impl true
-  def terminate(_reason, state) do
-    :gen_udp.close(state.udp)
-    :gen_tcp.close(state.listen)
-  end
+  def terminate(_reason, state), do: DnsSockets.close(state.sockets)
 
   defp count(state, transport),
     do: %{state | queries: Map.update!(state.queries, transport, &(&1 + 1))}
-
-  defp retry_eaddrinuse(tries, fun) do
-    case fun.() do
-      {:error, :eaddrinuse} when tries > 0 ->
-        Process.sleep(50)
-        retry_eaddrinuse(tries - 1, fun)
-
-      result ->
-        result
-    end
-  end
-
-  defp connection_loop(socket, server) do
-    case :gen_tcp.recv(socket, 0) do
-      {:ok, packet} ->
-        case GenServer.call(server, {:answer, :tcp, packet}) do
-          {:reply, bin} ->
-            :gen_tcp.send(socket, bin)
-            connection_loop(socket, server)
-
-          {:delay, ms, bin} ->
-            Process.sleep(ms)
-            :gen_tcp.send(socket, bin)
-            connection_loop(socket, server)
-
-          :drop ->
-            # Hold the connection open and say nothing more.
-            Process.sleep(:infinity)
-
-          :close ->
-            :gen_tcp.close(socket)
-        end
-
-      {:error, _} ->
-        :gen_tcp.close(socket)
-    end
-  end
 
   # -- answers ---------------------------------------------------------------
 

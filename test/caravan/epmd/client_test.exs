@@ -1,8 +1,10 @@
 defmodule Caravan.Epmd.ClientTest do
+  # Caravan.Epmd.Client's callbacks called in-process; real nodes booted
+  # with it are in test/integration/epmd_client_test.exs. Not async:
+  # register_node/2,3 writes this node's registration.
   use ExUnit.Case, async: false
 
   alias Caravan.Epmd.Client
-  alias Caravan.Test.BeamNode
 
   describe "callbacks, called in-process" do
     test "start_link/0 loads the NIF and returns :ignore" do
@@ -47,40 +49,6 @@ defmodule Caravan.Epmd.ClientTest do
 
       assert {:error, {:port_out_of_range, _}} =
                Client.address_please(~c"app-0", ~c"127.0.0.1", :inet)
-    end
-  end
-
-  describe "real nodes with the flags" do
-    test "listen on the port from the name, with a new random creation each start" do
-      refute BeamNode.listening?({127, 0, 0, 5}, 4390)
-
-      creations =
-        for _ <- 1..2 do
-          {peer, node} = BeamNode.start("app-4390", "127.0.0.5", {127, 0, 0, 5})
-          on_exit(fn -> BeamNode.stop(peer) end)
-          assert node == :"app-4390@127.0.0.5"
-          assert BeamNode.listening?({127, 0, 0, 5}, 4390)
-          assert BeamNode.call(peer, :net_adm, :names, []) == {:ok, [{~c"app-4390", 4390}]}
-          creation = BeamNode.call(peer, :erlang, :system_info, [:creation])
-          BeamNode.stop(peer)
-          creation
-        end
-
-      # Caravan 1.x returned 1..3; net_kernel's random creation is 4..2^32-1.
-      assert Enum.all?(creations, &(&1 > 3))
-      assert Enum.uniq(creations) == creations
-    end
-
-    test "a release helper node listens on a random port, not its target's" do
-      {target, _} = BeamNode.start("app-4391", "127.0.0.5", {127, 0, 0, 5})
-      on_exit(fn -> BeamNode.stop(target) end)
-      {helper, helper_node} = BeamNode.start("rem-1a2b-app-4391", "127.0.0.5", {127, 0, 0, 5})
-      on_exit(fn -> BeamNode.stop(helper) end)
-
-      assert {:ok, [{~c"rem-1a2b-app-4391", port}]} = BeamNode.call(helper, :net_adm, :names, [])
-      assert port not in [0, 4391]
-      assert BeamNode.call(helper, :net_kernel, :connect_node, [:"app-4391@127.0.0.5"])
-      assert BeamNode.call(target, Node, :list, []) == [helper_node]
     end
   end
 end

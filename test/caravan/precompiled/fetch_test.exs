@@ -2,7 +2,7 @@ defmodule Caravan.Precompiled.FetchTest do
   # Caravan.Precompiled.Fetch on its own: the transport rules against OTP's
   # httpd on loopback (plain and TLS with a certificate authority the OS
   # does not know), and local files. The whole path through `mix compile`
-  # is in test/mix/compile_caravan_native_test.exs.
+  # is in test/integration/mix_compile_caravan_native_test.exs.
   use ExUnit.Case, async: false
 
   alias Caravan.Precompiled.Fetch
