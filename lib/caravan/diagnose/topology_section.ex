@@ -43,7 +43,9 @@ defmodule Caravan.Diagnose.TopologySection do
       "Topology #{config.topology}: #{source}",
       "  query:          #{Enum.map_join(config.queries, ", ", &inspect/1)}",
       names_line(config),
-      "  nameservers:    #{nameservers_text(config.nameservers)}"
+      # Where the lookups go, and which setting says so.
+      "  nameservers:    #{nameservers_text(config.nameservers)}" <>
+        if(config.nameservers == [], do: "", else: " (the topology's)")
     ]
 
     last = last_poll_lines(found.last_poll, found.at)
