@@ -192,12 +192,7 @@ defmodule Caravan.DNS do
   # Whether lookups are traced: only when asked for with
   # Logger.put_module_level(Caravan.DNS, :debug), not whenever the primary
   # level is :debug (a fresh app's). Otherwise no tracing subscriber exists.
-  defp trace? do
-    case :logger.get_module_level(__MODULE__) do
-      [{_, level}] -> :logger.compare_levels(level, :debug) != :gt
-      [] -> false
-    end
-  end
+  defp trace?, do: match?([{_, l}] when l in [:debug, :all], :logger.get_module_level(__MODULE__))
 
   defp summary({:ok, found}), do: "#{length(found)} answer(s)"
   defp summary({:error, {kind, message}}), do: "#{kind}: #{message}"
@@ -223,46 +218,22 @@ defmodule Caravan.DNS do
   def vm_nameservers, do: Enum.map(VmNameservers.parsed(), &Options.text/1)
 
   @doc """
-  The nameservers a lookup given no `:nameservers` asks, and the setting
-  they come from, as `{source, ["IP:PORT"]}`. The first of these that
-  gives any:
-
-  1. the epmd module's (`Caravan.Epmd.Client`, "Resolving peer host
-     names"): `source` is `"-caravan_nameservers"` or
-     `"CARAVAN_NAMESERVERS"`, so one setting serves both the node's host
-     lookups and discovery;
-  2. the VM's (`vm_nameservers/0`): `"the VM's resolver"`;
-  3. none: `{"/etc/resolv.conf", []}`, the system's resolver.
+  The nameservers a lookup given no `:nameservers` asks, `{source,
+  ["IP:PORT"]}`: the epmd module's when set (source `"CARAVAN_NAMESERVERS"`
+  or `"-caravan_nameservers"`, `Caravan.Epmd.Client`: one setting for host
+  names and discovery), else the VM's (`"the VM's resolver"`,
+  `vm_nameservers/0`), else none: `{"/etc/resolv.conf", []}`.
   """
   @spec default_nameservers() :: {String.t(), [String.t()]}
   def default_nameservers do
-    {source, parsed} = defaults()
+    {source, parsed} = VmNameservers.defaults()
     {source, Enum.map(parsed, &Options.text/1)}
   end
 
   @doc false
-  # For messages: the nameservers a lookup given `parsed` (`[]`: none) asks,
-  # "IP:PORT, ...", the defaults naming their source.
-  @spec asked_text([Options.nameserver()]) :: String.t()
-  def asked_text([]) do
-    case default_nameservers() do
-      {source, []} -> "the nameservers in #{source}"
-      {source, list} -> "#{Enum.join(list, ", ")} (from #{source})"
-    end
-  end
+  defdelegate asked_text(parsed), to: VmNameservers
 
-  def asked_text(parsed), do: Enum.map_join(parsed, ", ", &Options.text/1)
-
-  defp defaults do
-    with {nil, []} <- Caravan.Epmd.HostResolver.nameservers() do
-      case VmNameservers.parsed() do
-        [] -> {"/etc/resolv.conf", []}
-        parsed -> {"the VM's resolver", parsed}
-      end
-    end
-  end
-
-  defp or_vm_nameservers([]), do: elem(defaults(), 1)
+  defp or_vm_nameservers([]), do: elem(VmNameservers.defaults(), 1)
   defp or_vm_nameservers(nameservers), do: nameservers
 
   # A failed lookup's message names the nameservers asked (those the

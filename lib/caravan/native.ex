@@ -189,21 +189,6 @@ defmodule Caravan.Native do
   def srv_lookup(query, nameservers, timeout_ms, node_host, trace),
     do: load_and_call(:srv_lookup, [query, nameservers, timeout_ms, node_host, trace])
 
-  # Untraced, and with node_host :auto (not NIFs).
-  @spec srv_lookup(
-          String.t(),
-          [Caravan.DNS.Options.nameserver()],
-          non_neg_integer(),
-          Caravan.DNS.Options.node_host()
-        ) :: {:ok, reference()} | {:error, Caravan.error()}
-  def srv_lookup(query, nameservers, timeout_ms, node_host),
-    do: srv_lookup(query, nameservers, timeout_ms, node_host, false)
-
-  @spec srv_lookup(String.t(), [Caravan.DNS.Options.nameserver()], non_neg_integer()) ::
-          {:ok, reference()} | {:error, Caravan.error()}
-  def srv_lookup(query, nameservers, timeout_ms),
-    do: srv_lookup(query, nameservers, timeout_ms, :auto, false)
-
   # A (:inet) or AAAA (:inet6) records of host; the answer comes as
   # {:caravan_host, ref, result} (with trace, the lines as a fourth element).
   @spec host_lookup(

@@ -64,7 +64,10 @@ defmodule Caravan.Test.Lab do
         "the lab makes network namespaces, which needs root"
 
       true ->
-        probe = "cvl#{Integer.to_string(String.to_integer(System.pid()), 36)}p"
+        # Unique per call: test modules may ask at once while they compile.
+        probe =
+          "cvl#{Integer.to_string(String.to_integer(System.pid()), 36)}p" <>
+            Integer.to_string(System.unique_integer([:positive]), 36)
 
         case System.cmd("ip", ["netns", "add", probe], stderr_to_stdout: true) do
           {_, 0} ->
@@ -157,7 +160,8 @@ defmodule Caravan.Test.Lab do
   # Labs left by a test runner that was killed (on_exit never ran): the
   # namespaces whose name holds the OS pid of a process that is gone.
   # A live run's lab is never touched.
-  defp remove_stale do
+  @doc false
+  def remove_stale do
     {list, _} = System.cmd("ip", ["netns", "list"], stderr_to_stdout: true)
 
     for line <- String.split(list, "\n", trim: true),
@@ -170,7 +174,8 @@ defmodule Caravan.Test.Lab do
   end
 
   # Kills every process in network namespace `ns`, then deletes it.
-  defp remove_namespace(ns) do
+  @doc false
+  def remove_namespace(ns) do
     {pids, _} = System.cmd("ip", ["netns", "pids", ns], stderr_to_stdout: true)
 
     for pid <- String.split(pids),
@@ -290,7 +295,8 @@ defmodule Caravan.Test.Lab do
 
   # A namespace with eth0 (one end of a veth whose other end is on the
   # bridge), lo up, `ip`/24 and no default route.
-  defp add_host_ns(lab, ns, bridge_end, ip) do
+  @doc false
+  def add_host_ns(lab, ns, bridge_end, ip) do
     ip!(["netns", "add", ns])
     ns!(ns, ["ip", "link", "set", "lo", "up"])
 
@@ -347,7 +353,8 @@ defmodule Caravan.Test.Lab do
     end
   end
 
-  defp netns_exec(ns),
+  @doc false
+  def netns_exec(ns),
     do: [~c"netns", ~c"exec", to_charlist(ns), to_charlist(System.find_executable("erl"))]
 
   # Consul's .addr. form: 8 hex digits of the IPv4 address.
@@ -362,15 +369,18 @@ defmodule Caravan.Test.Lab do
 
   defp pairs(as, bs), do: for(a <- as, b <- bs, do: {a, b})
 
-  defp counter do
+  @doc false
+  def counter do
     n = :persistent_term.get({__MODULE__, :counter}, 0) + 1
     :persistent_term.put({__MODULE__, :counter}, n)
     Integer.to_string(n, 36)
   end
 
-  defp ip!(args), do: run!("ip", args)
+  @doc false
+  def ip!(args), do: run!("ip", args)
 
-  defp ns!(ns, [cmd | args]), do: run!("ip", ["netns", "exec", ns, cmd | args])
+  @doc false
+  def ns!(ns, [cmd | args]), do: run!("ip", ["netns", "exec", ns, cmd | args])
 
   defp kill!(signal, os_pid), do: run!("kill", [signal, "#{os_pid}"])
 

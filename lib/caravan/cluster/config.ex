@@ -31,6 +31,7 @@ defmodule Caravan.Cluster.Config do
             list_nodes: {:erlang, :nodes, [:connected]},
             queries: [],
             node_sname: nil,
+            node_port: :name,
             poll_interval: @default_poll_interval,
             dns_client: Caravan.DnsClient.Native,
             nameservers: [],
@@ -71,6 +72,7 @@ defmodule Caravan.Cluster.Config do
           list_nodes: mfa_tuple(),
           queries: [String.t(), ...],
           node_sname: String.t() | nil,
+          node_port: :name | :srv,
           poll_interval: pos_integer(),
           dns_client: module(),
           nameservers: [Options.nameserver()],
@@ -88,11 +90,11 @@ defmodule Caravan.Cluster.Config do
         }
 
   @doc """
-  Whether `arg` (`start_link/1`'s argument: `[libcluster_state]` or a
-  keyword list) turns discovery off with `query: :ignore`.
+  Whether `arg` (as `new/1` takes it: a libcluster state or a keyword
+  list) turns discovery off with `query: :ignore`.
   """
-  @spec off?([libcluster_state()] | keyword()) :: boolean()
-  def off?([%{config: config}]), do: off?(config)
+  @spec off?(libcluster_state() | keyword()) :: boolean()
+  def off?(%{config: config}), do: off?(config)
   def off?(opts), do: is_list(opts) and Keyword.keyword?(opts) and opts[:query] == :ignore
 
   @doc """
@@ -136,6 +138,7 @@ defmodule Caravan.Cluster.Config do
              ":srv, :a, :aaaa or :ip"
            ),
          {:ok, sname, basename} <- names(opts, record_type),
+         {:ok, node_port} <- node_port(opts, sname, defaults.node_port),
          {:ok, topology} <- fetch(opts, :topology, defaults.topology, &is_atom/1, "an atom"),
          {:ok, poll} <-
            fetch(
@@ -222,6 +225,7 @@ defmodule Caravan.Cluster.Config do
          list_nodes: list_nodes,
          queries: query |> List.wrap() |> Enum.uniq(),
          node_sname: sname,
+         node_port: node_port,
          record_type: record_type,
          node_basename: basename,
          libcluster: Caravan.Cluster.Libcluster.available?(),

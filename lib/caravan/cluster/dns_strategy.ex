@@ -40,10 +40,12 @@ defmodule Caravan.Cluster.DnsStrategy do
       `"_app._tcp.service.consul"`, `"app.service.dc1.consul"` or
       `"_epmd._tcp.app.default.svc.cluster.local"`; or a list of them, all
       looked up at each poll (the nodes found are the union). Caravan 1.x's
-      `:consul_service` is accepted as an alias. `:ignore` turns discovery
-      off (dev and test, as dns_cluster's): `start_link/1` returns `:ignore`.
+      `:consul_service` is accepted as an alias. `:ignore` turns discovery off (dev and test).
     * `:node_sname` (required with SRV records) - the name part before
       the port, e.g. `"app"` for nodes named `app-4370@host`.
+    * `:node_port` - `#{inspect(%Config{}.node_port)}` (default): the port is in the node name, as above;
+      `:srv`: nodes are named `"<node_sname>@<host>"` and dialed on their SRV
+      record's port (dynamic ports: see [the deployment guide](guides/deployment.md#dynamic-ports)).
     * `:record_type` - `:srv` (default): SRV records; `:a`, `:aaaa` or
       `:ip` (A and AAAA): address records, nodes named
       `<node_basename>@<ip>` (see above). `:dns_client` applies to SRV
@@ -62,9 +64,8 @@ defmodule Caravan.Cluster.DnsStrategy do
       #{Config.default(:poll_interval)}. libcluster DNSPoll's `:polling_interval` is accepted as an
       alias.
     * `:nameservers` - e.g. `["127.0.0.1:8600"]` (see `Caravan.DNS`).
-      Default: `Caravan.DNS.default_nameservers/0`: the epmd module's
-      `CARAVAN_NAMESERVERS` when set (one setting for both), else the VM's
-      (an erl_inetrc's nameserver lines, as Caravan 1.x), else resolv.conf.
+      Default: `Caravan.DNS.default_nameservers/0` (the epmd module's
+      `CARAVAN_NAMESERVERS`, else the VM's as Caravan 1.x, else resolv.conf).
     * `:timeout` - bound on one lookup, ms. Default #{Config.default(:timeout)} (at most
       `:poll_interval`).
     * `:prune` - keep nodes that DNS no longer lists out of the cluster.
@@ -130,18 +131,14 @@ defmodule Caravan.Cluster.DnsStrategy do
   `%Cluster.Strategy.State{}`; a keyword list starts it without libcluster
   (options in the module doc).
 
-  Returns `{:ok, pid}`, `:ignore` with `query: :ignore`, or
-  `{:error, {:invalid_config, message}}` after
+  Returns `{:ok, pid}`, `:ignore` with `query: :ignore`, or `{:error, {:invalid_config, message}}` after
   logging the message when the config is invalid (an unknown key, with the
   nearest known one, or a bad value): the start fails, so a typo stops
   the application's boot instead of leaving the node unclustered.
   """
   @spec start_link([Config.libcluster_state()] | keyword()) :: GenServer.on_start()
-  def start_link([%{config: _} = state] = arg),
-    do: if(Config.off?(arg), do: :ignore, else: GenServer.start_link(__MODULE__, state))
-
-  def start_link(opts) when is_list(opts),
-    do: if(Config.off?(opts), do: :ignore, else: GenServer.start_link(__MODULE__, opts))
+  def start_link([%{config: _} = state]), do: GenServer.start_link(__MODULE__, state)
+  def start_link(opts) when is_list(opts), do: GenServer.start_link(__MODULE__, opts)
 
   @doc false
   # What the strategy `server` (a pid or name) runs with and last found, for
@@ -158,7 +155,10 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   @impl GenServer
   def init(arg) do
-    case Config.new(arg) do
+    case Config.off?(arg) || Config.new(arg) do
+      true ->
+        :ignore
+
       {:ok, config} ->
         # The first poll at once: nodes that ask first start their connects
         # while the others' lookups queue behind them (bench/README.md).

@@ -5,12 +5,12 @@ defmodule Caravan.Cluster.Poll do
   # turn the records into node names (at most max_nodes atoms), decide
   # whether the answer is authoritative, read the connected nodes (once per
   # poll) and compute the nodes to connect. Its one side effect is the
-  # hand-off of the answers' addresses to the epmd module (hand_off/1); the
-  # strategy acts on the result (Caravan.Cluster.Act).
+  # hand-off of the answers' addresses and ports to the epmd module
+  # (hand_off/2); the strategy acts on the result (Caravan.Cluster.Act).
 
   alias Caravan.Cluster.Config
   alias Caravan.DnsClient.AddressRecords
-  alias Caravan.Epmd.{HostResolver, NodeName}
+  alias Caravan.Epmd.{HostResolver, NodeName, Ports}
 
   @type t :: %{
           found: [node()],
@@ -40,7 +40,7 @@ defmodule Caravan.Cluster.Poll do
   @spec run(Config.t()) :: t()
   def run(%Config{list_nodes: {m, f, a}} = config) do
     {answers, addresses} = config |> lookup_all() |> Enum.unzip()
-    hand_off(List.flatten(addresses))
+    hand_off(List.flatten(addresses), ports(answers, config))
     connected = apply(m, f, a)
     answers |> names(config) |> diff(connected)
   end
@@ -48,12 +48,36 @@ defmodule Caravan.Cluster.Poll do
   @doc """
   Hands the addresses the answers gave (`[{host, ips}]`, from every
   client's `{port, host, ips}` peers) to the epmd module
-  (`Caravan.Epmd.HostResolver.remember/2`), so connecting to those nodes
-  asks DNS nothing more. The poll's one write outside its result; `:ok`.
+  (`Caravan.Epmd.HostResolver.remember/2`) and, for a `node_port: :srv`
+  topology, its nodes' ports (`{topology, [{node_name, port}], complete?}`,
+  `Caravan.Epmd.Ports.remember/3`; `nil` otherwise), so connecting to
+  those nodes asks DNS nothing more. The poll's one write outside its
+  result; `:ok`.
   """
-  @spec hand_off([{String.t(), [:inet.ip_address()]}]) :: :ok
-  def hand_off(addresses),
-    do: Enum.each(addresses, fn {host, ips} -> HostResolver.remember(host, ips) end)
+  @spec hand_off(
+          [{String.t(), [:inet.ip_address()]}],
+          {atom(), [{String.t(), :inet.port_number()}], boolean()} | nil
+        ) :: :ok
+  def hand_off(addresses, ports \\ nil) do
+    Enum.each(addresses, fn {host, ips} -> HostResolver.remember(host, ips) end)
+    with {topology, list, complete?} <- ports, do: Ports.remember(topology, list, complete?)
+    :ok
+  end
+
+  # A node_port: :srv topology's nodes and their SRV ports (names as
+  # strings, no atoms), complete when every query answered.
+  defp ports(answers, %Config{node_port: :srv} = config) do
+    ports =
+      for {_query, {:ok, peers}} <- answers,
+          {port, host} <- peers,
+          is_binary(host),
+          {:ok, name} <- [NodeName.build_srv(config.node_sname, port, host)],
+          do: {name, port}
+
+    {config.topology, ports, Enum.all?(answers, &match?({_, {:ok, _}}, &1))}
+  end
+
+  defp ports(_answers, _config), do: nil
 
   @doc """
   The node names of the answers (`[{query, {:ok, peers} | {:error,
@@ -215,6 +239,10 @@ defmodule Caravan.Cluster.Poll do
     do: {:error, {:invalid_record, message}}
 
   defp node_name({:address, ip}, config), do: AddressRecords.node_name(config.node_basename, ip)
+
+  defp node_name({port, host}, %Config{node_port: :srv} = config)
+       when is_binary(host) or is_list(host),
+       do: NodeName.build_srv(config.node_sname, port, to_string(host))
 
   defp node_name({port, host}, config) when is_binary(host) or is_list(host),
     do: NodeName.build(config.node_sname, port, to_string(host))

@@ -215,7 +215,7 @@ defmodule Caravan.Cluster.Warnings do
   @spec at_start(Config.t()) :: :ok
   def at_start(config) do
     if not Node.alive?(), do: log(:warning, config, @not_distributed)
-    problem = Probe.name_mismatch(node(), config.node_sname)
+    problem = Probe.name_mismatch(node(), config.node_sname, config.node_port)
     if problem, do: log(:warning, config, problem), else: :ok
   end
 

@@ -2,7 +2,7 @@ defmodule Caravan.Diagnose.Lookup do
   @moduledoc false
   # One DNS lookup of a topology's query, made now for the report
   # (Caravan.Diagnose): through the topology's DNS client, records mapped
-  # to node names by the port rule. Changes nothing.
+  # to node names as the poll names them. Changes nothing.
 
   @doc """
   Looks `query` up now as the topology `config` (a
@@ -60,7 +60,7 @@ defmodule Caravan.Diagnose.Lookup do
           for {port, host} when is_integer(port) and (is_binary(host) or is_list(host)) <-
                 Enum.take(peers, config.max_nodes),
               {:ok, node} <-
-                [Caravan.Epmd.node_name(config.node_sname, port, to_string(host))],
+                [node_name(config, port, to_string(host))],
               do: node
 
         {query, {:ok, length(peers)}, nodes}
@@ -72,4 +72,11 @@ defmodule Caravan.Diagnose.Lookup do
         {query, {:error, text}, []}
     end
   end
+
+  defp node_name(%{node_port: :srv} = config, port, host) do
+    with {:ok, name} <- Caravan.Epmd.NodeName.build_srv(config.node_sname, port, host),
+         do: {:ok, String.to_atom(name)}
+  end
+
+  defp node_name(config, port, host), do: Caravan.Epmd.node_name(config.node_sname, port, host)
 end

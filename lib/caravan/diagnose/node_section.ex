@@ -66,13 +66,20 @@ defmodule Caravan.Diagnose.NodeSection do
 
       port =
         case Caravan.Epmd.Client.names() do
-          {:ok, [{_name, port}]} -> "port #{port}"
+          {:ok, [{name, port}]} -> "port #{port}#{listen_source(name)}"
           _ -> "port unknown (not registered through Caravan)"
         end
 
       "listening on #{port}, #{address}, proto_dist #{proto_dist()}"
     else
       "not started"
+    end
+  end
+
+  defp listen_source(name) do
+    case Caravan.Epmd.Ports.listen_port(name) do
+      {:ok, _port, source} when is_binary(source) -> " (from #{source})"
+      _ -> ""
     end
   end
 
@@ -93,7 +100,9 @@ defmodule Caravan.Diagnose.NodeSection do
     :hidden,
     :connect_all,
     :caravan_nameservers,
-    :caravan_dns_timeout
+    :caravan_dns_timeout,
+    :caravan_srv_query,
+    :erl_epmd_port
   ]
   defp flags do
     shown =

@@ -132,11 +132,17 @@ defmodule Caravan.Diagnose.TopologySection do
         true -> "NOT connected"
       end
 
-    [resolve, tcp, connected] |> Enum.reject(&is_nil/1) |> Enum.join(", ")
+    Enum.join(Enum.reject([resolve, tcp, connected], &is_nil/1), ", ") <>
+      source_text(probe.port_source)
   end
 
+  defp source_text(:name), do: " (port from the node name)"
+  defp source_text({:srv, :poll, topology}), do: " (port from SRV, last poll of #{topology})"
+  defp source_text({:srv, :lookup, query}), do: " (port from SRV, lookup of #{query} now)"
+  defp source_text(nil), do: ""
+
   defp name_problem(config) do
-    case Probe.name_mismatch(node(), config.node_sname) do
+    case Probe.name_mismatch(node(), config.node_sname, config.node_port) do
       nil -> []
       problem -> ["topology #{config.topology}: #{problem}"]
     end

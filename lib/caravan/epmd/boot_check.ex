@@ -8,8 +8,8 @@ defmodule Caravan.Epmd.BootCheck do
   # environment, and prints with :erlang.display_string/1 (through its
   # callers or warn/1).
 
-  # The -caravan_* flags Caravan reads (Caravan.Epmd.HostResolver).
-  @known_flags ~w(caravan_nameservers caravan_dns_timeout)
+  # The -caravan_* flags Caravan reads (Caravan.Epmd.HostResolver, Ports).
+  @known_flags ~w(caravan_nameservers caravan_dns_timeout caravan_srv_query)
 
   @doc """
   Refuses `-caravan_*` arguments Caravan does not know (a typo such as
@@ -131,6 +131,7 @@ defmodule Caravan.Epmd.BootCheck do
         config = Keyword.get(topology, :config, []),
         Keyword.keyword?(config),
         Keyword.get(config, :record_type, :srv) == :srv,
+        Keyword.get(config, :node_port, :name) == :name,
         is_binary(config[:node_sname]),
         do: config[:node_sname]
   end

@@ -43,6 +43,14 @@ defmodule Caravan.Epmd.Client do
   stops the boot with a message naming it. A `Caravan.Cluster.DnsStrategy`
   topology without `:nameservers` asks these nameservers too
   (`Caravan.DNS.default_nameservers/0`).
+
+  ## Dynamic ports
+
+  `-erl_epmd_port P` (OTP's flag) or `ERL_DIST_PORT=P` sets the port this
+  node listens on apart from its name; `-caravan_srv_query Q` /
+  `CARAVAN_SRV_QUERY=Q` names the SRV query that gives the port of a peer
+  named without one. See the "Dynamic ports" section of the deployment
+  guide.
   """
 
   # Distribution protocol version returned with the port (OTP 23+ speak 6).
@@ -66,7 +74,8 @@ defmodule Caravan.Epmd.Client do
   def start_link do
     with :ok <- Caravan.Native.load(),
          :ok <- Caravan.Epmd.BootCheck.flags(),
-         :ok <- Caravan.Epmd.HostResolver.configure() do
+         :ok <- Caravan.Epmd.HostResolver.configure(),
+         :ok <- Caravan.Epmd.Ports.configure() do
       :ignore
     else
       {:error, {_kind, message}} = error ->
@@ -94,7 +103,7 @@ defmodule Caravan.Epmd.Client do
   @spec register_node(atom() | charlist(), :inet.port_number(), atom()) ::
           {:ok, -1} | {:error, Caravan.Epmd.error()}
   def register_node(name, port, _driver) when is_integer(port) and port in 1..65_535 do
-    with {:ok, expected} <- Caravan.Epmd.listen_port(name),
+    with {:ok, expected, _source} <- Caravan.Epmd.Ports.listen_port(name),
          :ok <- Caravan.Epmd.BootCheck.no_epmd(name, port, expected) do
       :persistent_term.put(@registered, {to_charlist(name), port})
       {:ok, -1}
@@ -117,9 +126,12 @@ defmodule Caravan.Epmd.Client do
   def register_node(name, port), do: register_node(name, port, :inet_tcp)
 
   @doc """
-  The port this node listens on: `{:ok, port}` from its name part (an atom),
-  or `{:ok, 0}` (any port) for the `rem-*`/`rpc-*` helper nodes of release
-  scripts. An invalid name prints the reason and returns
+  The port this node listens on: `{:ok, port}` from `-erl_epmd_port` (OTP's
+  own flag, so it wins) or else the `ERL_DIST_PORT` environment variable,
+  saying so in one line at boot; else from its name part (an atom). The
+  name's port stays what peers dial. `{:ok, 0}` (any port) for the
+  `rem-*`/`rpc-*` helper nodes of release scripts, whatever these say. An
+  invalid name or value prints the reason and returns
   `{:error, {kind, message}}`, which stops the node from booting.
 
   When the port is already taken on the address distribution will listen
@@ -132,11 +144,14 @@ defmodule Caravan.Epmd.Client do
   @spec listen_port_please(atom() | charlist(), charlist()) ::
           {:ok, :inet.port_number()} | {:error, Caravan.Epmd.error()}
   def listen_port_please(name, host) do
-    case Caravan.Epmd.listen_port(name) do
-      {:ok, 0} ->
+    case Caravan.Epmd.Ports.listen_port(name) do
+      {:ok, 0, :helper} ->
         {:ok, 0}
 
-      {:ok, port} ->
+      {:ok, port, source} ->
+        if source != :name,
+          do: :erlang.display_string(~c"[caravan] listening on port #{port} from #{source}\n")
+
         Caravan.Epmd.BootCheck.name_without_port(name, host, port)
         Caravan.Epmd.BootCheck.interface(name, host)
         Caravan.Epmd.BootCheck.port_in_use(name, host, port)
@@ -152,14 +167,14 @@ defmodule Caravan.Epmd.Client do
   end
 
   @doc """
-  The distribution port of a peer: `{:port, port, version}` from the peer's
-  name part (a charlist), `:noport` when the name has no valid port.
+  The distribution port of a peer at `ip`: `{:port, port, version}`, the
+  port found as `address_please/3` finds it, `:noport` when there is none.
   """
   @spec port_please(charlist() | atom(), :inet.ip_address()) ::
           {:port, :inet.port_number(), pos_integer()} | :noport
-  def port_please(name, _ip) do
-    case Caravan.Epmd.fetch_dist_port(name) do
-      {:ok, port} -> {:port, port, @dist_version}
+  def port_please(name, ip) do
+    case Caravan.Epmd.Ports.peer_port(name, :inet.ntoa(ip)) do
+      {:ok, port, _source} -> {:port, port, @dist_version}
       {:error, _} -> :noport
     end
   end
@@ -174,18 +189,22 @@ defmodule Caravan.Epmd.Client do
   `family` (`:inet` or `:inet6`) by Caravan's resolver (see "Resolving peer host names"; IP
   literals as they are; the `-caravan_nameservers` when configured; else
   `:inet.getaddr/2`, so `/etc/hosts`, any inetrc and the OS resolver
-  apply) and the port from the name part.
+  apply) and the port: the one the last poll of a `node_port: :srv`
+  topology saw for that node (a table read), else the name part's; for a
+  name without a port that no poll listed, when `-caravan_srv_query` /
+  `CARAVAN_SRV_QUERY` is set, the port of its record in that SRV query's
+  answer (asked once per second at most, bounded by the resolver timeout).
 
-  Returns `{:error, reason}` when the host does not resolve or the name has
-  no valid port. Called twice per outgoing connection; it does no I/O
-  beyond the host lookup, except on a release helper node
-  (`bin/app remote|rpc|pid|stop`), which prints once why it cannot reach
-  its node before OTP's `:nodedown`.
+  Returns `{:error, reason}` when the host does not resolve or no port is
+  found; a node that query does not list is refused with a warning logged
+  that names the query (see guides/deployment.md, "Dynamic ports"). On a
+  release helper node (`bin/app remote|rpc|pid|stop`) it prints once why
+  it cannot reach its node before OTP's `:nodedown`.
   """
   @spec address_please(charlist(), charlist(), :inet | :inet6) ::
           {:ok, :inet.ip_address(), :inet.port_number(), pos_integer()} | {:error, term()}
   def address_please(name, host, family) do
-    with {:ok, port} <- Caravan.Epmd.fetch_dist_port(name) do
+    with {:ok, port, _source} <- Caravan.Epmd.Ports.peer_port(name, host) do
       resolved = Caravan.Epmd.HostResolver.resolve(host, family)
       Caravan.Epmd.Helper.explain(name, host, family, resolved, port)
 

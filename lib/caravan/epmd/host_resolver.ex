@@ -6,37 +6,24 @@ defmodule Caravan.Epmd.HostResolver do
   # `/etc/resolv.conf` edits.
   #
   # Configured at boot, before any application starts, from a vm.args flag
-  # or, when the flag is absent, the OS environment:
-  #
-  #     ## vm.args
-  #     -caravan_nameservers 127.0.0.1:8600
-  #     -caravan_dns_timeout 1000
-  #
-  #     # or the environment
-  #     CARAVAN_NAMESERVERS=127.0.0.1:8600,10.0.0.2:8600
-  #     CARAVAN_DNS_TIMEOUT=1000
-  #
-  # Nameservers are `IP` or `IP:PORT` (`[IPv6]:PORT`), comma-separated;
-  # the timeout is in ms (default #{1_000}). With no nameservers configured
-  # nothing changes: hosts resolve with `:inet.getaddr/2` as in plain OTP.
-  #
-  # Order for a host: an IP literal of the asked family is used as it is;
-  # then the configured nameservers are asked for A (`:inet`) or AAAA
-  # (`:inet6`) records; when they do not answer with an address (a name
-  # outside Consul such as `localhost`, a dead nameserver), `:inet.getaddr/2`
-  # tries `/etc/hosts`, any inetrc and the OS resolver.
+  # or, when the flag is absent, the OS environment (-caravan_nameservers /
+  # CARAVAN_NAMESERVERS, -caravan_dns_timeout / CARAVAN_DNS_TIMEOUT;
+  # examples, the values' form and the order a host is resolved in, in
+  # Caravan.Epmd.Client's moduledoc). With none, hosts resolve with
+  # `:inet.getaddr/2` as in plain OTP. A topology without nameservers asks
+  # these too (nameservers/0, Caravan.DNS.default_nameservers/0).
   #
   # With nameservers configured, an address they gave is kept for at most
   # 1000 ms, so a connect storm (OTP asks `address_please/3` twice per
   # connect, and every node connects to every other at once) is not also a
   # DNS storm. Each poll of the strategy hands the addresses its answers
   # gave (an SRV answer's additional section, from any client) to
-  # `remember/2` (Caravan.Cluster.Poll.hand_off/1), so a changed address is
+  # `remember/2` (Caravan.Cluster.Poll.hand_off/2), so a changed address is
   # seen at the next poll, and within 1000 ms for a host no poll mentions.
 
   @default_timeout 1_000
   @key {__MODULE__, :config}
-  # The setting the nameservers came from: "-caravan_nameservers" or "CARAVAN_NAMESERVERS".
+  # The setting they came from: "-caravan_nameservers" or "CARAVAN_NAMESERVERS".
   @source {__MODULE__, :source}
   # Addresses the nameservers gave: {{host, family}, ip, expires_at_ms}.
   @cache __MODULE__.Cache
@@ -52,23 +39,17 @@ defmodule Caravan.Epmd.HostResolver do
   def configure do
     with {:ok, {source, nameservers}} <- boot_nameservers(),
          {:ok, timeout} <- boot_timeout() do
-      if nameservers != [], do: ensure_cache()
+      if nameservers != [], do: own_table(@cache)
       :persistent_term.put(@source, source)
       :persistent_term.put(@key, {nameservers, timeout})
     end
   end
 
   # The nameservers configured at boot, parsed, with the setting that gave
-  # them ("-caravan_nameservers" or "CARAVAN_NAMESERVERS"); `{nil, []}` when
-  # none is. Caravan.DNS asks them for a lookup given no nameservers.
+  # them (@source); `{nil, []}` when none is.
   @doc false
   @spec nameservers() :: {String.t() | nil, [Caravan.DNS.Options.nameserver()]}
-  def nameservers do
-    case parsed_config() do
-      {[], _} -> {nil, []}
-      {parsed, _} -> {:persistent_term.get(@source, nil), parsed}
-    end
-  end
+  def nameservers, do: {:persistent_term.get(@source, nil), elem(parsed_config(), 0)}
 
   # Keeps `addresses` (IP tuples, e.g. from an SRV answer's additional
   # section) as `host`'s (a string) for the next 1000 ms, the first of
@@ -89,27 +70,30 @@ defmodule Caravan.Epmd.HostResolver do
     :ok
   end
 
-  # The cache table outlives whoever configures it (net_kernel may restart):
-  # a small process that does nothing else owns it.
-  defp ensure_cache do
-    if :ets.whereis(@cache) == :undefined do
+  # Makes the public named ETS table `name` unless it exists, owned by a
+  # small process that does nothing else, so it outlives whoever configures
+  # it (net_kernel may restart). Returns :ok.
+  @doc false
+  @spec own_table(atom()) :: :ok
+  def own_table(name) do
+    if :ets.whereis(name) == :undefined do
       caller = self()
 
       spawn(fn ->
         # The table is named: its id is not needed.
         _ =
           try do
-            :ets.new(@cache, [:named_table, :public, read_concurrency: true])
+            :ets.new(name, [:named_table, :public, read_concurrency: true])
           rescue
             ArgumentError -> :already_there
           end
 
-        send(caller, {@cache, :ready})
+        send(caller, {name, :ready})
         Process.sleep(:infinity)
       end)
 
       receive do
-        {@cache, :ready} -> :ok
+        {^name, :ready} -> :ok
       after
         1_000 -> :ok
       end
@@ -224,12 +208,10 @@ defmodule Caravan.Epmd.HostResolver do
 
         case Caravan.DNS.Options.parse(list) do
           {:ok, nameservers} ->
-            source =
-              if :init.get_argument(:caravan_nameservers) == :error,
-                do: "CARAVAN_NAMESERVERS",
-                else: "-caravan_nameservers"
+            flag? = :init.get_argument(:caravan_nameservers) != :error
 
-            {:ok, {source, nameservers}}
+            {:ok,
+             {if(flag?, do: "-caravan_nameservers", else: "CARAVAN_NAMESERVERS"), nameservers}}
 
           {:error, {_kind, message}} ->
             {:error,
@@ -258,8 +240,11 @@ defmodule Caravan.Epmd.HostResolver do
     end
   end
 
-  # The vm.args flag wins over the environment.
-  defp boot_value(flag, env) do
+  # The boot value of vm.args `flag` (an atom) or, when absent, of OS
+  # environment variable `env` (a charlist): a string, or nil. The flag wins.
+  @doc false
+  @spec boot_value(atom(), charlist()) :: String.t() | nil
+  def boot_value(flag, env) do
     case :init.get_argument(flag) do
       {:ok, [[value | _] | _]} ->
         List.to_string(value)

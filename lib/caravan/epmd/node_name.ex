@@ -29,10 +29,7 @@ defmodule Caravan.Epmd.NodeName do
           error
       end
     else
-      {:error,
-       {:invalid_host,
-        "SRV target #{inspect(host)} is not a host name or IP address (expected " <>
-          "dot-separated labels of letters, digits and inner '-' (RFC 1123), or an IP literal)"}}
+      invalid_host(host)
     end
   end
 
@@ -69,6 +66,31 @@ defmodule Caravan.Epmd.NodeName do
       _ -> nil
     end
   end
+
+  @doc """
+  The name of a `node_port: :srv` topology's node: `{:ok, "<sname>@<host>"}`
+  (dialed on `port`, 1..65535, the SRV record's), or `{:error, {kind,
+  message}}` as `build/3`. Makes no atom.
+  """
+  @spec build_srv(String.t(), :inet.port_number(), String.t()) ::
+          {:ok, String.t()} | {:error, {atom(), String.t()}}
+  def build_srv(sname, port, host)
+      when is_binary(sname) and is_integer(port) and port in 1..65_535 and is_binary(host) do
+    if valid_host?(host), do: {:ok, "#{sname}@#{host}"}, else: invalid_host(host)
+  end
+
+  def build_srv(sname, port, host),
+    do:
+      {:error,
+       {:invalid_record,
+        "expected a port in 1..65535 and a host, got: #{inspect({sname, port, host})}"}}
+
+  defp invalid_host(host),
+    do:
+      {:error,
+       {:invalid_host,
+        "SRV target #{inspect(host)} is not a host name or IP address (expected " <>
+          "dot-separated labels of letters, digits and inner '-' (RFC 1123), or an IP literal)"}}
 
   @doc """
   Whether `host` is an IP literal, or a host name (RFC 1123): labels of

@@ -1,21 +1,22 @@
 defmodule Caravan.Epmd.Probe do
   @moduledoc false
   # Finds out why a node cannot be reached, in words, by doing what the
-  # epmd layer does to reach it (the port from its name, its host resolved
-  # through Caravan.Epmd.HostResolver) and one TCP connect. Used by
-  # Caravan.Cluster (a failed connect explained) and Caravan.Diagnose; it
-  # depends on neither. Every step is bounded: the host lookup by the
-  # resolver's timeout, the TCP probe by `:tcp_timeout`.
+  # epmd layer does (its port from Caravan.Epmd.Ports, its host from
+  # Caravan.Epmd.HostResolver) and one TCP connect. Used by Caravan.Cluster
+  # (a failed connect explained) and Caravan.Diagnose, knowing neither.
+  # Bounded: the lookups by the resolver's timeout, TCP by `:tcp_timeout`.
 
   @default_tcp_timeout 1_000
 
   @typedoc """
-  What was found about one node: its port from the name, the host lookup,
+  What was found about one node: its port and where it came from
+  (`t:Caravan.Epmd.Ports.source/0`), the host lookup,
   the TCP probe of `ip:port`, and whether it is connected now.
   """
   @type t :: %{
           node: node(),
           port: :inet.port_number() | nil,
+          port_source: Caravan.Epmd.Ports.source() | nil,
           host: String.t() | nil,
           resolve: {:ok, :inet.ip_address()} | {:error, term()} | :skipped,
           tcp: :open | {:error, term()} | :skipped,
@@ -37,33 +38,34 @@ defmodule Caravan.Epmd.Probe do
     tcp_timeout = Keyword.get(opts, :tcp_timeout, @default_tcp_timeout)
     connected? = node in Node.list([:visible, :hidden])
     self? = node == node()
-    base = %{node: node, port: nil, host: nil, resolve: :skipped, tcp: :skipped}
-    base = Map.merge(base, %{connected?: connected?, self?: self?, problem: nil})
+    base = %{node: node, port: nil, port_source: nil, host: nil, resolve: :skipped}
+    base = Map.merge(base, %{tcp: :skipped, connected?: connected?, self?: self?, problem: nil})
 
-    with {:ok, port} <- Caravan.Epmd.fetch_dist_port(node),
-         [_name, host] <- String.split(Atom.to_string(node), "@", parts: 2) do
-      probe = %{base | port: port, host: host}
+    with {:ok, _} <- Caravan.Epmd.fetch_dist_port(node),
+         [name, host] <- String.split(Atom.to_string(node), "@", parts: 2),
+         {:ok, port, source} <- Caravan.Epmd.Ports.peer_port(name, host) do
+      probe = %{base | port: port, port_source: source, host: host}
 
-      cond do
-        self? ->
-          probe
+      if self? do
+        probe
+      else
+        resolve = Caravan.Epmd.HostResolver.resolve(host, family())
+        probe = %{probe | resolve: resolve}
 
-        true ->
-          resolve = Caravan.Epmd.HostResolver.resolve(host, family())
-          probe = %{probe | resolve: resolve}
+        probe =
+          case resolve do
+            {:ok, ip} -> %{probe | tcp: tcp(ip, port, tcp_timeout)}
+            {:error, _} -> probe
+          end
 
-          probe =
-            case resolve do
-              {:ok, ip} -> %{probe | tcp: tcp(ip, port, tcp_timeout)}
-              {:error, _} -> probe
-            end
-
-          expect = Keyword.get(opts, :expect_connected, true)
-          %{probe | problem: problem(Map.put(probe, :expect_connected?, expect))}
+        expect = Keyword.get(opts, :expect_connected, true)
+        %{probe | problem: problem(Map.put(probe, :expect_connected?, expect))}
       end
     else
-      {:error, {_kind, message}} ->
-        %{base | problem: "#{node} is not a Caravan node name (#{message})"}
+      {:error, {kind, message}} ->
+        if Caravan.Epmd.Ports.refusal?(kind),
+          do: %{base | problem: message},
+          else: %{base | problem: "#{node} is not a Caravan node name (#{message})"}
 
       _no_host ->
         %{
@@ -100,9 +102,8 @@ defmodule Caravan.Epmd.Probe do
 
   @doc """
   Where the nameservers of the epmd module (host lookups of node names)
-  come from: `{nameservers, source}` where source is
-  `"-caravan_nameservers"`, `"CARAVAN_NAMESERVERS"`, or `nil` when none
-  are configured (the OS resolver is asked).
+  come from: `{nameservers, source}`, source `"-caravan_nameservers"`,
+  `"CARAVAN_NAMESERVERS"`, or `nil` (none: the OS resolver is asked).
   """
   @spec nameservers() :: {[String.t()], String.t() | nil}
   def nameservers do
@@ -121,16 +122,25 @@ defmodule Caravan.Epmd.Probe do
   @doc """
   Whether peers of a topology with `node_sname` can reach `node` (this
   node) by name: they dial `:"<node_sname>-<port>@<host>"` (SRV port and
-  target). Returns `nil` when the name fits (or the node is not
-  distributed, or started with `-dist_listen false`: never dialed), else a
-  sentence naming the name peers will dial and the fix.
+  target), or `:"<node_sname>@<host>"` with `node_port` `:srv`. Returns
+  `nil` when the name fits (or the node is not distributed, or started
+  with `-dist_listen false`: never dialed), else a sentence naming the
+  name peers will dial and the fix.
   """
-  @spec name_mismatch(node(), String.t() | nil) :: nil | String.t()
-  def name_mismatch(:nonode@nohost, _sname), do: nil
+  @spec name_mismatch(node(), String.t() | nil, :name | :srv) :: nil | String.t()
+  def name_mismatch(node, sname, node_port \\ :name)
+  def name_mismatch(:nonode@nohost, _sname, _node_port), do: nil
   # record_type :a/:aaaa/:ip topologies name nodes <node_basename>@<ip>.
-  def name_mismatch(_node, nil), do: nil
+  def name_mismatch(_node, nil, _node_port), do: nil
 
-  def name_mismatch(node, sname) do
+  def name_mismatch(node, sname, :srv) do
+    case String.split(Atom.to_string(node), "@", parts: 2) do
+      [name, host] when name != sname -> "this node is #{node}, but peers dial #{sname}@#{host}"
+      _ -> nil
+    end
+  end
+
+  def name_mismatch(node, sname, :name) do
     # A -dist_listen false node listens nowhere and is never dialed: its
     # name may be anything.
     with false <- :init.get_argument(:dist_listen) == {:ok, [[~c"false"]]},
@@ -232,26 +242,19 @@ defmodule Caravan.Epmd.Probe do
   end
 
   defp tcp(ip, port, timeout) do
-    case :gen_tcp.connect(ip, port, [:binary, active: false], timeout) do
-      {:ok, socket} ->
-        :gen_tcp.close(socket)
-        :open
-
-      {:error, reason} ->
-        {:error, reason}
+    with {:ok, socket} <- :gen_tcp.connect(ip, port, [:binary, active: false], timeout) do
+      :gen_tcp.close(socket)
+      :open
     end
   end
 
   # The family distribution uses: inet6 when -proto_dist names inet6_*.
   defp family do
-    case :init.get_argument(:proto_dist) do
-      {:ok, protos} ->
-        if Enum.any?(Enum.concat(protos), &List.starts_with?(&1, ~c"inet6")),
-          do: :inet6,
-          else: :inet
-
-      :error ->
-        :inet
+    with {:ok, protos} <- :init.get_argument(:proto_dist),
+         true <- Enum.any?(Enum.concat(protos), &List.starts_with?(&1, ~c"inet6")) do
+      :inet6
+    else
+      _ -> :inet
     end
   end
 end

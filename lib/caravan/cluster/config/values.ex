@@ -13,7 +13,7 @@ defmodule Caravan.Cluster.Config.Values do
   @known_keys ~w(query consul_service node_sname node_host poll_interval nameservers timeout
                  prune max_nodes connect_timeout connect_concurrency dns_client topology
                  connect disconnect list_nodes report_interval record_type node_basename
-                 polling_interval leave_after)a
+                 polling_interval leave_after node_port)a
 
   # The config keys a topology accepts (see Caravan.Cluster.DnsStrategy).
   @spec known() :: [atom()]
@@ -110,6 +110,30 @@ defmodule Caravan.Cluster.Config.Values do
 
       error ->
         error
+    end
+  end
+
+  # :name (the port from the node name) or :srv (nodes named
+  # "<node_sname>@<host>", dialed on their SRV record's port); with :srv the
+  # node_sname must not end in a digit, which would read as a port.
+  @spec node_port(keyword(), String.t() | nil, :name) :: {:ok, :name | :srv} | error()
+  def node_port(opts, sname, default) do
+    case fetch(opts, :node_port, default, &(&1 in [:name, :srv]), ":name or :srv") do
+      {:ok, :srv} when sname == nil ->
+        invalid("invalid :node_port: :srv; it applies to SRV records only (record_type: :srv)")
+
+      {:ok, :srv} ->
+        if String.match?(sname, ~r/[0-9]\z/),
+          do:
+            invalid(
+              "invalid :node_sname: #{inspect(sname)} with node_port: :srv; expected a name " <>
+                "that does not end in a digit (nodes are named <node_sname>@<host>, and " <>
+                "trailing digits would read as a port)"
+            ),
+          else: {:ok, :srv}
+
+      other ->
+        other
     end
   end
 
