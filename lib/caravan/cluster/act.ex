@@ -30,7 +30,7 @@ defmodule Caravan.Cluster.Act do
       |> Map.take([:found, :answered, :errors, :invalid])
       |> Map.put(:at, System.monotonic_time())
 
-    connector = Connector.keep_streaks(state.connector, result.found)
+    connector = Connector.keep_streaks(state.connector, result.found, result.connected)
     state = %{state | warnings: warnings, last_poll: last_poll, connector: connector}
     state = membership(state, result)
 
@@ -49,8 +49,11 @@ defmodule Caravan.Cluster.Act do
   """
   @spec connected(State.t(), node(), Connector.result()) :: State.t()
   def connected(%State{config: config} = state, node, true) do
-    log(if(config.libcluster, do: :debug, else: :info), config, "connected to #{node}")
-    state
+    # Under libcluster, libcluster says it, unless the connect bypassed it.
+    {bypassed?, connector} = Connector.connected(state.connector, node)
+    level = if config.libcluster and not bypassed?, do: :debug, else: :info
+    log(level, config, "connected to #{node}")
+    %{state | connector: connector}
   end
 
   def connected(%State{config: config} = state, node, :ignored) do

@@ -143,10 +143,24 @@ defmodule Caravan.Cluster.Connector do
     end
   end
 
-  @doc "Forgets the failure streaks of nodes not in `found` (DNS no longer lists them)."
-  @spec keep_streaks(t(), [node()]) :: t()
-  def keep_streaks(%__MODULE__{} = pool, found),
-    do: %{pool | failing: Map.take(pool.failing, found)}
+  @doc """
+  `node` connected: `{bypassed?, pool}` with its failure streak ended;
+  `bypassed?` is true when the connect called the MFA directly under
+  libcluster (a retry in a streak), so libcluster logged nothing.
+  """
+  @spec connected(t(), node()) :: {boolean(), t()}
+  def connected(%__MODULE__{failing: failing} = pool, node),
+    do:
+      {pool.libcluster and is_map_key(failing, node),
+       %{pool | failing: Map.delete(failing, node)}}
+
+  @doc """
+  Keeps the failure streaks of nodes in `found` (DNS lists them) that are
+  not in `connected` (connected since, whoever dialed).
+  """
+  @spec keep_streaks(t(), [node()], [node()]) :: t()
+  def keep_streaks(%__MODULE__{} = pool, found, connected),
+    do: %{pool | failing: pool.failing |> Map.take(found) |> Map.drop(connected)}
 
   @doc "Nodes connecting or queued, in no particular order."
   @spec pending(t()) :: [node()]
@@ -191,9 +205,10 @@ defmodule Caravan.Cluster.Connector do
     _ = Process.cancel_timer(run.timer)
     {outcome, reason} = if result == true, do: {:ok, nil}, else: {:error, result}
 
+    # A success ends the streak in connected/2, which tells who dialed.
     failing =
       if result == true,
-        do: Map.delete(pool.failing, run.node),
+        do: pool.failing,
         else: Map.put_new(pool.failing, run.node, {nil, nil})
 
     pool = %{pool | failing: failing}

@@ -46,7 +46,7 @@ defmodule Caravan.Cluster.SilenceTest do
     # Connected (or gone from DNS): the next failure is reported at once.
     u = %{u | failing: Map.delete(u.failing, :a@h)}
     assert {true, u} = Caravan.Cluster.Connector.report?(u, :a@h, 1_001)
-    u = Caravan.Cluster.Connector.keep_streaks(u, [:a@h])
+    u = Caravan.Cluster.Connector.keep_streaks(u, [:a@h, :c@h], [:c@h])
     assert {true, _} = Caravan.Cluster.Connector.report?(u, :b@h, 1_002)
   end
 end
