@@ -55,7 +55,7 @@ defmodule Caravan.Cluster.DnsStrategy.State do
           leave_after: config.leave_after,
           max_departed: config.max_nodes
         ),
-      warnings: Warnings.new(config.report_interval),
+      warnings: Warnings.new(),
       connector: Connector.new(config)
     }
   end
