@@ -16,21 +16,17 @@ defmodule Caravan.DNS do
   complete answer at that nameserver would not be trusted over UDP is
   asked over TCP directly (one query per poll, not two; RFC 7766 5), until
   an answer fits UDP again, a direct TCP exchange fails outright or times
-  out twice in a row, or 600 s pass.
-  Each record's `:transport` says which transport gave it. Answers are not
-  cached, so a changed service is seen at once.
+  out twice in a row, or 600 s pass. Each record's `:transport` says which
+  transport gave it. Answers are not cached: a change is seen at once.
 
   ## Options
 
     * `:nameservers` - nameservers to ask, in order: `"IP"` (port 53),
       `"IP:PORT"` (`"127.0.0.1:8600"` for a Consul agent), `"[IPv6]:PORT"`,
       or Caravan 1.x's `{"IP", port}` tuples (port an integer or a string).
-      Default: the nameservers the VM was given (`vm_nameservers/0`: an
-      erl_inetrc's `{nameserver, IP, Port}`, as Caravan 1.x used them),
-      and when it has none, the system's `/etc/resolv.conf`. With these
-      defaults a short query is completed from the resolv.conf's search list
-      as `:inet_res` does ([Which nameservers](guides/discovery.md#which-nameservers));
-      for nameservers given here a query is absolute.
+      Default: `default_nameservers/0` (the epmd module's
+      `CARAVAN_NAMESERVERS`, else the VM's, else `/etc/resolv.conf`), the
+      last two with their [search list](guides/discovery.md#which-nameservers).
     * `:timeout` - bound on the whole lookup, retries and TCP included, in
       ms. Default #{Caravan.DNS.Options.default_timeout()}.
     * `:node_host` - how each record's `:host` (the host part of the node
@@ -65,21 +61,20 @@ defmodule Caravan.DNS do
   @reply_grace 1_000
 
   @typedoc """
-  One SRV record. `name`, only when the query was completed from the
-  search list, is the name that answered; `target` has no trailing dot; `addresses` are the
-  target's addresses from the answer's additional section (or resolved,
-  with `node_host: :ip`); `host` is the host part of the node name under
-  `:node_host`, `nil` when `node_host: :ip` found no address.
+  One SRV record: `name` answered a query completed from the search list;
+  `target` has no trailing dot; `addresses` are the target's (additional
+  section, or resolved under `node_host: :ip`); `host` is the node name's
+  host under `:node_host` (nil: `:ip` found no address).
   """
   @type srv_record :: %{
           optional(:name) => String.t(),
-          required(:priority) => 0..65_535,
-          required(:weight) => 0..65_535,
-          required(:port) => 0..65_535,
-          required(:target) => String.t(),
-          required(:addresses) => [:inet.ip_address()],
-          required(:host) => String.t() | nil,
-          required(:transport) => String.t()
+          priority: 0..65_535,
+          weight: 0..65_535,
+          port: 0..65_535,
+          target: String.t(),
+          addresses: [:inet.ip_address()],
+          host: String.t() | nil,
+          transport: String.t()
         }
 
   @type reason :: Caravan.error()
@@ -116,11 +111,10 @@ defmodule Caravan.DNS do
 
   # Validates the arguments once and starts the native lookup:
   # {:ok, ref, timeout_ms, nameservers} or {:error, reason}. No
-  # :nameservers means the VM's (vm_nameservers/0).
+  # :nameservers means the defaults (default_nameservers/0).
   defp start(query, opts, trace) when is_binary(query) and is_list(opts) do
     with {:ok, %Options{} = o} <- Options.new(opts),
-         nameservers = or_vm_nameservers(o.nameservers),
-         search = if(o.nameservers == [], do: VmNameservers.search(), else: {[], 1}),
+         {nameservers, search} = VmNameservers.with_search(o.nameservers),
          {:ok, ref} <-
            Caravan.Native.srv_lookup(query, nameservers, o.timeout, o.node_host, trace, search) do
       {:ok, ref, o.timeout, nameservers}
@@ -163,7 +157,7 @@ defmodule Caravan.DNS do
   # records, `:inet6`: AAAA records) through the `:nameservers` option, and
   # waits for the answer. An IP literal of that family is returned without a
   # lookup. Options: `:nameservers`, `:timeout` (ms), as above; `:trace`
-  # (default: whether Logger prints this module's debug entries), false for
+  # (default: whether this module's Logger level is set to :debug), false for
   # the epmd module's lookups, which must never log (they run inside
   # net_kernel's connection setup, also on the helper nodes of `bin/app
   # rpc|pid`, whose standard output is the command's result).
@@ -196,10 +190,10 @@ defmodule Caravan.DNS do
        {:invalid_query,
         "expected a host name as a binary and :inet or :inet6, got: #{inspect({host, family})}"}}
 
-  # Whether lookups are traced: only when Logger would print debug entries
-  # of this module (the primary level, or a module level set with
-  # Logger.put_module_level/2). Otherwise no tracing subscriber exists.
-  defp trace?, do: :logger.allow(:debug, __MODULE__)
+  # Whether lookups are traced: only when asked for with
+  # Logger.put_module_level(Caravan.DNS, :debug), not whenever the primary
+  # level is :debug (a fresh app's). Otherwise no tracing subscriber exists.
+  defp trace?, do: match?([{_, l}] when l in [:debug, :all], :logger.get_module_level(__MODULE__))
 
   defp summary({:ok, found}), do: "#{length(found)} answer(s)"
   defp summary({:error, {kind, message}}), do: "#{kind}: #{message}"
@@ -224,7 +218,23 @@ defmodule Caravan.DNS do
   @spec vm_nameservers() :: [String.t()]
   def vm_nameservers, do: Enum.map(VmNameservers.parsed(), &Options.text/1)
 
-  defp or_vm_nameservers([]), do: VmNameservers.parsed()
+  @doc """
+  The nameservers a lookup given no `:nameservers` asks, `{source,
+  ["IP:PORT"]}`: the epmd module's when set (source `"CARAVAN_NAMESERVERS"`
+  or `"-caravan_nameservers"`, `Caravan.Epmd.Client`: one setting for host
+  names and discovery), else the VM's (`"the VM's resolver"`,
+  `vm_nameservers/0`), else none: `{"/etc/resolv.conf", []}`.
+  """
+  @spec default_nameservers() :: {String.t(), [String.t()]}
+  def default_nameservers do
+    {source, parsed} = VmNameservers.defaults()
+    {source, Enum.map(parsed, &Options.text/1)}
+  end
+
+  @doc false
+  defdelegate asked_text(parsed), to: VmNameservers
+
+  defp or_vm_nameservers([]), do: elem(VmNameservers.defaults(), 1)
   defp or_vm_nameservers(nameservers), do: nameservers
 
   # A failed lookup's message names the nameservers asked (those the

@@ -77,7 +77,7 @@ defmodule Caravan.Integration.SearchListTest do
       show.("inet_res", elem(:inet_res.getbyname(~c"web-headless", :srv), 0))
       # Now the VM's nameservers and search rule, as :inet_res uses them
       # (OTP keeps its own ndots, 1, whatever resolv.conf's options say).
-      show.("vm", {Caravan.DNS.vm_nameservers(), Caravan.DNS.VmNameservers.search()})
+      show.("vm", Caravan.DNS.VmNameservers.with_search([]))
       show.("names", names.())
       {:ok, config} = Caravan.Cluster.Config.new(query: "web-headless", node_sname: "app")
       show.("diagnose", Caravan.Diagnose.Lookup.run(config, "web-headless"))
@@ -88,8 +88,9 @@ defmodule Caravan.Integration.SearchListTest do
     assert out =~ "system: #{names}\n"
     assert out =~ "inet_res: :ok"
 
-    assert out =~
-             ~s(vm: {["#{ip}:53"], {["default.svc.cluster.local", "svc.cluster.local", "cluster.local"], 1}}\n)
+    {:ok, ip_tuple} = :inet.parse_address(String.to_charlist(ip))
+    domains = ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+    assert out =~ "vm: #{inspect({[{ip_tuple, 53}], {domains, 1}}, width: :infinity)}\n"
 
     assert out =~ "names: #{names}\n"
 
@@ -101,6 +102,17 @@ defmodule Caravan.Integration.SearchListTest do
     # Nameservers given to Caravan: the name is absolute.
     assert out =~ "given: {:error, {"
     refute out =~ "given: {:ok"
+
+    # The epmd module's nameservers (CARAVAN_NAMESERVERS) are given to Caravan too.
+    ebin = Path.join(Mix.Project.build_path(), "lib/caravan/ebin")
+
+    code =
+      ~s[IO.puts("epmd: " <> inspect(Caravan.DNS.lookup_srv("web-headless"), width: :infinity))]
+
+    erl = "-pa #{ebin} -start_epmd false -epmd_module Elixir.Caravan.Epmd.Client"
+    node = ["--erl", erl, "--name", "app-4390@127.0.0.1", "-e", code]
+    out = in_pod(resolv, ["env", "CARAVAN_NAMESERVERS=#{ip}", "elixir" | node])
+    assert out =~ "epmd: {:error, {"
 
     out = in_pod(resolv, ["mix", "caravan.lookup", "web-headless", "--node-sname", "app"])
     assert out =~ "3 records, answered over udp (as #{@service}, from the search list)"

@@ -26,22 +26,27 @@ defmodule Caravan.Diagnose.TopologySection do
   poll's age is measured to it), `:last_poll` (the strategy's last poll,
   `%{at: monotonic_time, found: [node], errors: [term]}`, or `nil`),
   `:lookups` (`Caravan.Diagnose.Lookup.run/2`'s result for each query),
-  `:nodes` (the node names they list) and `:probes` (a
-  `t:Caravan.Epmd.Probe.t/0` for each node).
+  `:nodes` (the node names they list), `:probes` (a
+  `t:Caravan.Epmd.Probe.t/0` for each node) and `:outside?` (optional,
+  true when the report is made from outside the cluster: connections are
+  not shown).
   """
   @spec render(String.t(), Caravan.Cluster.Config.t(), %{
-          at: integer(),
-          last_poll: Caravan.Cluster.DnsStrategy.State.last_poll() | nil,
-          lookups: list(),
-          nodes: [node()],
-          probes: [Probe.t()]
+          optional(:outside?) => boolean(),
+          required(:at) => integer(),
+          required(:last_poll) => Caravan.Cluster.DnsStrategy.State.last_poll() | nil,
+          required(:lookups) => list(),
+          required(:nodes) => [node()],
+          required(:probes) => [Probe.t()]
         }) :: {[String.t()], [String.t()]}
   def render(source, config, %{lookups: lookups, nodes: nodes, probes: probes} = found) do
     header = [
       "Topology #{config.topology}: #{source}",
       "  query:          #{Enum.map_join(config.queries, ", ", &inspect/1)}",
       names_line(config),
-      "  nameservers:    #{nameservers_text(config.nameservers)}"
+      # Where the lookups go, and which setting says so.
+      "  nameservers:    #{nameservers_text(config.nameservers)}" <>
+        if(config.nameservers == [], do: "", else: " (the topology's)")
     ]
 
     last = last_poll_lines(found.last_poll, found.at)
@@ -63,7 +68,7 @@ defmodule Caravan.Diagnose.TopologySection do
 
     node_lines =
       for probe <- probes do
-        "    #{probe.node}: #{probe_text(probe)}"
+        "    #{probe.node}: #{probe_text(probe, Map.get(found, :outside?, false))}"
       end
 
     problems =
@@ -119,12 +124,11 @@ defmodule Caravan.Diagnose.TopologySection do
 
   defp trimmed_problem(_config, _last_poll), do: []
 
-  defp nameservers_text([]), do: "the system's resolv.conf"
-  defp nameservers_text(list), do: Enum.map_join(list, ", ", &Caravan.DNS.Options.text/1)
+  defp nameservers_text(parsed), do: Caravan.DNS.asked_text(parsed)
 
-  defp probe_text(%{self?: true}), do: "this node"
+  defp probe_text(%{self?: true}, _outside?), do: "this node"
 
-  defp probe_text(probe) do
+  defp probe_text(probe, outside?) do
     resolve =
       case probe.resolve do
         {:ok, ip} -> "resolves to #{:inet.ntoa(ip)}"
@@ -139,7 +143,12 @@ defmodule Caravan.Diagnose.TopologySection do
         :skipped -> nil
       end
 
-    connected = if probe.connected?, do: "connected", else: "NOT connected"
+    connected =
+      cond do
+        outside? -> nil
+        probe.connected? -> "connected"
+        true -> "NOT connected"
+      end
 
     Enum.join(Enum.reject([resolve, tcp, connected], &is_nil/1), ", ") <>
       source_text(probe.port_source)

@@ -59,7 +59,7 @@ defmodule Caravan.Cluster.DnsStrategy.State do
           max_departed: config.max_nodes,
           poll_interval: config.poll_interval
         ),
-      warnings: Warnings.new(config.report_interval),
+      warnings: Warnings.new(),
       connector: Connector.new(config)
     }
   end
