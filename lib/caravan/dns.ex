@@ -16,9 +16,8 @@ defmodule Caravan.DNS do
   complete answer at that nameserver would not be trusted over UDP is
   asked over TCP directly (one query per poll, not two; RFC 7766 5), until
   an answer fits UDP again, a direct TCP exchange fails outright or times
-  out twice in a row, or 600 s pass.
-  Each record's `:transport` says which transport gave it. Answers are not
-  cached, so a changed service is seen at once.
+  out twice in a row, or 600 s pass. Each record's `:transport` says which
+  transport gave it. Answers are not cached: a change is seen at once.
 
   ## Options
 
@@ -26,7 +25,8 @@ defmodule Caravan.DNS do
       `"IP:PORT"` (`"127.0.0.1:8600"` for a Consul agent), `"[IPv6]:PORT"`,
       or Caravan 1.x's `{"IP", port}` tuples (port an integer or a string).
       Default: `default_nameservers/0` (the epmd module's
-      `CARAVAN_NAMESERVERS`, else the VM's, else `/etc/resolv.conf`).
+      `CARAVAN_NAMESERVERS`, else the VM's, else `/etc/resolv.conf`), the
+      last two with their [search list](guides/discovery.md#which-nameservers).
     * `:timeout` - bound on the whole lookup, retries and TCP included, in
       ms. Default #{Caravan.DNS.Options.default_timeout()}.
     * `:node_host` - how each record's `:host` (the host part of the node
@@ -61,12 +61,13 @@ defmodule Caravan.DNS do
   @reply_grace 1_000
 
   @typedoc """
-  One SRV record. `target` has no trailing dot; `addresses` are the
-  target's addresses from the answer's additional section (or resolved,
-  with `node_host: :ip`); `host` is the host part of the node name under
-  `:node_host`, `nil` when `node_host: :ip` found no address.
+  One SRV record: `name` answered a query completed from the search list;
+  `target` has no trailing dot; `addresses` are the target's (additional
+  section, or resolved under `node_host: :ip`); `host` is the node name's
+  host under `:node_host` (nil: `:ip` found no address).
   """
   @type srv_record :: %{
+          optional(:name) => String.t(),
           priority: 0..65_535,
           weight: 0..65_535,
           port: 0..65_535,
@@ -113,9 +114,9 @@ defmodule Caravan.DNS do
   # :nameservers means the defaults (default_nameservers/0).
   defp start(query, opts, trace) when is_binary(query) and is_list(opts) do
     with {:ok, %Options{} = o} <- Options.new(opts),
-         nameservers = or_vm_nameservers(o.nameservers),
+         {nameservers, search} = VmNameservers.with_search(o.nameservers),
          {:ok, ref} <-
-           Caravan.Native.srv_lookup(query, nameservers, o.timeout, o.node_host, trace) do
+           Caravan.Native.srv_lookup(query, nameservers, o.timeout, o.node_host, trace, search) do
       {:ok, ref, o.timeout, nameservers}
     end
   end

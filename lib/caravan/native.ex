@@ -174,20 +174,20 @@ defmodule Caravan.Native do
   @spec listen_port(node_name()) :: {:ok, :inet.port_number()} | {:error, Caravan.error()}
   def listen_port(node), do: load_and_call(:listen_port, [node])
 
-  # nameservers as nameserver/1 parsed them (the lookups parse no text);
-  # timeout_ms bounds the whole lookup. Returns at once; the answer comes
-  # as the message {:caravan_srv, ref, result}, with trace: true
-  # {:caravan_srv, ref, result, [line]}, the lines being the lookup's
-  # tracing events (native/caravan_core/src/trace.rs).
+  # nameservers as nameserver/1 parsed them; timeout_ms bounds the lookup;
+  # search {[domain], ndots} completes a query not fully qualified ({[], 1}:
+  # absolute). The answer comes as {:caravan_srv, ref, result}, with trace
+  # {:caravan_srv, ref, result, [line]} (native/caravan_core/src/trace.rs).
   @spec srv_lookup(
           String.t(),
           [Caravan.DNS.Options.nameserver()],
           non_neg_integer(),
           Caravan.DNS.Options.node_host(),
-          boolean()
+          boolean(),
+          {[String.t()], non_neg_integer()}
         ) :: {:ok, reference()} | {:error, Caravan.error()}
-  def srv_lookup(query, nameservers, timeout_ms, node_host, trace),
-    do: load_and_call(:srv_lookup, [query, nameservers, timeout_ms, node_host, trace])
+  def srv_lookup(query, nameservers, timeout_ms, node_host, trace, search \\ {[], 1}),
+    do: load_and_call(:srv_lookup, [query, nameservers, timeout_ms, node_host, trace, search])
 
   # A (:inet) or AAAA (:inet6) records of host; the answer comes as
   # {:caravan_host, ref, result} (with trace, the lines as a fourth element).

@@ -31,11 +31,13 @@ defmodule Caravan.Cluster.Act do
       |> Map.put(:at, System.monotonic_time())
 
     connector = Connector.keep_streaks(state.connector, result.found, result.connected)
-    state = %{state | warnings: warnings, last_poll: last_poll, connector: connector}
-    state = membership(state, result)
+    state = membership(%{state | warnings: warnings, connector: connector}, result)
+    trimmed = Membership.trimmed(state.membership)
+    state = trimmed(%{state | last_poll: Map.put(last_poll, :trimmed, trimmed)}, trimmed)
+    dial = Membership.to_dial(state.membership, result.new, result.connected)
 
     if Membership.dial?(state.membership),
-      do: %{state | connector: Connector.enqueue(state.connector, result.new)},
+      do: %{state | connector: Connector.enqueue(state.connector, dial)},
       else: state
   end
 
@@ -137,6 +139,15 @@ defmodule Caravan.Cluster.Act do
     else
       state
     end
+  end
+
+  # Answers hold k of n instances seen: warned of once, with the fix.
+  defp trimmed(state, nil), do: state
+
+  defp trimmed(%State{config: config} = state, trimmed) do
+    {level, warnings} = Warnings.warn(state.warnings, :trimmed)
+    log(level, config, elem(Warnings.text({:trimmed, trimmed}, config), 1))
+    %{state | warnings: warnings}
   end
 
   defp event({:leave, :missing} = event, %State{config: config} = state) do

@@ -15,6 +15,10 @@ defmodule Caravan.Cluster.Warnings do
   # peers register is not warned of at once.
   @silence_polls 3
   @until "until DNS lists it again"
+  @trimmed "another subset each time: a DNS forwarder trims them without saying so; all " <>
+             "are dialed, none pruned on them. Fix: nameservers: [\"127.0.0.1:8600\"] (the " <>
+             "agent), or the forwarder asking it over TCP (unbound: stub-tcp-upstream: yes; " <>
+             "BIND: server <agent> { tcp-only yes; }; guides/consul-nomad-kubernetes.md). Asked: "
   @not_distributed "this node is not distributed (started without -name or -sname), so it " <>
                      "will look up peers but cannot connect to them; start it with -name " <>
                      "<name>@<host> (or -sname) and Caravan's epmd module"
@@ -81,8 +85,7 @@ defmodule Caravan.Cluster.Warnings do
   record for this node's host and name with another port. Nodes DNS no
   longer lists are forgotten, so the ledgers stay as small as the answer.
   """
-  @spec poll(t(), Poll.t(), Config.t()) ::
-          {t(), [{level(), String.t()}]}
+  @spec poll(t(), Poll.t(), Config.t()) :: {t(), [{level(), String.t()}]}
   def poll(%__MODULE__{} = w, result, config) do
     found = MapSet.new(result.found)
 
@@ -151,9 +154,13 @@ defmodule Caravan.Cluster.Warnings do
 
   @doc """
   `{level, message}` (nil: nothing to say) for what the strategy meets: a
-  `t:Caravan.Cluster.Membership.event/0`, silent DNS, an unreachable node.
+  `t:Caravan.Cluster.Membership.event/0`, silent DNS, an unreachable node,
+  trimmed answers (`{:trimmed, {k, n}}`).
   """
   @spec text(term(), Config.t()) :: {level(), String.t()}
+  def text({:trimmed, {k, n}}, config),
+    do: {:warning, "answers hold #{k} of at least #{n} instances, #{@trimmed}#{asked(config)}"}
+
   def text({:departed, _nodes}, %Config{prune: false}), do: {nil, ""}
 
   def text({:departed, nodes}, _config),
@@ -208,10 +215,7 @@ defmodule Caravan.Cluster.Warnings do
        "cannot connect to #{node}: #{why} (reported again every " <>
          "#{div(config.report_interval, 1000)} s while DNS lists it and it stays unreachable)"}
 
-  @doc """
-  Logs, once when a topology starts, what stops it from clustering: no
-  -name/-sname, or a node name peers will not dial (`node_sname`); `:ok`.
-  """
+  @doc "Logs at start what stops clustering: no -name/-sname, a name peers won't dial; `:ok`."
   @spec at_start(Config.t()) :: :ok
   def at_start(config) do
     if not Node.alive?(), do: log(:warning, config, @not_distributed)

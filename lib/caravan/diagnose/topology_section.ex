@@ -5,6 +5,7 @@ defmodule Caravan.Diagnose.TopologySection do
   # of each query now and a probe of every node DNS lists; and the problems
   # they show, each with the next step. Runs no check itself.
 
+  alias Caravan.Cluster.Warnings
   alias Caravan.Epmd.Probe
 
   @doc """
@@ -55,6 +56,9 @@ defmodule Caravan.Diagnose.TopologySection do
         {query, {:ok, count}, _nodes} ->
           "  lookup now:     #{inspect(query)}: #{count} record(s)"
 
+        {query, {:ok, count, answered}, _nodes} ->
+          "  lookup now:     #{inspect(query)}: #{count} record(s) of #{answered} (search list)"
+
         {query, {:none, text}, _nodes} ->
           "  lookup now:     #{inspect(query)}: no records (#{text})"
 
@@ -69,6 +73,7 @@ defmodule Caravan.Diagnose.TopologySection do
 
     problems =
       name_problem(config) ++
+        trimmed_problem(config, found.last_poll) ++
         lookup_problems(config, lookups, nodes) ++
         for(%{problem: p} = probe <- probes, p != nil, do: "#{probe.node}: #{p}")
 
@@ -97,14 +102,27 @@ defmodule Caravan.Diagnose.TopologySection do
     found = Map.get(poll, :found, [])
     errors = Map.get(poll, :errors, [])
 
+    trimmed =
+      case Map.get(poll, :trimmed) do
+        {k, n} -> ", answers hold #{k} of at least #{n} instances seen (trimmed)"
+        nil -> ""
+      end
+
     [
       "  last poll:      #{age} ms ago: #{length(found)} node(s)" <>
+        trimmed <>
         if(errors == [],
           do: "",
           else: ", errors: " <> Enum.map_join(errors, "; ", &inspect/1)
         )
     ]
   end
+
+  # The strategy's warning about answers a forwarder trims, as a problem.
+  defp trimmed_problem(config, %{trimmed: {_, _} = trimmed}),
+    do: ["topology #{config.topology}: " <> elem(Warnings.text({:trimmed, trimmed}, config), 1)]
+
+  defp trimmed_problem(_config, _last_poll), do: []
 
   defp nameservers_text(parsed), do: Caravan.DNS.asked_text(parsed)
 

@@ -30,6 +30,46 @@ pub struct LookupConfig {
     pub nameservers: Vec<SocketAddr>,
     /// Bound on the whole lookup, every retry and transport included.
     pub timeout: Duration,
+    /// How an SRV query name that is not fully qualified is completed when
+    /// `nameservers` are the VM's (its resolv.conf's, as OTP's `inet_db`
+    /// read it). Empty for nameservers given to Caravan, whose names are
+    /// absolute; with no `nameservers`, the system's resolv.conf gives it.
+    pub search: Search,
+}
+
+/// resolv.conf's search rule: `domain` then `search` domains, and `ndots`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Search {
+    /// Domains appended, in order, to a name that is not fully qualified.
+    pub domains: Vec<Name>,
+    /// A name with more labels than this is asked as it is first.
+    pub ndots: usize,
+}
+
+impl Search {
+    /// The rule for `domains` (text, in order; one that is not a DNS name is
+    /// left out) and `ndots`.
+    pub fn new<'a>(domains: impl IntoIterator<Item = &'a str>, ndots: usize) -> Self {
+        let domains = domains
+            .into_iter()
+            .filter_map(|d| Name::from_utf8(d).ok())
+            .map(|mut d| {
+                d.set_fqdn(true);
+                d
+            })
+            .collect();
+        Self { domains, ndots }
+    }
+}
+
+impl Default for Search {
+    /// No search domains (names are absolute), resolv.conf's default ndots.
+    fn default() -> Self {
+        Self {
+            domains: Vec::new(),
+            ndots: 1,
+        }
+    }
 }
 
 /// One SRV answer record (RFC 2782), target without its trailing dot.
@@ -52,6 +92,9 @@ pub struct SrvRecord {
     pub host: Result<String, NoAddress>,
     /// The transport that gave the answer this record came in.
     pub transport: Transport,
+    /// The name that answered, no trailing dot, when it is not the query
+    /// as given: the query completed from [`LookupConfig::search`].
+    pub name: Option<String>,
 }
 
 /// The address family of a host lookup (`:inet` / `:inet6` on the BEAM side).
@@ -142,7 +185,9 @@ async fn lookup_srv_unbounded(
 ) -> Result<Vec<SrvRecord>, LookupError> {
     let servers = Servers::for_config(config)?;
     let tries = Tries::for_servers(config.timeout, servers.addrs.len());
-    let answer = answer(&servers.addrs, name, RecordType::SRV, tries).await?;
+    let (answered, answer) = first_answer(&servers, &name, RecordType::SRV, tries).await?;
+    let completed = !answered.eq_ignore_root(&name);
+    let answered = completed.then(|| target_name(&answered));
     let transport = answer.transport;
     let message = &answer.message;
     let srvs: Vec<_> = message
@@ -189,9 +234,31 @@ async fn lookup_srv_unbounded(
             target,
             addresses,
             transport,
+            name: answered.clone(),
         })
         .collect();
     Ok(records)
+}
+
+/// The first of `name`'s [`Servers::candidates`] that has `record_type`
+/// records, with its answer. NXDOMAIN and NODATA go on to the next
+/// candidate (the last one's is returned); any other failure ends the
+/// search, so a failing server never makes a later candidate answer.
+async fn first_answer(
+    servers: &Servers,
+    name: &Name,
+    record_type: RecordType,
+    tries: Tries,
+) -> Result<(Name, Answer), LookupError> {
+    let mut last = LookupError::NoData;
+    for candidate in servers.candidates(name) {
+        match answer(&servers.addrs, candidate.clone(), record_type, tries).await {
+            Ok(found) => return Ok((candidate, found)),
+            Err(err @ (LookupError::NxDomain | LookupError::NoData)) => last = err,
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last)
 }
 
 /// The nameservers a lookup asks and how a host name is completed.
@@ -207,14 +274,14 @@ struct Servers {
 }
 
 impl Servers {
-    /// The configured nameservers, else the system's (`/etc/resolv.conf`,
-    /// with its search domains).
+    /// The configured nameservers (with the config's search rule), else
+    /// the system's (`/etc/resolv.conf`, with its search domains).
     fn for_config(config: &LookupConfig) -> Result<Self, LookupError> {
         if !config.nameservers.is_empty() {
             return Ok(Self {
                 addrs: config.nameservers.clone(),
-                search: Vec::new(),
-                ndots: 1,
+                search: config.search.domains.clone(),
+                ndots: config.search.ndots,
             });
         }
         let (system, opts) = hickory_resolver::system_conf::read_system_conf().map_err(|e| {
@@ -493,7 +560,7 @@ fn target_name(name: &Name) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_resolver::proto::rr::rdata::A;
+    use hickory_resolver::proto::rr::rdata::{A, SRV};
 
     #[test]
     fn nameserver_forms() {
@@ -704,7 +771,84 @@ mod tests {
         LookupConfig {
             nameservers,
             timeout: Duration::from_millis(600),
+            search: Search::default(),
         }
+    }
+
+    fn srv(owner: &str, target: &str) -> Record {
+        let (owner, target) = (
+            Name::from_ascii(owner).unwrap(),
+            Name::from_ascii(target).unwrap(),
+        );
+        Record::from_rdata(owner, 0, RData::SRV(SRV::new(1, 1, 4370, target)))
+    }
+
+    /// A cluster's DNS: one headless service, and a namespace whose server fails.
+    fn cluster(name: &str, record_type: RecordType) -> Option<(ResponseCode, Vec<Record>)> {
+        match (name, record_type) {
+            ("web-headless.default.svc.cluster.local.", RecordType::SRV) => Some((
+                ResponseCode::NoError,
+                vec![srv(
+                    name,
+                    "10-0-0-1.web-headless.default.svc.cluster.local.",
+                )],
+            )),
+            ("web-headless.failing.svc.cluster.local.", _) => {
+                Some((ResponseCode::ServFail, vec![]))
+            }
+            _ => Some((ResponseCode::NXDomain, vec![])),
+        }
+    }
+
+    #[tokio::test]
+    async fn srv_names_are_completed_from_the_search_list_given() {
+        let mut config = config(vec![nameserver(cluster).await]);
+        let lookup = |config: LookupConfig, query: &'static str| async move {
+            lookup_srv(&config, parse_query(query).unwrap(), NodeHost::Target).await
+        };
+        // Nameservers given to Caravan: names are absolute.
+        assert_eq!(
+            lookup(config.clone(), "web-headless").await,
+            Err(LookupError::NxDomain)
+        );
+        let domains = [
+            "default.svc.cluster.local.",
+            "svc.cluster.local.",
+            "cluster.local.",
+        ];
+        config.search = Search {
+            domains: domains
+                .iter()
+                .map(|d| Name::from_ascii(d).unwrap())
+                .collect(),
+            ndots: 5,
+        };
+        let completed = Some("web-headless.default.svc.cluster.local".to_string());
+        let records = lookup(config.clone(), "web-headless").await.unwrap();
+        assert_eq!(records[0].name, completed);
+        assert_eq!(
+            records[0].target,
+            "10-0-0-1.web-headless.default.svc.cluster.local"
+        );
+        let records = lookup(config.clone(), "web-headless.default")
+            .await
+            .unwrap();
+        assert_eq!(records[0].name, completed);
+        // A name that answers as it is is not completed.
+        let full = "web-headless.default.svc.cluster.local";
+        assert_eq!(lookup(config.clone(), full).await.unwrap()[0].name, None);
+        // A fully qualified name is asked alone; a failing candidate ends the search.
+        assert_eq!(
+            lookup(config.clone(), "web-headless.").await,
+            Err(LookupError::NxDomain)
+        );
+        assert_eq!(
+            lookup(config.clone(), "web-headless.failing")
+                .await
+                .unwrap_err()
+                .kind(),
+            "server_failure"
+        );
     }
 
     #[tokio::test]

@@ -18,10 +18,10 @@ use rustler::{Atom, Encoder, Env, Term};
 
 use caravan_core::error::LookupError;
 use caravan_core::node_name;
-use caravan_core::resolver::{self, Family, LookupConfig};
+use caravan_core::resolver::{self, Family, LookupConfig, Search};
 use caravan_core::target::NodeHost;
 
-use terms::{with_node_name, IpTerm, KindError, NameserverTerm, SrvTerm};
+use terms::{with_node_name, IpTerm, KindError, NameserverTerm, SearchTerm, SrvTerm};
 
 mod atoms {
     rustler::atoms! {
@@ -32,12 +32,17 @@ mod atoms {
     }
 }
 
-/// The nameservers (already parsed, see `nameserver/1`) and the timeout as
-/// a [`LookupConfig`].
-fn lookup_config(nameservers: Vec<NameserverTerm>, timeout_ms: u64) -> LookupConfig {
+/// The nameservers (already parsed, see `nameserver/1`), the search rule
+/// and the timeout as a [`LookupConfig`].
+fn lookup_config(
+    nameservers: Vec<NameserverTerm>,
+    search: Search,
+    timeout_ms: u64,
+) -> LookupConfig {
     LookupConfig {
         nameservers: nameservers.into_iter().map(|ns| ns.0).collect(),
         timeout: Duration::from_millis(timeout_ms.max(1)),
+        search,
     }
 }
 
@@ -75,9 +80,10 @@ fn listen_port(node: Term) -> Result<u16, KindError> {
     with_node_name(node, node_name::listen_port)
 }
 
-/// `srv_lookup(query, nameservers, timeout_ms, node_host, trace) :: {:ok, ref} | {:error, {kind, message}}`
+/// `srv_lookup(query, nameservers, timeout_ms, node_host, trace, search) :: {:ok, ref} | {:error, {kind, message}}`
 ///
 /// `nameservers` are `{ip_tuple, port}` as `nameserver/1` returns them;
+/// `search` is `{[domain], ndots}` (`{[], 1}`: the query is absolute);
 /// `node_host` is `:auto`, `:target` or `:ip` (see `caravan_core::target`).
 /// Returns at once; the caller later receives
 /// `{:caravan_srv, ref, {:ok, [record]} | {:error, {kind, message}}}`, with
@@ -91,9 +97,10 @@ fn srv_lookup<'a>(
     timeout_ms: u64,
     node_host: Atom,
     trace: bool,
+    search: SearchTerm,
 ) -> Result<Term<'a>, KindError> {
     // Bad arguments are answered at once, before anything is spawned.
-    let config = lookup_config(nameservers, timeout_ms);
+    let config = lookup_config(nameservers, search.0, timeout_ms);
     let name = resolver::parse_query(&query)?;
     let mode = node_host
         .to_term(env)
@@ -135,7 +142,7 @@ fn host_lookup<'a>(
             message: "expected the family :inet or :inet6".into(),
         });
     };
-    let config = lookup_config(nameservers, timeout_ms);
+    let config = lookup_config(nameservers, Search::default(), timeout_ms);
     spawn_lookup(env, atoms::caravan_host(), trace, async move {
         let found = resolver::lookup_host(&config, &host, family).await?;
         Ok(found.into_iter().map(IpTerm).collect::<Vec<_>>())
