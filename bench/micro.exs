@@ -40,7 +40,7 @@ defmodule Caravan.Bench.Micro do
   #                127.0.1.3:8700, every target with a --host-record (so
   #                dnsmasq fills the additional section). Caravan:
   #                DnsClient.Native.get_nodes/2 as the strategy calls it;
-  #                NIF: Caravan.Native.srv_lookup/6 and its reply message
+  #                NIF: Caravan.Native.srv_lookup/5 and its reply message
   #                alone; :inet_res.resolve/4 with the same nameserver
   #                (EDNS0 1232 bytes for the answers that outgrow 512);
   #                floor: a prebuilt query on an open :gen_udp socket, or
@@ -231,7 +231,7 @@ defmodule Caravan.Bench.Micro do
     servers = [{dns.ip, dns.dns_port}]
 
     fn ->
-      {:ok, ref} = Caravan.Native.srv_lookup(query, servers, timeout, :auto, false, false)
+      {:ok, ref} = Caravan.Native.srv_lookup(query, servers, timeout, :auto, false)
 
       receive do
         {:caravan_srv, ^ref, {:ok, records}} when length(records) == n -> :ok

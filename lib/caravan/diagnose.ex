@@ -38,13 +38,13 @@ defmodule Caravan.Diagnose do
       |> Enum.unzip()
 
     problems = node_problems ++ ns_problems ++ List.flatten(topology_problems)
+    at = DateTime.utc_now() |> DateTime.truncate(:second)
 
     [
-      "Caravan diagnosis of #{node()} at #{DateTime.utc_now() |> DateTime.truncate(:second)}",
-      "",
-      "This node",
-      node_lines,
-      "",
+      if(outside?,
+        do: ["Caravan diagnosis from outside the cluster at #{at}", ""],
+        else: ["Caravan diagnosis of #{node()} at #{at}", "", "This node", node_lines, ""]
+      ),
       "Host names of node names (epmd module)",
       ns_lines,
       "",
@@ -117,7 +117,8 @@ defmodule Caravan.Diagnose do
       last_poll: last_poll,
       lookups: lookups,
       nodes: nodes,
-      probes: probes
+      probes: probes,
+      outside?: Keyword.get(opts, :outside, false)
     })
   end
 

@@ -7,27 +7,19 @@ defmodule Caravan.DNS do
       # records: [%{priority: 1, weight: 1, port: 4370, target: "web1.node.dc1.consul",
       #             addresses: [{10, 0, 0, 1}], host: "web1.node.dc1.consul"}, ...]
 
-  An SRV query goes out over UDP with EDNS0 (1232-byte payload). It is
-  asked again over TCP, on a connection opened for that query and closed
-  after the answer, only when the UDP answer may be incomplete: TC set, or
-  no room left for one more record group (a server such as Consul trims
-  UDP answers without setting TC), or, from a server that ignored EDNS0, 3
-  or more records (Consul's `udp_answer_limit`). A query whose last
-  complete answer at that nameserver would not be trusted over UDP is
-  asked over TCP directly (one query per poll, not two; RFC 7766 5), until
-  an answer fits UDP again, a direct TCP exchange fails outright or times
-  out twice in a row, or 600 s pass.
-  Each record's `:transport` says which transport gave it. Answers are not
-  cached, so a changed service is seen at once.
+  An SRV query goes out over UDP with EDNS0, and over TCP when the UDP
+  answer may be incomplete or the last complete one needed TCP: see
+  [Complete answers](guides/discovery.md#complete-answers). Each record's
+  `:transport` says which transport gave it. Answers are not cached.
 
   ## Options
 
     * `:nameservers` - nameservers to ask, in order: `"IP"` (port 53),
       `"IP:PORT"` (`"127.0.0.1:8600"` for a Consul agent), `"[IPv6]:PORT"`,
       or Caravan 1.x's `{"IP", port}` tuples (port an integer or a string).
-      Default: the nameservers the VM was given (`vm_nameservers/0`: an
-      erl_inetrc's `{nameserver, IP, Port}`, as Caravan 1.x used them),
-      and when it has none, the system's `/etc/resolv.conf`.
+      Default: `default_nameservers/0` (the epmd module's
+      `CARAVAN_NAMESERVERS`, else the VM's, else `/etc/resolv.conf`), the
+      last two with their [search list](guides/discovery.md#which-nameservers).
     * `:timeout` - bound on the whole lookup, retries and TCP included, in
       ms. Default #{Caravan.DNS.Options.default_timeout()}.
     * `:node_host` - how each record's `:host` (the host part of the node
@@ -38,11 +30,8 @@ defmodule Caravan.DNS do
       answer's additional section, else resolved (A, then AAAA) within the
       same `:timeout`. IPv6 addresses are written as RFC 5952 text
       (`"fd00::1"`).
-    * `:early` - a function of one argument (`lookup_srv/2` only). When
-      the UDP answer is doubted (truncated, or maybe trimmed) it is called
-      with that answer's records (live instances, maybe not all of them),
-      in the calling process, while the complete answer is asked over TCP.
-      The lookup's result is still only the complete answer.
+    * `:early` (`lookup_srv/2`) - a function given a doubted UDP answer's
+      records while the complete answer, the only result, comes over TCP.
 
   ## Errors
 
@@ -67,12 +56,13 @@ defmodule Caravan.DNS do
   @reply_grace 1_000
 
   @typedoc """
-  One SRV record. `target` has no trailing dot; `addresses` are the
-  target's addresses from the answer's additional section (or resolved,
-  with `node_host: :ip`); `host` is the host part of the node name under
-  `:node_host`, `nil` when `node_host: :ip` found no address.
+  One SRV record: `name` answered a query completed from the search list;
+  `target` has no trailing dot; `addresses` are the target's (additional
+  section, or resolved under `node_host: :ip`); `host` is the node name's
+  host under `:node_host` (nil: `:ip` found no address).
   """
   @type srv_record :: %{
+          optional(:name) => String.t(),
           priority: 0..65_535,
           weight: 0..65_535,
           port: 0..65_535,
@@ -92,11 +82,9 @@ defmodule Caravan.DNS do
   """
   @spec lookup_srv(String.t(), keyword()) :: {:ok, [srv_record()]} | {:error, reason()}
   def lookup_srv(query, opts \\ []) do
-    early = if is_list(opts), do: opts[:early]
-
-    with {:ok, ref, timeout, nameservers} <- start(query, opts, trace?(), is_function(early, 1)) do
+    with {:ok, ref, timeout, nameservers} <- start(query, opts, trace?()) do
       :caravan_srv
-      |> await(ref, timeout + @reply_grace, query, early)
+      |> await(ref, timeout + @reply_grace, query, opts[:early])
       |> name_the_asked(nameservers)
     end
   end
@@ -113,21 +101,23 @@ defmodule Caravan.DNS do
   def lookup_srv_async(query, opts \\ [])
 
   def lookup_srv_async(query, opts) do
-    with {:ok, ref, _timeout, _nameservers} <- start(query, opts, false, false), do: {:ok, ref}
+    with {:ok, ref, _, _} <- start(query, Keyword.delete(opts, :early), false), do: {:ok, ref}
   end
 
   # Validates the arguments once and starts the native lookup:
   # {:ok, ref, timeout_ms, nameservers} or {:error, reason}. No
-  # :nameservers means the VM's (vm_nameservers/0).
-  defp start(query, opts, trace, early?) when is_binary(query) and is_list(opts) do
+  # :nameservers means the defaults (default_nameservers/0).
+  defp start(query, opts, trace) when is_binary(query) and is_list(opts) do
     with {:ok, %Options{} = o} <- Options.new(opts),
-         ns = or_vm_nameservers(o.nameservers),
-         {:ok, ref} <- Caravan.Native.srv_lookup(query, ns, o.timeout, o.node_host, trace, early?) do
+         {ns, search} = VmNameservers.with_search(o.nameservers),
+         early? = is_function(opts[:early], 1),
+         {:ok, ref} <-
+           Caravan.Native.srv_lookup(query, ns, o.timeout, o.node_host, trace, search, early?) do
       {:ok, ref, o.timeout, ns}
     end
   end
 
-  defp start(query, _opts, _trace, _early?),
+  defp start(query, _opts, _trace),
     do: {:error, {:invalid_query, "expected the query as a binary, got: #{inspect(query)}"}}
 
   @doc false
@@ -140,11 +130,8 @@ defmodule Caravan.DNS do
 
   # A traced reply carries the lookup's tracing events (Caravan's
   # transport's: the nameservers asked, retries, truncation and the switch to
-  # TCP), logged here at debug as one entry. A doubted UDP answer's records
-  # (sent before the reply) go to an `early` function and the wait goes on.
+  # TCP), logged here at debug as one entry; records sent `early` go on.
   defp await(tag, ref, timeout, query, early) do
-    started = System.monotonic_time(:millisecond)
-
     receive do
       {^tag, ^ref, answer} ->
         answer
@@ -158,9 +145,7 @@ defmodule Caravan.DNS do
         answer
 
       {:caravan_srv_early, ^ref, records} when is_function(early, 1) ->
-        early.(records)
-        left = max(timeout - (System.monotonic_time(:millisecond) - started), 0)
-        await(tag, ref, left, query, nil)
+        then(early.(records), fn _ -> await(tag, ref, timeout, query, nil) end)
     after
       timeout -> {:error, {:timeout, "no answer from Caravan's resolver within #{timeout} ms"}}
     end
@@ -171,7 +156,7 @@ defmodule Caravan.DNS do
   # records, `:inet6`: AAAA records) through the `:nameservers` option, and
   # waits for the answer. An IP literal of that family is returned without a
   # lookup. Options: `:nameservers`, `:timeout` (ms), as above; `:trace`
-  # (default: whether Logger prints this module's debug entries), false for
+  # (default: whether this module's Logger level is set to :debug), false for
   # the epmd module's lookups, which must never log (they run inside
   # net_kernel's connection setup, also on the helper nodes of `bin/app
   # rpc|pid`, whose standard output is the command's result).
@@ -204,10 +189,10 @@ defmodule Caravan.DNS do
        {:invalid_query,
         "expected a host name as a binary and :inet or :inet6, got: #{inspect({host, family})}"}}
 
-  # Whether lookups are traced: only when Logger would print debug entries
-  # of this module (the primary level, or a module level set with
-  # Logger.put_module_level/2). Otherwise no tracing subscriber exists.
-  defp trace?, do: :logger.allow(:debug, __MODULE__)
+  # Whether lookups are traced: only when asked for with
+  # Logger.put_module_level(Caravan.DNS, :debug), not whenever the primary
+  # level is :debug (a fresh app's). Otherwise no tracing subscriber exists.
+  defp trace?, do: match?([{_, l}] when l in [:debug, :all], :logger.get_module_level(__MODULE__))
 
   defp summary({:ok, found}), do: "#{length(found)} answer(s)"
   defp summary({:error, {kind, message}}), do: "#{kind}: #{message}"
@@ -232,7 +217,23 @@ defmodule Caravan.DNS do
   @spec vm_nameservers() :: [String.t()]
   def vm_nameservers, do: Enum.map(VmNameservers.parsed(), &Options.text/1)
 
-  defp or_vm_nameservers([]), do: VmNameservers.parsed()
+  @doc """
+  The nameservers a lookup given no `:nameservers` asks, `{source,
+  ["IP:PORT"]}`: the epmd module's when set (source `"CARAVAN_NAMESERVERS"`
+  or `"-caravan_nameservers"`, `Caravan.Epmd.Client`: one setting for host
+  names and discovery), else the VM's (`"the VM's resolver"`,
+  `vm_nameservers/0`), else none: `{"/etc/resolv.conf", []}`.
+  """
+  @spec default_nameservers() :: {String.t(), [String.t()]}
+  def default_nameservers do
+    {source, parsed} = VmNameservers.defaults()
+    {source, Enum.map(parsed, &Options.text/1)}
+  end
+
+  @doc false
+  defdelegate asked_text(parsed), to: VmNameservers
+
+  defp or_vm_nameservers([]), do: elem(VmNameservers.defaults(), 1)
   defp or_vm_nameservers(nameservers), do: nameservers
 
   # A failed lookup's message names the nameservers asked (those the

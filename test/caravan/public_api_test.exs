@@ -11,7 +11,8 @@ defmodule Caravan.PublicApiTest do
     Caravan => ~w(function:diagnose/1 type:error/0 type:error_kind/0),
     Caravan.Cluster.DnsStrategy => ~w(function:child_spec/1 function:start_link/1),
     Caravan.DNS =>
-      ~w(function:lookup_srv/2 function:vm_nameservers/0 type:reason/0 type:srv_record/0),
+      ~w(function:default_nameservers/0 function:lookup_srv/2 function:vm_nameservers/0 type:reason/0
+         type:srv_record/0),
     Caravan.DnsClient => ~w(callback:get_nodes/1 callback:get_nodes/2 type:peer/0 type:result/0),
     Caravan.DnsClient.InetRes => ~w(function:get_nodes/1 function:get_nodes/2),
     Caravan.DnsClient.Native => ~w(function:get_nodes/1 function:get_nodes/2),

@@ -114,7 +114,8 @@ defmodule Caravan.BootCheckTest do
 
     assert out =~
              "Several nodes on one host with the same port each need their own address: " <>
-               "add -kernel inet_dist_use_interface '{127,0,0,2}' (the node's own IP) to vm.args."
+               "add -kernel inet_dist_use_interface '{127,0,4,5}' (the address of 127.0.4.5) to " <>
+               "vm.args (in ELIXIR_ERL_OPTIONS or ERL_FLAGS without the quotes)."
   end
 
   defp drop_interface(["-kernel", "inet_dist_use_interface", _ip | rest]), do: rest

@@ -1,7 +1,7 @@
 defmodule Caravan.DNSTraceTest do
   # The tracing events of a lookup (hickory's and Caravan's own, collected
   # by native/caravan_core/src/trace.rs) reach Logger at debug, and only
-  # when Logger would print debug entries of Caravan.DNS. The DNS server is
+  # when Caravan.DNS's module level is set to :debug. The DNS server is
   # real: Caravan.Test.FaultDns (on :inet_dns) on a loopback address of its
   # own (Caravan.Test.Loopback), answering UDP with TC set and the records
   # over TCP. Not async: the tests change Logger's level.
@@ -19,12 +19,17 @@ defmodule Caravan.DNSTraceTest do
     server = start_supervised!({FaultDns, ip: ip, port: 8790, mode: {:truncate, :full}})
 
     level = Logger.level()
-    on_exit(fn -> Logger.configure(level: level) end)
+
+    on_exit(fn ->
+      Logger.configure(level: level)
+      Logger.delete_module_level(Caravan.DNS)
+    end)
+
     %{ns: FaultDns.nameserver(server), server: server, ip: to_string(:inet.ntoa(ip))}
   end
 
   test "at debug, a truncated answer's switch to TCP is in the log", %{ns: ns, ip: ip} do
-    Logger.configure(level: :debug)
+    Logger.put_module_level(Caravan.DNS, :debug)
 
     log =
       capture_log([level: :debug], fn ->
@@ -41,7 +46,7 @@ defmodule Caravan.DNSTraceTest do
   end
 
   test "a failed lookup's trace names the failure", %{ns: ns, server: server} do
-    Logger.configure(level: :debug)
+    Logger.put_module_level(Caravan.DNS, :debug)
     :ok = FaultDns.set_mode(server, :servfail)
 
     log =
@@ -56,10 +61,10 @@ defmodule Caravan.DNSTraceTest do
 
   test "the reply carries the trace only when asked, and the native call says so", %{ns: ns} do
     {:ok, [parsed]} = Caravan.DNS.Options.parse(ns)
-    {:ok, plain} = Caravan.Native.srv_lookup(@query, [parsed], 2_000, :auto, false, false)
+    {:ok, plain} = Caravan.Native.srv_lookup(@query, [parsed], 2_000, :auto, false)
     assert_receive {:caravan_srv, ^plain, {:ok, [_ | _]}}, 5_000
 
-    {:ok, traced} = Caravan.Native.srv_lookup(@query, [parsed], 2_000, :auto, true, false)
+    {:ok, traced} = Caravan.Native.srv_lookup(@query, [parsed], 2_000, :auto, true)
     assert_receive {:caravan_srv, ^traced, {:ok, [_ | _]}, lines}, 5_000
     assert Enum.any?(lines, &(&1 =~ "retrying over TCP"))
     assert Enum.all?(lines, &is_binary/1)
@@ -75,6 +80,17 @@ defmodule Caravan.DNSTraceTest do
 
     refute log =~ "trace"
     refute log =~ "[caravan]"
+  end
+
+  test "a primary level of :debug (a fresh app's) traces nothing", %{ns: ns} do
+    Logger.configure(level: :debug)
+
+    log =
+      capture_log([level: :debug], fn ->
+        assert {:ok, [_ | _]} = Caravan.DNS.lookup_srv(@query, nameservers: [ns], timeout: 2_000)
+      end)
+
+    refute log =~ "trace"
   end
 
   test "a module level turns on the traces alone", %{ns: ns} do

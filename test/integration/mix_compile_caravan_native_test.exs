@@ -58,7 +58,7 @@ defmodule Mix.Tasks.Compile.CaravanNativeTest do
       assert out =~ "Compiling caravan_native (cargo build --release; CARAVAN_BUILD is set)"
 
       assert File.regular?(
-               Path.join(app, "_build/dev/native/target/release/libcaravan_native.so")
+               Path.join(app, "_build/caravan_native/default/release/libcaravan_native.so")
              )
 
       assert File.regular?(installed(app))
@@ -73,6 +73,15 @@ defmodule Mix.Tasks.Compile.CaravanNativeTest do
       # load_nif refuses a library with a NIF the module lacks, so the load
       # above proves the library exports none of them either.
       assert out =~ "hooks=false"
+    end
+
+    test "MIX_ENV=prod after dev reuses cargo's build: the crate is not built again", ctx do
+      {out, status} = mix(ctx.src_app, ["compile"], MIX_ENV: "prod", CARAVAN_BUILD: "1")
+      assert status == 0, out
+      assert out =~ "Compiling caravan_native (cargo build --release; CARAVAN_BUILD is set)"
+      refute out =~ ~r/Compiling caravan_(core|native) v/
+      prod = Path.join(ctx.src_app, "_build/prod/lib/caravan/priv/native/caravan_native.so")
+      assert File.read!(prod) == File.read!(installed(ctx.src_app))
     end
 
     test "mix caravan.precompile packs the library and records its checksum", ctx do
@@ -225,7 +234,7 @@ defmodule Mix.Tasks.Compile.CaravanNativeTest do
     # been compared (same crate paths and target directory: cargo finds the
     # build fresh).
     out_dir = Path.join(tmp, "releases")
-    target_dir = Path.join(src_app, "_build/dev/native/target")
+    target_dir = Path.join(src_app, "_build/caravan_native/default")
 
     {maint_out, status} =
       mix(dep, ["caravan.precompile", "--output", out_dir], CARGO_TARGET_DIR: target_dir)

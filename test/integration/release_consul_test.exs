@@ -5,8 +5,9 @@ defmodule Caravan.ReleaseConsulTest do
   # source for the node and for the helper nodes of rpc/remote/stop/pid),
   # Caravan's epmd lines in rel/vm.args.eex and rel/remote.vm.args.eex.
   # A real dnsmasq answers for web1.node.dc1.consul. `bin/throwaway pid`,
-  # `rpc`, `rpc 'Caravan.diagnose()'`, `remote` work, and `stop` really
-  # stops the node.
+  # `rpc`, `rpc 'Caravan.diagnose()'`, `remote` work, a topology with no
+  # nameservers finds a peer through CARAVAN_NAMESERVERS, a helper that
+  # cannot resolve the node says why, and `stop` really stops the node.
   use ExUnit.Case, async: false
 
   @moduletag :integration
@@ -20,6 +21,7 @@ defmodule Caravan.ReleaseConsulTest do
   @node "app-4902@web1.node.dc1.consul"
   @port 4902
   @cookie "caravan_consul_release_cookie_5d1"
+  @peer "app-4902@web2.node.dc1.consul"
 
   @vm_args """
   -start_epmd false
@@ -40,8 +42,11 @@ defmodule Caravan.ReleaseConsulTest do
       Dnsmasq.start(
         listen: "127.0.5.53",
         port: 8600,
-        srv: [{"_app._tcp.service.consul", "web1.node.dc1.consul", @port}],
-        hosts: [{"web1.node.dc1.consul", "127.0.5.1"}]
+        srv: [
+          {"_app._tcp.service.consul", "web1.node.dc1.consul", @port},
+          {"_app._tcp.service.consul", "web2.node.dc1.consul", @port}
+        ],
+        hosts: [{"web1.node.dc1.consul", "127.0.5.1"}, {"web2.node.dc1.consul", "127.0.5.2"}]
       )
 
     on_exit(fn -> Dnsmasq.stop(dns) end)
@@ -82,6 +87,29 @@ defmodule Caravan.ReleaseConsulTest do
 
     check_remote(ctx)
 
+    # A topology with no nameservers finds its peer (a node at web2) through
+    # env.sh's CARAVAN_NAMESERVERS alone.
+    {peer, _} =
+      BeamNode.start("app-4902", "web2.node.dc1.consul", {127, 0, 5, 2},
+        env: [{"CARAVAN_NAMESERVERS", "127.0.5.53:8600"}],
+        cookie: @cookie
+      )
+
+    on_exit(fn -> BeamNode.stop(peer) end)
+
+    start =
+      "spawn(fn -> {:ok, _} = Caravan.Cluster.DnsStrategy.start_link(query: " <>
+        ~s{"_app._tcp.service.consul", node_sname: "app", poll_interval: 200); } <>
+        "Process.sleep(:infinity) end)"
+
+    {out, status} = run(ctx, ["rpc", start])
+    assert status == 0, out
+
+    assert BeamNode.eventually(
+             fn -> elem(run(ctx, ["rpc", "IO.inspect(Node.list())"]), 0) =~ @peer end,
+             30_000
+           )
+
     # Why env.sh must carry CARAVAN_NAMESERVERS: without it in the env.sh
     # the scripts source, the helper cannot resolve the .consul host
     # and `stop` fails while the node keeps running.
@@ -94,7 +122,22 @@ defmodule Caravan.ReleaseConsulTest do
     assert status != 0
     # :nodedown (Elixir 1.14's release script) or :noconnection (1.18+).
     assert out =~ ~r/nodedown|noconnection/
+    # Caravan says why first.
+    assert out =~
+             "[caravan] cannot reach node #{@node}: host web1.node.dc1.consul does not resolve"
+
     assert File.exists?("/proc/#{ctx.os_pid}")
+
+    # A CARAVAN_NAMESERVERS at a closed port: rpc names that nameserver.
+    closed = "export CARAVAN_NAMESERVERS=127.0.0.1:1"
+    File.write!(env_sh, String.replace(original, ~r/^export CARAVAN_NAMESERVERS=.*$/m, closed))
+    {out, status} = run(ctx, ["rpc", "IO.puts(:hello)"])
+    File.write!(env_sh, original)
+    assert status != 0
+
+    assert out =~
+             "[caravan] cannot reach node #{@node}: host web1.node.dc1.consul does not " <>
+               "resolve: the nameservers from CARAVAN_NAMESERVERS (127.0.0.1:1) answered"
 
     {out, status} = run(ctx, ["stop"])
     assert status == 0, out

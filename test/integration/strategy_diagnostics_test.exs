@@ -68,9 +68,10 @@ defmodule Caravan.Cluster.StrategyDiagnosticsTest do
         "connect was tried, the distribution handshake failed: a different cookie"
     )
 
-    # Many more failed connects later, still one warning each (the rest at debug).
-    repeats = "topology broken: cannot connect to app-4370@web3.node.dc1.consul: false"
-    assert BeamNode.eventually(fn -> length(debugs(n1, repeats)) >= 5 end, 30_000)
+    # Many more failed connects later (10 polls), still one warning each, the
+    # rest not logged.
+    Process.sleep(2_000)
+    assert debugs(n1, "topology broken: cannot connect to app-4370@web3.node.dc1.consul") == []
 
     for host <- ["web3", "web4", "web5"] do
       assert [_] = warnings(n1, "topology broken: cannot connect to app-4370@#{host}.node")
@@ -94,8 +95,8 @@ defmodule Caravan.Cluster.StrategyDiagnosticsTest do
     text = "topology dead: cannot connect to app-4370@web3.node.dc1.consul: nothing listens"
     assert BeamNode.eventually(fn -> length(warnings(n1, text)) >= 2 end, 30_000)
     assert hd(warnings(n1, text)) =~ "reported again every 1 s while DNS lists it"
-    # Between two reports, failed connects went to debug only.
-    assert debugs(n1, "topology dead: cannot connect to app-4370@web3.node.dc1.consul") != []
+    # Between two reports, failed connects are not logged.
+    assert debugs(n1, "topology dead: cannot connect to app-4370@web3.node.dc1.consul") == []
   end
 
   test "a query DNS does not know (NXDOMAIN) warns once per streak, naming query and nameservers",
@@ -112,11 +113,8 @@ defmodule Caravan.Cluster.StrategyDiagnosticsTest do
 
     assert warning =~ "Caravan.diagnose() tells more"
 
-    # Many polls later: still one warning.
-    assert BeamNode.eventually(
-             fn -> length(debugs(n1, "topology typo: DNS lists 0 node(s)")) >= 8 end,
-             30_000
-           )
+    # Many polls later (10, at 200 ms): still one warning.
+    Process.sleep(2_000)
 
     assert [_] = warnings(n1, "topology typo: DNS has listed no instances")
 

@@ -23,17 +23,21 @@ defmodule Caravan.Cluster.Act do
 
     found = if result.authoritative?, do: result.found, else: :unknown
     {event, warnings} = Warnings.silence(warnings, found, node())
-    if event, do: say(config, {:silence, event, result.found})
+    if event, do: say(config, {:silence, event, result.found, result.connected})
 
     last_poll =
       result
       |> Map.take([:found, :answered, :errors, :invalid])
       |> Map.put(:at, System.monotonic_time())
 
-    state = membership(%{state | warnings: warnings, last_poll: last_poll}, result)
+    connector = Connector.keep_streaks(state.connector, result.found, result.connected)
+    state = membership(%{state | warnings: warnings, connector: connector}, result)
+    trimmed = Membership.trimmed(state.membership)
+    state = trimmed(%{state | last_poll: Map.put(last_poll, :trimmed, trimmed)}, trimmed)
+    dial = Membership.to_dial(state.membership, result.new, result.connected)
 
     if Membership.dial?(state.membership),
-      do: %{state | connector: Connector.enqueue(state.connector, result.new)},
+      do: %{state | connector: Connector.enqueue(state.connector, dial)},
       else: state
   end
 
@@ -60,12 +64,15 @@ defmodule Caravan.Cluster.Act do
   connect is explained (`Caravan.Epmd.Probe.why/2`, in its own
   process, which sends `{:caravan_why, node, text}` for `why/3`) at the
   first failure of a streak and then once per `report_interval`; the
-  others are debug.
+  others are not logged (a peer not up yet is one line per streak).
   """
   @spec connected(State.t(), node(), Connector.result()) :: State.t()
   def connected(%State{config: config} = state, node, true) do
-    log(if(config.libcluster, do: :debug, else: :info), config, "connected to #{node}")
-    %{state | warnings: Warnings.connected(state.warnings, node)}
+    # Under libcluster, libcluster says it, unless the connect bypassed it.
+    {bypassed?, connector} = Connector.connected(state.connector, node)
+    level = if config.libcluster and not bypassed?, do: :debug, else: :info
+    log(level, config, "connected to #{node}")
+    %{state | connector: connector}
   end
 
   def connected(%State{config: config} = state, node, :ignored) do
@@ -73,24 +80,24 @@ defmodule Caravan.Cluster.Act do
     state
   end
 
-  def connected(%State{config: config} = state, node, failure) do
-    case Warnings.connect_failed(state.warnings, node, System.monotonic_time(:millisecond)) do
-      {true, warnings} ->
-        owner = self()
-        spawn(fn -> send(owner, {:caravan_why, node, Probe.why(node, failure)}) end)
-        %{state | warnings: warnings}
-
-      {false, _} ->
-        log(:debug, config, "cannot connect to #{node}: #{inspect(failure)}")
-        state
-    end
+  def connected(%State{} = state, node, failure) do
+    now = System.monotonic_time(:millisecond)
+    {_report?, connector} = Connector.report?(state.connector, node, now)
+    owner = self()
+    spawn(fn -> send(owner, {:caravan_why, node, Probe.why(node, failure)}) end)
+    %{state | connector: connector}
   end
 
-  @doc "The explanation of a failed connect, at warning."
+  @doc """
+  The explanation of a failed connect, at warning: the first of a report
+  (`Caravan.Cluster.Connector.report?/3`), or one that differs from the
+  last logged (a peer that came up with another cookie); else nothing.
+  """
   @spec why(State.t(), node(), String.t()) :: State.t()
   def why(%State{config: config} = state, node, why) do
-    say(config, {:unreachable, node, why})
-    state
+    {log?, connector} = Connector.explained(state.connector, node, why)
+    if log?, do: say(config, {:unreachable, node, why})
+    %{state | connector: connector}
   end
 
   @doc """
@@ -149,6 +156,15 @@ defmodule Caravan.Cluster.Act do
     else
       state
     end
+  end
+
+  # Answers hold k of n instances seen: warned of once, with the fix.
+  defp trimmed(state, nil), do: state
+
+  defp trimmed(%State{config: config} = state, trimmed) do
+    {level, warnings} = Warnings.warn(state.warnings, :trimmed)
+    log(level, config, elem(Warnings.text({:trimmed, trimmed}, config), 1))
+    %{state | warnings: warnings}
   end
 
   defp event({:leave, :missing} = event, %State{config: config} = state) do

@@ -90,6 +90,14 @@ defmodule Caravan.Cluster.Config do
         }
 
   @doc """
+  Whether `arg` (as `new/1` takes it: a libcluster state or a keyword
+  list) turns discovery off with `query: :ignore`.
+  """
+  @spec off?(libcluster_state() | keyword()) :: boolean()
+  def off?(%{config: config}), do: off?(config)
+  def off?(opts), do: is_list(opts) and Keyword.keyword?(opts) and opts[:query] == :ignore
+
+  @doc """
   Builds the config from a libcluster state (a map with `:topology`,
   `:connect`, `:disconnect`, `:list_nodes` and `:config`) or a keyword list
   (the same keys at the top level; `:topology` defaults to `:caravan`).

@@ -8,7 +8,11 @@ defmodule Caravan.Cluster.Connector do
   # {:done, node, result, pool}; it also sends the [:caravan, :connect]
   # telemetry event. When libcluster is loaded (config.libcluster), each
   # connect goes through Cluster.Strategy.connect_nodes/4 with that one node
-  # (Caravan.Cluster.Libcluster), so libcluster logs and reports it.
+  # (Caravan.Cluster.Libcluster), so libcluster logs and reports it; a
+  # retry of a node whose last connect failed calls the MFA directly, so
+  # a peer not up yet costs one libcluster line per streak, not one per poll.
+  # It keeps each node's failure streak: when it was last reported (once per
+  # report_interval) and the explanation logged (said again when it changes).
 
   alias Caravan.Cluster.{Config, Libcluster}
 
@@ -19,6 +23,8 @@ defmodule Caravan.Cluster.Connector do
     :timeout,
     :concurrency,
     libcluster: false,
+    report_interval: 300_000,
+    failing: %{},
     running: %{},
     queue: []
   ]
@@ -29,6 +35,7 @@ defmodule Caravan.Cluster.Connector do
   threw or exited, or `{:exit, reason}` when its process died.
   """
   @type result :: true | false | :ignored | :timeout | {:raised, String.t()} | {:exit, term()}
+  @typedoc "`:failing`: per node in a failure streak, `{reported_at_ms | nil, explanation | nil}`."
   @type t :: %__MODULE__{}
 
   @doc "An empty pool for `config`'s connect MFA, bound and concurrency."
@@ -39,6 +46,7 @@ defmodule Caravan.Cluster.Connector do
       connect: config.connect,
       list_nodes: config.list_nodes,
       libcluster: config.libcluster,
+      report_interval: config.report_interval,
       timeout: config.connect_timeout,
       concurrency: config.connect_concurrency
     }
@@ -101,11 +109,58 @@ defmodule Caravan.Cluster.Connector do
     pool = %{
       pool
       | running: Map.new(running),
-        queue: Enum.reject(pool.queue, &MapSet.member?(cancel, &1))
+        queue: Enum.reject(pool.queue, &MapSet.member?(cancel, &1)),
+        failing: Map.drop(pool.failing, nodes)
     }
 
     {start(pool), for({_tag, run} <- killed, do: run.node)}
   end
+
+  @doc """
+  A failed connect to `node` at `now` (ms): `{true, pool}` to report it,
+  the first of a streak and then once per `report_interval`, else
+  `{false, pool}`.
+  """
+  @spec report?(t(), node(), integer()) :: {boolean(), t()}
+  def report?(%__MODULE__{failing: failing} = pool, node, now) do
+    case failing do
+      %{^node => {at, _}} when at != nil and now - at < pool.report_interval -> {false, pool}
+      _ -> {true, %{pool | failing: Map.put(failing, node, {now, nil})}}
+    end
+  end
+
+  @doc """
+  A failed connect's explanation `text`: `{true, pool}` to log it, when it
+  is the first since a report or differs from the last one logged (a peer
+  that came up with another cookie), else `{false, pool}`.
+  """
+  @spec explained(t(), node(), String.t()) :: {boolean(), t()}
+  def explained(%__MODULE__{failing: failing} = pool, node, text) do
+    case failing do
+      %{^node => {_at, ^text}} -> {false, pool}
+      %{^node => {at, _}} -> {true, %{pool | failing: Map.put(failing, node, {at, text})}}
+      _ -> {false, pool}
+    end
+  end
+
+  @doc """
+  `node` connected: `{bypassed?, pool}` with its failure streak ended;
+  `bypassed?` is true when the connect called the MFA directly under
+  libcluster (a retry in a streak), so libcluster logged nothing.
+  """
+  @spec connected(t(), node()) :: {boolean(), t()}
+  def connected(%__MODULE__{failing: failing} = pool, node),
+    do:
+      {pool.libcluster and is_map_key(failing, node),
+       %{pool | failing: Map.delete(failing, node)}}
+
+  @doc """
+  Keeps the failure streaks of nodes in `found` (DNS lists them) that are
+  not in `connected` (connected since, whoever dialed).
+  """
+  @spec keep_streaks(t(), [node()], [node()]) :: t()
+  def keep_streaks(%__MODULE__{} = pool, found, connected),
+    do: %{pool | failing: pool.failing |> Map.take(found) |> Map.drop(connected)}
 
   @doc "Nodes connecting or queued, in no particular order."
   @spec pending(t()) :: [node()]
@@ -116,7 +171,8 @@ defmodule Caravan.Cluster.Connector do
        when map_size(running) < pool.concurrency do
     owner = self()
     tag = make_ref()
-    {pid, monitor} = spawn_monitor(fn -> send(owner, {__MODULE__, tag, run(pool, node)}) end)
+    quiet = %{pool | libcluster: pool.libcluster and not is_map_key(pool.failing, node)}
+    {pid, monitor} = spawn_monitor(fn -> send(owner, {__MODULE__, tag, run(quiet, node)}) end)
 
     run = %{
       node: node,
@@ -148,6 +204,14 @@ defmodule Caravan.Cluster.Connector do
     Process.demonitor(run.monitor, [:flush])
     _ = Process.cancel_timer(run.timer)
     {outcome, reason} = if result == true, do: {:ok, nil}, else: {:error, result}
+
+    # A success ends the streak in connected/2, which tells who dialed.
+    failing =
+      if result == true,
+        do: pool.failing,
+        else: Map.put_new(pool.failing, run.node, {nil, nil})
+
+    pool = %{pool | failing: failing}
 
     Caravan.Telemetry.execute(
       [:caravan, :connect],

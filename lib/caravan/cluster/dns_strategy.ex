@@ -40,7 +40,7 @@ defmodule Caravan.Cluster.DnsStrategy do
       `"_app._tcp.service.consul"`, `"app.service.dc1.consul"` or
       `"_epmd._tcp.app.default.svc.cluster.local"`; or a list of them, all
       looked up at each poll (the nodes found are the union). Caravan 1.x's
-      `:consul_service` is accepted as an alias.
+      `:consul_service` is accepted as an alias. `:ignore` turns discovery off (dev and test).
     * `:node_sname` (required with SRV records) - the name part before
       the port, e.g. `"app"` for nodes named `app-4370@host`.
     * `:node_port` - `#{inspect(%Config{}.node_port)}` (default): the port is in the node name, as above;
@@ -64,8 +64,8 @@ defmodule Caravan.Cluster.DnsStrategy do
       #{Config.default(:poll_interval)}. libcluster DNSPoll's `:polling_interval` is accepted as an
       alias.
     * `:nameservers` - e.g. `["127.0.0.1:8600"]` (see `Caravan.DNS`).
-      Default: the VM's (an erl_inetrc's nameserver lines, as Caravan 1.x;
-      `Caravan.DNS.vm_nameservers/0`), else the system's resolv.conf.
+      Default: `Caravan.DNS.default_nameservers/0` (the epmd module's
+      `CARAVAN_NAMESERVERS`, else the VM's as Caravan 1.x, else resolv.conf).
     * `:timeout` - bound on one lookup, ms. Default #{Config.default(:timeout)} (at most
       `:poll_interval`).
     * `:prune` - keep nodes that DNS no longer lists out of the cluster.
@@ -131,7 +131,7 @@ defmodule Caravan.Cluster.DnsStrategy do
   `%Cluster.Strategy.State{}`; a keyword list starts it without libcluster
   (options in the module doc).
 
-  Returns `{:ok, pid}`, or `{:error, {:invalid_config, message}}` after
+  Returns `{:ok, pid}`, `:ignore` with `query: :ignore`, or `{:error, {:invalid_config, message}}` after
   logging the message when the config is invalid (an unknown key, with the
   nearest known one, or a bad value): the start fails, so a typo stops
   the application's boot instead of leaving the node unclustered.
@@ -155,7 +155,10 @@ defmodule Caravan.Cluster.DnsStrategy do
 
   @impl GenServer
   def init(arg) do
-    case Config.new(arg) do
+    case Config.off?(arg) || Config.new(arg) do
+      true ->
+        :ignore
+
       {:ok, config} ->
         # The first poll at once: nodes that ask first start their connects
         # while the others' lookups queue behind them (bench/README.md).

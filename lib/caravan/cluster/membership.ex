@@ -2,107 +2,172 @@ defmodule Caravan.Cluster.Membership do
   @moduledoc false
   # The membership decisions of one topology, as pure functions over a
   # struct: what DNS lists, which nodes it no longer lists (departed), and
-  # whether this node itself has been dropped. The strategy
-  # (Caravan.Cluster.DnsStrategy) feeds it each poll's answer and nodeup
-  # events and carries out what it decides: asking a departed node to
-  # leave, cancelling connects, leaving, not dialing.
+  # whether this node itself has been dropped. Caravan.Cluster.Act feeds it
+  # each poll's answer and carries out what it decides: asking a departed
+  # node to leave (why not disconnect it: Caravan.Cluster.Leave),
+  # cancelling connects, leaving, not dialing.
   #
-  # Why a departed node is *asked to leave* rather than disconnected: with
-  # OTP 25's defaults (connect_all true, prevent_overlapping_partitions
-  # true), a node that sees a connection go down (erlang:disconnect_node/1
-  # on either side) multicasts {lost_connection, Me, Other} and every
-  # member that still has Other drops it. When a member drops the departed
-  # node D, D sees that member go down too and multicasts the mirror
-  # message, so the others drop the member: collateral nodedowns between
-  # healthy nodes (kernel's global.erl, "Prevent Overlapping Partitions
-  # Algorithm"). global:disconnect/0 (OTP 25.1+), run on D, disconnects D
-  # from every node while treating each nodedown as ignore_node, so D
-  # multicasts nothing; the members' own lost_connection messages name only
-  # D. So D leaves by itself: when a member asks it to, or when D sees
-  # itself missing from `leave_after` authoritative answers in a row.
+  # Answers trimmed without a sign (a forwarder in front of Consul; rule and
+  # cost: guides/consul-nomad-kubernetes.md): an answer that drops and adds
+  # nodes makes answers suspect for `decay` polls; what they list adds up, a
+  # node departs after `leave_after` of them lacked it in a row, or, once
+  # one they lacked came back (a trim), misses_needed/2 distinct ones.
 
   @enforce_keys [:self]
   defstruct self: nil,
             prune: false,
             leave_after: Caravan.Cluster.Config.default(:leave_after),
             max_departed: Caravan.Cluster.Config.default(:max_nodes),
-            # Nodes the last authoritative answer lists (plus nodes found
-            # by non-authoritative answers since).
+            # The last authoritative answer's nodes, plus those of
+            # non-authoritative and suspect ones since.
             listed: MapSet.new(),
-            # node => poll number when DNS stopped listing it (nodes listed
-            # before and missing from the last authoritative answer).
+            # node => poll when DNS stopped listing it.
             departed: %{},
-            # node => authoritative polls it stayed connected after it
-            # was asked to leave.
+            # node => authoritative polls it stayed connected once asked
+            # to leave; departed nodes that left when asked (only asked).
             asked: %{},
-            # Departed nodes seen gone after being asked: they can leave by
-            # themselves, so they are asked again, never disconnected from
-            # here (global may reconnect one for a moment while the others
-            # sync).
             leavers: MapSet.new(),
             polls: 0,
             ever_listed?: false,
             # Authoritative answers in a row that do not list this node.
             missing: 0,
-            # nil (a member), :missing (DNS dropped this node) or
-            # {:asked, node} (a member asked it to leave).
-            left: nil
+            # nil, :missing (DNS dropped this node) or {:asked, node}.
+            left: nil,
+            # The last authoritative answer; node => suspect answers in a
+            # row that lacked it; polls of the last swap and of the last
+            # return of a node such answers lacked (long ago: -2^20).
+            answer: nil,
+            misses: %{},
+            swapped: -1_048_576,
+            echo: -1_048_576,
+            decay: 5
 
   @type t :: %__MODULE__{}
   @type event ::
-          {:departed, [node()]}
-          | {:returned, [node()]}
+          {:departed | :returned, [node()]}
           | {:self_missing, pos_integer()}
           | {:leave, :missing}
           | :back
 
+  # A live node misses misses_needed/2 trimmed answers with at most this
+  # probability; a suspicion lasts @decay_ms, at least @decay_polls polls.
+  @doubt 1.0e-6
+  @decay_ms 30_000
+  @decay_polls 5
+
   @doc """
   A new membership for this node `self`. Options: `:prune` (boolean),
-  `:leave_after` (authoritative polls, positive), `:max_departed` (how
-  many departed nodes it remembers, positive).
+  `:leave_after` (authoritative polls), `:max_departed` (departed nodes
+  remembered), `:poll_interval` (ms; sets how many polls a suspicion lasts).
   """
   @spec new(node(), keyword()) :: t()
   def new(self, opts \\ []) do
-    struct!(__MODULE__, [self: self] ++ Keyword.take(opts, [:prune, :leave_after, :max_departed]))
+    decay = max(@decay_polls, ceil(@decay_ms / Keyword.get(opts, :poll_interval, @decay_ms)))
+    fields = Keyword.take(opts, [:prune, :leave_after, :max_departed])
+    struct!(__MODULE__, [self: self, decay: decay] ++ fields)
   end
 
   @doc """
-  An authoritative answer (every query answered, nothing dropped): DNS
-  lists exactly `nodes`. Returns `{membership, events}`: the nodes it no
-  longer lists (`{:departed, nodes}`), departed nodes it lists again
-  (`{:returned, nodes}`), `{:self_missing, n}` while this node, listed
-  before, is missing (n answers in a row), `{:leave, :missing}` once at
-  `leave_after`, `:back` when a node that left is listed again.
+  Distinct trimmed answers in a row that must lack a node before it
+  departs, when they hold `k` (positive) of the `n` nodes seen: the least
+  `m` with `(1 - k/n)^m <= #{@doubt}` (43 for 11 of 40); 1 when `k >= n`.
+  """
+  @spec misses_needed(pos_integer(), non_neg_integer()) :: pos_integer()
+  def misses_needed(k, n) when k >= n, do: 1
+  def misses_needed(k, n), do: ceil(:math.log(@doubt) / :math.log(1 - k / n))
+
+  @doc """
+  `{k, n}` (the last answer's nodes, the nodes seen) while answers look
+  trimmed and one they lacked came back lately (a replaced one never does).
+  """
+  @spec trimmed(t()) :: {non_neg_integer(), non_neg_integer()} | nil
+  def trimmed(m), do: if(trimming?(m), do: {MapSet.size(m.answer), MapSet.size(m.listed)})
+
+  @doc "The nodes to dial: `new`, and while `trimmed/1` every node listed not `connected`."
+  @spec to_dial(t(), [node()], [node()]) :: [node()]
+  def to_dial(m, new, connected) do
+    if trimmed(m), do: Enum.uniq(new ++ Enum.to_list(m.listed)) -- [m.self | connected], else: new
+  end
+
+  defp suspect?(%__MODULE__{swapped: swapped, decay: decay, polls: polls}),
+    do: polls - swapped < decay
+
+  defp trimming?(%__MODULE__{echo: echo} = m), do: suspect?(m) and m.polls - echo < m.decay
+
+  @doc """
+  An authoritative answer (every query answered, nothing dropped) lists
+  `nodes`. `{membership, events}`: nodes no longer listed (`{:departed,
+  nodes}`), departed nodes listed again (`{:returned, nodes}`),
+  `{:self_missing, n}` while this node, listed before, is missing (n
+  answers in a row), `{:leave, :missing}` once at `leave_after`, `:back`
+  when a node that left is listed again.
   """
   @spec authoritative(t(), [node()]) :: {t(), [event()]}
-  def authoritative(%__MODULE__{} = m, nodes) do
+  def authoritative(%__MODULE__{answer: before} = m, nodes) do
     now = MapSet.new(nodes)
     polls = m.polls + 1
-    gone = m.listed |> MapSet.difference(now) |> MapSet.delete(m.self)
+
+    swap? = before != nil and not MapSet.subset?(before, now) and not MapSet.subset?(now, before)
+    echo? = Enum.any?(m.misses, fn {node, n} -> n > 0 and MapSet.member?(now, node) end)
+    m = %{m | answer: now, polls: polls, swapped: if(swap?, do: polls, else: m.swapped)}
+    m = %{m | echo: if(echo?, do: polls, else: m.echo)}
+
+    # An empty answer tells nothing, nor a repeated one (a cache) once trimming shows.
+    cond do
+      not suspect?(m) -> judge(%{m | misses: %{}}, now, nil)
+      nodes == [] or (now == before and trimming?(m)) -> judge(m, now, 0)
+      true -> judge(m, now, 1)
+    end
+  end
+
+  # `count` nil: a whole answer, what it lacks departs; else what it lacks
+  # misses `count` (0: nothing is concluded) more answers.
+  defp judge(%{polls: polls} = m, now, count) do
+    {gone, listed, misses, need} = lacking(m, now, count)
     returned = for {node, _} <- m.departed, MapSet.member?(now, node), do: node
 
-    departed =
-      m.departed
-      |> Map.drop(returned)
-      |> Map.merge(Map.new(gone, &{&1, polls}))
-      |> cap(m.max_departed)
+    departed = m.departed |> Map.drop(returned) |> Map.merge(Map.new(gone, &{&1, polls}))
 
     m = %{
       m
-      | listed: now,
-        departed: departed,
-        polls: polls,
-        asked: Map.drop(m.asked, nodes),
+      | listed: listed,
+        misses: misses,
+        departed: cap(departed, m.max_departed),
+        asked: Map.drop(m.asked, MapSet.to_list(now)),
         leavers: MapSet.difference(m.leavers, now)
     }
 
-    {m, self_events} = self_seen(m, MapSet.member?(now, m.self))
+    {m, self_events} =
+      cond do
+        MapSet.member?(now, m.self) -> self_seen(m, true)
+        count == 0 -> {m, []}
+        true -> self_seen(m, false, max(m.leave_after, need))
+      end
 
     events =
       [{:departed, Enum.sort(gone)}, {:returned, Enum.sort(returned)}]
       |> Enum.reject(&match?({_, []}, &1))
 
     {m, events ++ self_events}
+  end
+
+  # {gone, listed, misses, need}: departed now, still listed, the misses of
+  # those the answer lacks, the misses that depart.
+  defp lacking(m, now, nil),
+    do: {m.listed |> MapSet.difference(now) |> MapSet.delete(m.self), now, %{}, 1}
+
+  defp lacking(m, now, count) do
+    tracked = MapSet.union(m.listed, now)
+    # Until a node they lacked came back, suspect answers may be a deploy.
+    need = if trimming?(m), do: misses_needed(max(MapSet.size(now), 1), MapSet.size(tracked))
+    need = need || m.leave_after
+
+    misses =
+      for n <- MapSet.difference(tracked, now), n != m.self, do: {n, (m.misses[n] || 0) + count}
+
+    {gone, misses} = Enum.split_with(misses, fn {_, n} -> count > 0 and n >= need end)
+    gone = Enum.map(gone, &elem(&1, 0))
+    {gone, MapSet.difference(tracked, MapSet.new(gone)), Map.new(misses), need}
   end
 
   @doc """
@@ -112,48 +177,29 @@ defmodule Caravan.Cluster.Membership do
   `:back` can occur).
   """
   @spec partial(t(), [node()]) :: {t(), [event()]}
-  def partial(%__MODULE__{} = m, nodes) do
-    returned = for {node, _} <- m.departed, node in nodes, do: node
+  def partial(%__MODULE__{} = m, nodes), do: judge(m, MapSet.new(nodes), 0)
 
-    m = %{
-      m
-      | listed: MapSet.union(m.listed, MapSet.new(nodes)),
-        departed: Map.drop(m.departed, returned),
-        asked: Map.drop(m.asked, nodes),
-        leavers: MapSet.difference(m.leavers, MapSet.new(nodes))
-    }
-
-    {m, self_events} = if m.self in nodes, do: self_seen(m, true), else: {m, []}
-
-    events = if returned == [], do: [], else: [{:returned, Enum.sort(returned)}]
-    {m, events ++ self_events}
-  end
-
-  # This node listed (true) or missing (false) in an answer.
+  # This node listed (true) or missing (false, `need` in a row to leave).
   defp self_seen(m, true) do
     back = if m.left, do: [:back], else: []
     {%{m | ever_listed?: true, missing: 0, left: nil}, back}
   end
 
-  # Never listed yet (a node booting before its health check passes):
-  # nothing to conclude.
-  defp self_seen(%{ever_listed?: false} = m, false), do: {m, []}
+  # Never listed yet (booting before its health check passes): nothing.
+  defp self_seen(%{ever_listed?: false} = m, false, _need), do: {m, []}
 
-  defp self_seen(m, false) do
+  defp self_seen(m, false, need) do
     missing = m.missing + 1
     m = %{m | missing: missing}
 
     cond do
       m.left != nil -> {m, []}
-      missing >= m.leave_after -> {%{m | left: :missing}, [{:leave, :missing}]}
+      missing >= need -> {%{m | left: :missing}, [{:leave, :missing}]}
       true -> {m, [{:self_missing, missing}]}
     end
   end
 
-  @doc """
-  A member (`from`) asked this node to leave. Returns `{membership,
-  first?}`: `first?` is false when it had already left.
-  """
+  @doc "A member (`from`) asked this node to leave: `{membership, first?}` (false: it had left)."
   @spec asked_to_leave(t(), node()) :: {t(), boolean()}
   def asked_to_leave(%__MODULE__{left: nil} = m, from), do: {%{m | left: {:asked, from}}, true}
   def asked_to_leave(%__MODULE__{} = m, _from), do: {m, false}
@@ -173,10 +219,9 @@ defmodule Caravan.Cluster.Membership do
   @doc """
   What to do, after an authoritative answer, about the departed nodes
   still `connected`: `{membership, ask, force}`. `ask` are asked to leave
-  (again); `force` stayed connected for `leave_after` answers after being
-  asked and never left when asked (a node that cannot leave by itself: no
-  Caravan or OTP < 25.1 there): they are disconnected from here. A node
-  that left when asked once is only ever asked. Empty unless `prune` is on.
+  (again); `force` stayed connected `leave_after` answers after being asked
+  and never left when asked (no Caravan or OTP < 25.1 there): disconnected
+  from here. Empty unless `prune` is on.
   """
   @spec enforce(t(), [node()]) :: {t(), [node()], [node()]}
   def enforce(%__MODULE__{prune: false} = m, _connected), do: {%{m | asked: %{}}, [], []}
@@ -197,8 +242,7 @@ defmodule Caravan.Cluster.Membership do
 
   @doc """
   Of the connects in flight (or queued) to `nodes`, those to cancel after
-  an authoritative answer: the nodes it does not list, or all of them once
-  this node has left.
+  an authoritative answer: to nodes not listed, or all once this node left.
   """
   @spec cancel(t(), [node()]) :: [node()]
   def cancel(%__MODULE__{left: nil, listed: listed}, nodes),

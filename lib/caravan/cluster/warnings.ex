@@ -2,8 +2,9 @@ defmodule Caravan.Cluster.Warnings do
   @moduledoc false
   # One job: what the strategy tells the operator, and when: the warn-once
   # ledgers (a streak warns once, repeats are debug, its end is an info;
-  # silent DNS; an unreachable node once per report_interval) as pure data
-  # in the strategy's state, the texts, and the log line (log/3).
+  # silent DNS; the node list said when it changes) as pure data in the
+  # strategy's state, the texts, and the log line (log/3). A failed
+  # connect's streak is Caravan.Cluster.Connector's.
 
   require Logger
 
@@ -14,14 +15,15 @@ defmodule Caravan.Cluster.Warnings do
   # peers register is not warned of at once.
   @silence_polls 3
   @until "until DNS lists it again"
+  @trimmed "another subset each time: a DNS forwarder trims them without saying so; all " <>
+             "are dialed, none pruned on them. Fix: nameservers: [\"127.0.0.1:8600\"] (the " <>
+             "agent), or the forwarder asking it over TCP (unbound: stub-tcp-upstream: yes; " <>
+             "BIND: server <agent> { tcp-only yes; }; guides/consul-nomad-kubernetes.md). Asked: "
   @not_distributed "this node is not distributed (started without -name or -sname), so it " <>
                      "will look up peers but cannot connect to them; start it with -name " <>
                      "<name>@<host> (or -sname) and Caravan's epmd module"
 
-  defstruct keys: MapSet.new(),
-            silence: {nil, 0},
-            unreachable: %{},
-            report_interval: Config.default(:report_interval)
+  defstruct keys: MapSet.new(), silence: {nil, 0}, listed: nil
 
   @type key :: term()
   @type level :: Logger.level() | nil
@@ -29,14 +31,12 @@ defmodule Caravan.Cluster.Warnings do
   @opaque t :: %__MODULE__{
             keys: MapSet.t(key()),
             silence: {silence() | nil, non_neg_integer()},
-            unreachable: %{node() => integer()},
-            report_interval: pos_integer()
+            listed: [node()] | nil
           }
 
-  @doc "No warnings outstanding; `report_interval` ms between reports of one unreachable node."
-  @spec new(pos_integer()) :: t()
-  def new(report_interval \\ Config.default(:report_interval)),
-    do: %__MODULE__{report_interval: report_interval}
+  @doc "No warnings outstanding."
+  @spec new() :: t()
+  def new, do: %__MODULE__{}
 
   @doc "Logs `message` at `level` (nil: not); libcluster's `debug:` gates debug lines under it."
   @spec log(level(), Config.t(), String.t()) :: :ok
@@ -80,12 +80,12 @@ defmodule Caravan.Cluster.Warnings do
 
   @doc """
   What a poll's result (`t:Caravan.Cluster.Poll.t/0`) deserves in the log,
-  `{warnings, [{level, message}]}`: failed lookups, their recovery, skipped
-  records, a capped answer. Nodes DNS no longer lists are forgotten, so the
-  ledgers stay as small as the answer.
+  `{warnings, [{level, message}]}`: failed lookups, their recovery, the
+  nodes listed (when they change), skipped records, a capped answer, a
+  record for this node's host and name with another port. Nodes DNS no
+  longer lists are forgotten, so the ledgers stay as small as the answer.
   """
-  @spec poll(t(), Poll.t(), Config.t()) ::
-          {t(), [{level(), String.t()}]}
+  @spec poll(t(), Poll.t(), Config.t()) :: {t(), [{level(), String.t()}]}
   def poll(%__MODULE__{} = w, result, config) do
     found = MapSet.new(result.found)
 
@@ -103,13 +103,14 @@ defmodule Caravan.Cluster.Warnings do
           {{level, "lookup of #{inspect(query)} works again"}, w}
       end)
 
+    sorted = if result.answered != [], do: Enum.sort(result.found), else: w.listed
+
     listed =
-      if result.answered != [],
-        do: [{:debug, "DNS lists #{length(result.found)} node(s): #{inspect(result.found)}"}],
+      if sorted != w.listed,
+        do: [{:debug, "DNS lists #{length(sorted)} node(s): #{inspect(result.found)}"}],
         else: []
 
-    w = clear_if(w, fn key -> match?({:connect, _}, key) and elem(key, 1) not in found end)
-    w = %{w | unreachable: Map.filter(w.unreachable, fn {node, _} -> node in found end)}
+    w = clear_if(%{w | listed: sorted}, &(match?({:connect, _}, &1) and elem(&1, 1) not in found))
 
     {w, invalid} =
       while(w, result.invalid != [], :invalid_records, fn ->
@@ -122,7 +123,10 @@ defmodule Caravan.Cluster.Warnings do
           "(#{config.max_nodes}); ignored #{result.dropped} of them and pruned none"
       end)
 
-    {w, Enum.reject(entries ++ listed ++ invalid ++ capped, &match?({nil, _}, &1))}
+    other_port = result[:authoritative?] && Caravan.Epmd.NodeName.other_port(node(), result.found)
+    {w, port} = while(w, is_binary(other_port), :other_port, fn -> other_port end)
+
+    {w, Enum.reject(entries ++ listed ++ invalid ++ capped ++ port, &match?({nil, _}, &1))}
   end
 
   @doc """
@@ -148,24 +152,15 @@ defmodule Caravan.Cluster.Warnings do
     {ended || started, %{w | silence: if(kind, do: {kind, count}, else: {nil, 0})}}
   end
 
-  @doc "A failed connect at `now` (ms): `{true, w}` to explain it (once per report_interval)."
-  @spec connect_failed(t(), node(), integer()) :: {boolean(), t()}
-  def connect_failed(%__MODULE__{unreachable: last} = w, node, now) do
-    case last do
-      %{^node => at} when now - at < w.report_interval -> {false, w}
-      _ -> {true, %{w | unreachable: Map.put(last, node, now)}}
-    end
-  end
-
-  @doc "`node` connected: its unreachable streak ends."
-  @spec connected(t(), node()) :: t()
-  def connected(%__MODULE__{} = w, node), do: %{w | unreachable: Map.delete(w.unreachable, node)}
-
   @doc """
   `{level, message}` (nil: nothing to say) for what the strategy meets: a
-  `t:Caravan.Cluster.Membership.event/0`, silent DNS, an unreachable node.
+  `t:Caravan.Cluster.Membership.event/0`, silent DNS, an unreachable node,
+  trimmed answers (`{:trimmed, {k, n}}`).
   """
   @spec text(term(), Config.t()) :: {level(), String.t()}
+  def text({:trimmed, {k, n}}, config),
+    do: {:warning, "answers hold #{k} of at least #{n} instances, #{@trimmed}#{asked(config)}"}
+
   def text({:departed, _nodes}, %Config{prune: false}), do: {nil, ""}
 
   def text({:departed, nodes}, _config),
@@ -197,18 +192,18 @@ defmodule Caravan.Cluster.Warnings do
        "#{from} asked this node to leave: DNS no longer lists #{node()} there " <>
          "(prune: true). Leaving the cluster; no more connects until DNS lists this node again"}
 
-  def text({:silence, {:end, _kind}, found}, _config),
+  def text({:silence, {:end, _kind}, found, _connected}, _config),
     do: {:info, "DNS lists #{length(found)} node(s) again"}
 
-  def text({:silence, {:start, :no_instances}, _found}, config),
+  def text({:silence, {:start, :no_instances}, _found, connected}, config),
     do:
       {:warning,
        "DNS has listed no instances for #{@silence_polls} polls: #{asked(config)} answers " <>
-         "NXDOMAIN/NODATA or no records; this node runs alone. Check the query " <>
+         "NXDOMAIN/NODATA or no records; #{alone(connected)}. Check the query " <>
          "(e.g. _app._tcp.service.consul) and that the service is registered and healthy " <>
          "(Caravan.diagnose() tells more)"}
 
-  def text({:silence, {:start, :only_self}, _found}, config),
+  def text({:silence, {:start, :only_self}, _found, _connected}, config),
     do:
       {:warning,
        "DNS has listed only this node (#{node()}) for #{@silence_polls} polls: " <>
@@ -220,10 +215,7 @@ defmodule Caravan.Cluster.Warnings do
        "cannot connect to #{node}: #{why} (reported again every " <>
          "#{div(config.report_interval, 1000)} s while DNS lists it and it stays unreachable)"}
 
-  @doc """
-  Logs, once when a topology starts, what stops it from clustering: no
-  -name/-sname, or a node name peers will not dial (`node_sname`); `:ok`.
-  """
+  @doc "Logs at start what stops clustering: no -name/-sname, a name peers won't dial; `:ok`."
   @spec at_start(Config.t()) :: :ok
   def at_start(config) do
     if not Node.alive?(), do: log(:warning, config, @not_distributed)
@@ -233,14 +225,16 @@ defmodule Caravan.Cluster.Warnings do
 
   defp list(nodes), do: Enum.join(nodes, ", ")
 
+  defp alone([]), do: "this node runs alone"
+
+  defp alone(connected),
+    do: "this node keeps its #{length(connected)} connection(s) but finds no new peers"
+
   # The queries and the nameservers asked.
-  defp asked(%Config{nameservers: []} = config), do: asked(config, "the system's resolv.conf")
-
   defp asked(config),
-    do: asked(config, Enum.map_join(config.nameservers, ", ", &Caravan.DNS.Options.text/1))
-
-  defp asked(config, ns),
-    do: "#{Enum.map_join(config.queries, ", ", &inspect/1)} (nameservers: #{ns})"
+    do:
+      "#{Enum.map_join(config.queries, ", ", &inspect/1)} (nameservers: " <>
+        "#{Caravan.DNS.asked_text(config.nameservers)})"
 
   # A warning while `condition` holds; forgotten once it stops.
   defp while(w, true, key, message) do

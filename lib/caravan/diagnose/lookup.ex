@@ -7,14 +7,18 @@ defmodule Caravan.Diagnose.Lookup do
   @doc """
   Looks `query` up now as the topology `config` (a
   `Caravan.Cluster.Config`) would. Returns `{query, result, nodes}`:
-  `result` is `{:ok, record_count}`, `{:none, text}` (NXDOMAIN/NODATA) or
-  `{:error, text}`; `nodes` are the node names the records map to (at most
+  `result` is `{:ok, record_count}` (`{:ok, record_count, name}` when the
+  query was completed from the search list into `name`), `{:none, text}`
+  (NXDOMAIN/NODATA) or `{:error, text}`; `nodes` are the node names the records map to (at most
   `config.max_nodes` records are mapped). A/AAAA topologies use the
   strategy's own poll (`Caravan.Cluster.Poll`).
   """
   @spec run(Caravan.Cluster.Config.t(), String.t()) ::
-          {String.t(), {:ok, non_neg_integer()} | {:none, String.t()} | {:error, String.t()},
-           [node()]}
+          {String.t(),
+           {:ok, non_neg_integer()}
+           | {:ok, non_neg_integer(), String.t()}
+           | {:none, String.t()}
+           | {:error, String.t()}, [node()]}
   def run(%{record_type: type} = config, query) when type != :srv do
     result = Caravan.Cluster.Poll.run(%{config | queries: [query]})
 
@@ -33,7 +37,8 @@ defmodule Caravan.Diagnose.Lookup do
                node_host: config.node_host
              ) do
           {:ok, records} ->
-            {:ok, for(%{port: p, host: h} <- records, is_binary(h), do: {p, h})}
+            peers = for %{port: p, host: h} <- records, is_binary(h), do: {p, h}
+            {:ok, peers, Map.get(hd(records), :name)}
 
           {:error, {kind, message}} when kind in [:nxdomain, :nodata] ->
             {:none, "#{kind}: #{message}"}
@@ -55,22 +60,23 @@ defmodule Caravan.Diagnose.Lookup do
       end
 
     case result do
-      {:ok, peers} ->
-        nodes =
-          for {port, host} when is_integer(port) and (is_binary(host) or is_list(host)) <-
-                Enum.take(peers, config.max_nodes),
-              {:ok, node} <-
-                [node_name(config, port, to_string(host))],
-              do: node
-
-        {query, {:ok, length(peers)}, nodes}
-
-      {:none, text} ->
-        {query, {:none, text}, []}
-
-      {:error, text} ->
-        {query, {:error, text}, []}
+      {:ok, peers} -> mapped(config, query, peers, nil)
+      {:ok, peers, answered} -> mapped(config, query, peers, answered)
+      {:none, text} -> {query, {:none, text}, []}
+      {:error, text} -> {query, {:error, text}, []}
     end
+  end
+
+  defp mapped(config, query, peers, answered) do
+    count = if answered, do: {:ok, length(peers), answered}, else: {:ok, length(peers)}
+    {query, count, nodes(config, peers)}
+  end
+
+  defp nodes(config, peers) do
+    for {port, host} when is_integer(port) and (is_binary(host) or is_list(host)) <-
+          Enum.take(peers, config.max_nodes),
+        {:ok, node} <- [node_name(config, port, to_string(host))],
+        do: node
   end
 
   defp node_name(%{node_port: :srv} = config, port, host) do

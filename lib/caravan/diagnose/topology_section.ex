@@ -5,6 +5,7 @@ defmodule Caravan.Diagnose.TopologySection do
   # of each query now and a probe of every node DNS lists; and the problems
   # they show, each with the next step. Runs no check itself.
 
+  alias Caravan.Cluster.Warnings
   alias Caravan.Epmd.Probe
 
   @doc """
@@ -25,22 +26,27 @@ defmodule Caravan.Diagnose.TopologySection do
   poll's age is measured to it), `:last_poll` (the strategy's last poll,
   `%{at: monotonic_time, found: [node], errors: [term]}`, or `nil`),
   `:lookups` (`Caravan.Diagnose.Lookup.run/2`'s result for each query),
-  `:nodes` (the node names they list) and `:probes` (a
-  `t:Caravan.Epmd.Probe.t/0` for each node).
+  `:nodes` (the node names they list), `:probes` (a
+  `t:Caravan.Epmd.Probe.t/0` for each node) and `:outside?` (optional,
+  true when the report is made from outside the cluster: connections are
+  not shown).
   """
   @spec render(String.t(), Caravan.Cluster.Config.t(), %{
-          at: integer(),
-          last_poll: Caravan.Cluster.DnsStrategy.State.last_poll() | nil,
-          lookups: list(),
-          nodes: [node()],
-          probes: [Probe.t()]
+          optional(:outside?) => boolean(),
+          required(:at) => integer(),
+          required(:last_poll) => Caravan.Cluster.DnsStrategy.State.last_poll() | nil,
+          required(:lookups) => list(),
+          required(:nodes) => [node()],
+          required(:probes) => [Probe.t()]
         }) :: {[String.t()], [String.t()]}
   def render(source, config, %{lookups: lookups, nodes: nodes, probes: probes} = found) do
     header = [
       "Topology #{config.topology}: #{source}",
       "  query:          #{Enum.map_join(config.queries, ", ", &inspect/1)}",
       names_line(config),
-      "  nameservers:    #{nameservers_text(config.nameservers)}"
+      # Where the lookups go, and which setting says so.
+      "  nameservers:    #{nameservers_text(config.nameservers)}" <>
+        if(config.nameservers == [], do: "", else: " (the topology's)")
     ]
 
     last = last_poll_lines(found.last_poll, found.at)
@@ -49,6 +55,9 @@ defmodule Caravan.Diagnose.TopologySection do
       Enum.map(lookups, fn
         {query, {:ok, count}, _nodes} ->
           "  lookup now:     #{inspect(query)}: #{count} record(s)"
+
+        {query, {:ok, count, answered}, _nodes} ->
+          "  lookup now:     #{inspect(query)}: #{count} record(s) of #{answered} (search list)"
 
         {query, {:none, text}, _nodes} ->
           "  lookup now:     #{inspect(query)}: no records (#{text})"
@@ -59,11 +68,12 @@ defmodule Caravan.Diagnose.TopologySection do
 
     node_lines =
       for probe <- probes do
-        "    #{probe.node}: #{probe_text(probe)}"
+        "    #{probe.node}: #{probe_text(probe, Map.get(found, :outside?, false))}"
       end
 
     problems =
       name_problem(config) ++
+        trimmed_problem(config, found.last_poll) ++
         lookup_problems(config, lookups, nodes) ++
         for(%{problem: p} = probe <- probes, p != nil, do: "#{probe.node}: #{p}")
 
@@ -92,8 +102,15 @@ defmodule Caravan.Diagnose.TopologySection do
     found = Map.get(poll, :found, [])
     errors = Map.get(poll, :errors, [])
 
+    trimmed =
+      case Map.get(poll, :trimmed) do
+        {k, n} -> ", answers hold #{k} of at least #{n} instances seen (trimmed)"
+        nil -> ""
+      end
+
     [
       "  last poll:      #{age} ms ago: #{length(found)} node(s)" <>
+        trimmed <>
         if(errors == [],
           do: "",
           else: ", errors: " <> Enum.map_join(errors, "; ", &inspect/1)
@@ -101,12 +118,17 @@ defmodule Caravan.Diagnose.TopologySection do
     ]
   end
 
-  defp nameservers_text([]), do: "the system's resolv.conf"
-  defp nameservers_text(list), do: Enum.map_join(list, ", ", &Caravan.DNS.Options.text/1)
+  # The strategy's warning about answers a forwarder trims, as a problem.
+  defp trimmed_problem(config, %{trimmed: {_, _} = trimmed}),
+    do: ["topology #{config.topology}: " <> elem(Warnings.text({:trimmed, trimmed}, config), 1)]
 
-  defp probe_text(%{self?: true}), do: "this node"
+  defp trimmed_problem(_config, _last_poll), do: []
 
-  defp probe_text(probe) do
+  defp nameservers_text(parsed), do: Caravan.DNS.asked_text(parsed)
+
+  defp probe_text(%{self?: true}, _outside?), do: "this node"
+
+  defp probe_text(probe, outside?) do
     resolve =
       case probe.resolve do
         {:ok, ip} -> "resolves to #{:inet.ntoa(ip)}"
@@ -121,7 +143,12 @@ defmodule Caravan.Diagnose.TopologySection do
         :skipped -> nil
       end
 
-    connected = if probe.connected?, do: "connected", else: "NOT connected"
+    connected =
+      cond do
+        outside? -> nil
+        probe.connected? -> "connected"
+        true -> "NOT connected"
+      end
 
     Enum.join(Enum.reject([resolve, tcp, connected], &is_nil/1), ", ") <>
       source_text(probe.port_source)

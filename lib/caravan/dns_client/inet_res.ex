@@ -13,10 +13,12 @@ defmodule Caravan.DnsClient.InetRes do
           ]
         ]
 
-  It honours the VM's inet configuration exactly as 1.x did: with no
-  `:nameservers` option, `:inet_res` asks the nameservers of the VM
-  (an erl_inetrc's `{nameserver, IP, Port}`, else `/etc/resolv.conf`),
-  with the VM's `edns`, `retry` and other `:inet_res` options.
+  It honours the VM's inet configuration as 1.x did: with no
+  `:nameservers` option, `:inet_res` asks the epmd module's nameservers
+  when set (`CARAVAN_NAMESERVERS`, as `Caravan.DNS.default_nameservers/0`),
+  else the nameservers of the VM (an erl_inetrc's `{nameserver, IP, Port}`,
+  else `/etc/resolv.conf`), with the VM's `edns`, `retry` and other
+  `:inet_res` options.
 
   ## How it asks
 
@@ -74,6 +76,7 @@ defmodule Caravan.DnsClient.InetRes do
   @impl Caravan.DnsClient
   def get_nodes(query, opts) when is_binary(query) and is_list(opts) do
     with {:ok, ns} <- Caravan.DNS.Options.parse(Keyword.get(opts, :nameservers, [])),
+         ns = if(ns == [], do: elem(Caravan.Epmd.HostResolver.nameservers(), 1), else: ns),
          ns_opts = if(ns == [], do: [], else: [nameservers: ns]),
          base = [timeout: Keyword.get(opts, :timeout, @default_timeout)] ++ ns_opts,
          {:ok, msg} <- resolve(query, [edns: 0, udp_payload_size: @payload] ++ base),
@@ -113,8 +116,10 @@ defmodule Caravan.DnsClient.InetRes do
   defp error(reason), do: {:error, {:transport, ":inet_res failed: #{inspect(reason)}"}}
 
   defp asked(opts) do
-    case Caravan.DNS.Options.nameservers(Keyword.get(opts, :nameservers, [])) do
-      {:ok, [_ | _] = list} -> Enum.join(list, ", ")
+    case {Caravan.DNS.Options.nameservers(Keyword.get(opts, :nameservers, [])),
+          Caravan.Epmd.HostResolver.nameservers()} do
+      {{:ok, [_ | _] = list}, _} -> Enum.join(list, ", ")
+      {_, {source, _}} when source != nil -> Caravan.DNS.asked_text([])
       _ -> "the VM's nameservers: " <> Enum.join(vm_or_resolv(), ", ")
     end
   end

@@ -1,8 +1,9 @@
 defmodule Caravan.Epmd.BootCheck do
   @moduledoc false
   # Boot-time mistakes (unknown -caravan_* flags, -no_epmd, a name without
-  # a port, a port already taken), caught by the epmd module with a message
-  # that names the fix. Runs before the file server and Logger exist
+  # a port, a port already taken, a malformed inet_dist_use_interface),
+  # caught by the epmd module with a message that names the fix. Runs
+  # before the file server and Logger exist
   # (DESIGN.md), so it only reads :init arguments and the kernel's
   # environment, and prints with :erlang.display_string/1 (through its
   # callers or warn/1).
@@ -147,43 +148,80 @@ defmodule Caravan.Epmd.BootCheck do
   """
   @spec port_in_use(atom() | charlist(), charlist(), :inet.port_number()) :: :ok
   def port_in_use(name, host, port) do
-    {family, ip} = listen_address()
+    with {family, ip} when family in [:inet, :inet6] <- listen_address(),
+         {:error, :eaddrinuse} <- probe_listen(port, family, ip) do
+      :erlang.display_string(
+        ~c"[caravan] cannot listen: port #{port} on #{:inet.ntoa(ip)}, the port of node " ++
+          ~c"name #{name}@#{host}, is already in use (eaddrinuse): another process, or a " ++
+          ~c"node with the same name, holds it. Stop it or choose another port in the " ++
+          ~c"node name." ++ several_nodes_hint(ip, host) ++ ~c"\n"
+      )
+    end
 
-    case :gen_tcp.listen(port, [family, ip: ip, reuseaddr: true]) do
-      {:ok, socket} ->
-        :gen_tcp.close(socket)
-        :ok
+    :ok
+  end
 
-      {:error, :eaddrinuse} ->
-        :erlang.display_string(
-          ~c"[caravan] cannot listen: port #{port} on #{:inet.ntoa(ip)}, the port of node " ++
-            ~c"name #{name}@#{host}, is already in use (eaddrinuse): another process, or a " ++
-            ~c"node with the same name, holds it. Stop it or choose another port in the " ++
-            ~c"node name." ++ several_nodes_hint(ip) ++ ~c"\n"
-        )
+  defp probe_listen(port, family, ip) do
+    with {:ok, socket} <- :gen_tcp.listen(port, [family, ip: ip, reuseaddr: true]),
+         do: :gen_tcp.close(socket)
+  end
 
-        :ok
+  # Nodes on one host that share a port need an address each: this node's.
+  defp several_nodes_hint(ip, host) when ip in [{0, 0, 0, 0}, {0, 0, 0, 0, 0, 0, 0, 0}] do
+    ~c" Several nodes on one host with the same port each need their own address: add " ++
+      ~c"-kernel inet_dist_use_interface '#{own_ip(host, ip)}' (the address of #{host}) to " ++
+      ~c"vm.args (in ELIXIR_ERL_OPTIONS or ERL_FLAGS without the quotes)."
+  end
 
-      {:error, _other} ->
-        :ok
+  defp several_nodes_hint(_ip, _host), do: []
+
+  # This node's address as an Erlang tuple, from its host name.
+  defp own_ip(host, any) do
+    family = if tuple_size(any) == 4, do: :inet, else: :inet6
+
+    case Caravan.Epmd.HostResolver.resolve(host, family) do
+      {:ok, ip} -> :io_lib.format(~c"~w", [ip])
+      _ -> if family == :inet, do: ~c"{A,B,C,D}", else: ~c"{A,B,C,D,E,F,G,H}"
     end
   end
 
-  # Nodes on one host that share a port need an address each.
-  defp several_nodes_hint({0, 0, 0, 0}), do: several_nodes_hint(nil)
-  defp several_nodes_hint({0, 0, 0, 0, 0, 0, 0, 0}), do: several_nodes_hint(nil)
+  @doc """
+  Prints why the boot will fail when the kernel's `inet_dist_use_interface`
+  is set but is not an IP address tuple (a quoted `'{127,0,0,4}'` in
+  `ELIXIR_ERL_OPTIONS`, where quotes are not stripped, is an atom), with
+  the form each place needs; OTP's own report says no more than
+  `register/listen error: badarg`. Returns `:ok` (also when it is fine).
+  """
+  @spec interface(atom() | charlist(), charlist()) :: :ok
+  def interface(name, host) do
+    _ =
+      case listen_address() do
+        {:malformed, value} ->
+          ip = own_ip(host, {0, 0, 0, 0})
 
-  defp several_nodes_hint(nil),
-    do:
-      ~c" Several nodes on one host with the same port each need their own address: " ++
-        ~c"add -kernel inet_dist_use_interface '{127,0,0,2}' (the node's own IP) to " ++
-        ~c"vm.args."
+          :erlang.display_string(
+            String.to_charlist(
+              "[caravan] cannot listen: -kernel inet_dist_use_interface is malformed: " <>
+                "#{inspect(value)} " <>
+                "is not an IP address tuple, so node #{name}@#{host} cannot listen. Write the " <>
+                "tuple: in vm.args -kernel inet_dist_use_interface '#{ip}' (its reader strips " <>
+                "the quotes); in ELIXIR_ERL_OPTIONS, ERL_FLAGS or ERL_AFLAGS -kernel " <>
+                "inet_dist_use_interface #{ip} (no quotes: nothing strips them there); on a " <>
+                "shell command line erl -kernel inet_dist_use_interface '#{ip}'\n"
+            )
+          )
 
-  defp several_nodes_hint(_ip), do: []
+        _ ->
+          true
+      end
+
+    :ok
+  end
 
   # The address and family of the distribution listen socket: the kernel's
   # inet_dist_use_interface, else any address, IPv6 when -proto_dist names
-  # an inet6_* module (inet6_tcp, inet6_tls).
+  # an inet6_* module (inet6_tcp, inet6_tls); `{:malformed, value}` for a
+  # value that is not an address.
   defp listen_address do
     case :application.get_env(:kernel, :inet_dist_use_interface) do
       {:ok, {_, _, _, _} = ip} ->
@@ -192,7 +230,10 @@ defmodule Caravan.Epmd.BootCheck do
       {:ok, {_, _, _, _, _, _, _, _} = ip} ->
         {:inet6, ip}
 
-      _ ->
+      {:ok, value} ->
+        {:malformed, value}
+
+      :undefined ->
         inet6? =
           case :init.get_argument(:proto_dist) do
             {:ok, protos} ->

@@ -40,7 +40,9 @@ defmodule Caravan.Epmd.Client do
   configured nameservers are asked for A (`:inet`) or AAAA (`:inet6`)
   records; when they do not answer with an address, `:inet.getaddr/2`
   tries `/etc/hosts`, any inetrc and the OS resolver. An invalid value
-  stops the boot with a message naming it.
+  stops the boot with a message naming it. A `Caravan.Cluster.DnsStrategy`
+  topology without `:nameservers` asks these nameservers too
+  (`Caravan.DNS.default_nameservers/0`).
 
   ## Dynamic ports
 
@@ -151,6 +153,7 @@ defmodule Caravan.Epmd.Client do
           do: :erlang.display_string(~c"[caravan] listening on port #{port} from #{source}\n")
 
         Caravan.Epmd.BootCheck.name_without_port(name, host, port)
+        Caravan.Epmd.BootCheck.interface(name, host)
         Caravan.Epmd.BootCheck.port_in_use(name, host, port)
         {:ok, port}
 
@@ -194,14 +197,18 @@ defmodule Caravan.Epmd.Client do
 
   Returns `{:error, reason}` when the host does not resolve or no port is
   found; a node that query does not list is refused with a warning logged
-  that names the query (see guides/deployment.md, "Dynamic ports").
+  that names the query (see guides/deployment.md, "Dynamic ports"). On a
+  release helper node (`bin/app remote|rpc|pid|stop`) it prints once why
+  it cannot reach its node before OTP's `:nodedown`.
   """
   @spec address_please(charlist(), charlist(), :inet | :inet6) ::
           {:ok, :inet.ip_address(), :inet.port_number(), pos_integer()} | {:error, term()}
   def address_please(name, host, family) do
-    with {:ok, port, _source} <- Caravan.Epmd.Ports.peer_port(name, host),
-         {:ok, ip} <- Caravan.Epmd.HostResolver.resolve(host, family) do
-      {:ok, ip, port, @dist_version}
+    with {:ok, port, _source} <- Caravan.Epmd.Ports.peer_port(name, host) do
+      resolved = Caravan.Epmd.HostResolver.resolve(host, family)
+      Caravan.Epmd.Helper.explain(name, host, family, resolved, port)
+
+      with {:ok, ip} <- resolved, do: {:ok, ip, port, @dist_version}
     end
   end
 

@@ -8,17 +8,10 @@ defmodule Caravan.Epmd.HostResolver do
   # Configured at boot, before any application starts, from a vm.args flag
   # or, when the flag is absent, the OS environment (-caravan_nameservers /
   # CARAVAN_NAMESERVERS, -caravan_dns_timeout / CARAVAN_DNS_TIMEOUT;
-  # examples in Caravan.Epmd.Client's moduledoc).
-  #
-  # Nameservers are `IP` or `IP:PORT` (`[IPv6]:PORT`), comma-separated;
-  # the timeout is in ms (default #{1_000}). With no nameservers configured
-  # nothing changes: hosts resolve with `:inet.getaddr/2` as in plain OTP.
-  #
-  # Order for a host: an IP literal of the asked family is used as it is;
-  # then the configured nameservers are asked for A (`:inet`) or AAAA
-  # (`:inet6`) records; when they do not answer with an address (a name
-  # outside Consul such as `localhost`, a dead nameserver), `:inet.getaddr/2`
-  # tries `/etc/hosts`, any inetrc and the OS resolver.
+  # examples, the values' form and the order a host is resolved in, in
+  # Caravan.Epmd.Client's moduledoc). With none, hosts resolve with
+  # `:inet.getaddr/2` as in plain OTP. A topology without nameservers asks
+  # these too (nameservers/0, Caravan.DNS.default_nameservers/0).
   #
   # With nameservers configured, an address they gave is kept for at most
   # 1000 ms, so a connect storm (OTP asks `address_please/3` twice per
@@ -30,6 +23,8 @@ defmodule Caravan.Epmd.HostResolver do
 
   @default_timeout 1_000
   @key {__MODULE__, :config}
+  # The setting they came from: "-caravan_nameservers" or "CARAVAN_NAMESERVERS".
+  @source {__MODULE__, :source}
   # Addresses the nameservers gave: {{host, family}, ip, expires_at_ms}.
   @cache __MODULE__.Cache
   @cache_ms 1_000
@@ -42,12 +37,19 @@ defmodule Caravan.Epmd.HostResolver do
   @doc false
   @spec configure() :: :ok | {:error, {:invalid_option, String.t()}}
   def configure do
-    with {:ok, nameservers} <- boot_nameservers(),
+    with {:ok, {source, nameservers}} <- boot_nameservers(),
          {:ok, timeout} <- boot_timeout() do
       if nameservers != [], do: own_table(@cache)
+      :persistent_term.put(@source, source)
       :persistent_term.put(@key, {nameservers, timeout})
     end
   end
+
+  # The nameservers configured at boot, parsed, with the setting that gave
+  # them (@source); `{nil, []}` when none is.
+  @doc false
+  @spec nameservers() :: {String.t() | nil, [Caravan.DNS.Options.nameserver()]}
+  def nameservers, do: {:persistent_term.get(@source, nil), elem(parsed_config(), 0)}
 
   # Keeps `addresses` (IP tuples, e.g. from an SRV answer's additional
   # section) as `host`'s (a string) for the next 1000 ms, the first of
@@ -199,14 +201,17 @@ defmodule Caravan.Epmd.HostResolver do
   defp boot_nameservers do
     case boot_value(:caravan_nameservers, ~c"CARAVAN_NAMESERVERS") do
       nil ->
-        {:ok, []}
+        {:ok, {nil, []}}
 
       text ->
         list = text |> String.split(",", trim: true) |> Enum.map(&String.trim/1)
 
         case Caravan.DNS.Options.parse(list) do
           {:ok, nameservers} ->
-            {:ok, nameservers}
+            flag? = :init.get_argument(:caravan_nameservers) != :error
+
+            {:ok,
+             {if(flag?, do: "-caravan_nameservers", else: "CARAVAN_NAMESERVERS"), nameservers}}
 
           {:error, {_kind, message}} ->
             {:error,

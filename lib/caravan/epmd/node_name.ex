@@ -39,6 +39,35 @@ defmodule Caravan.Epmd.NodeName do
        {:invalid_record, "expected a port and a host, got: #{inspect({sname, port, host})}"}}
 
   @doc """
+  A sentence naming both ports when `found` (node atoms, a poll's) leaves
+  out `self` but lists a node of its name part and host with another port
+  (an SRV record whose port does not match the node's name); nil
+  otherwise, and on a node that is not distributed.
+  """
+  @spec other_port(node(), [node()]) :: String.t() | nil
+  def other_port(self, found) do
+    with false <- self in found,
+         {:ok, own} <- Caravan.Epmd.fetch_dist_port(self),
+         [name, host] <- String.split(Atom.to_string(self), "@", parts: 2) do
+      base = String.replace(name, ~r/\d+$/, "")
+
+      Enum.find_value(found, fn node ->
+        with [other, ^host] <- String.split(Atom.to_string(node), "@", parts: 2),
+             true <- String.starts_with?(other, base),
+             {port, ""} when port in 1..65_535 and port != own <-
+               Integer.parse(String.replace_prefix(other, base, "")),
+             do:
+               "DNS lists #{node} on this node's host, port #{port}, but this node is " <>
+                 "#{self} and listens on #{own}: its peers dial #{port}. Register the " <>
+                 "service with port #{own}, or name the node after port #{port}",
+             else: (_ -> nil)
+      end)
+    else
+      _ -> nil
+    end
+  end
+
+  @doc """
   The name of a `node_port: :srv` topology's node: `{:ok, "<sname>@<host>"}`
   (dialed on `port`, 1..65535, the SRV record's), or `{:error, {kind,
   message}}` as `build/3`. Makes no atom.

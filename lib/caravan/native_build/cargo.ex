@@ -2,8 +2,9 @@ defmodule Caravan.NativeBuild.Cargo do
   @moduledoc false
   # Builds Caravan's NIF crate with cargo: finds cargo, checks its version
   # against Cargo.toml's rust-version, runs the release build into a target
-  # directory under Mix's build path (CARGO_TARGET_DIR overrides it) and
-  # returns the built library's path. Build time only; used by the compile
+  # directory under Mix's build root, one per set of cargo features and
+  # shared by every MIX_ENV (CARGO_TARGET_DIR overrides it), and returns the
+  # built library's path. Build time only; used by the compile
   # task and by mix caravan.precompile.
 
   @crate "caravan_native"
@@ -18,7 +19,7 @@ defmodule Caravan.NativeBuild.Cargo do
   @spec build_library(Path.t(), [String.t()]) :: Path.t()
   def build_library(root, features) do
     cargo = cargo!(root)
-    target_dir = target_dir()
+    target_dir = target_dir(features)
 
     args =
       ["build", "--release", "--package", @crate, "--locked"] ++
@@ -39,11 +40,31 @@ defmodule Caravan.NativeBuild.Cargo do
     ) || Mix.raise("cargo reported success but no lib#{@crate} is in #{release}")
   end
 
-  # Under Mix's build path, so a dependency's directory stays untouched.
-  defp target_dir do
+  @doc """
+  Cargo's target directory for a release build with `features` (cargo
+  feature names): `CARGO_TARGET_DIR` when set, else
+  `<build root>/caravan_native/<features>` (`_build/caravan_native/default`
+  with none, `_build/caravan_native/heap-count+test-hooks`), under which
+  cargo keeps one directory per profile. Keyed by what changes the library
+  (the features; cargo keys the profile), not by `MIX_ENV`, so `MIX_ENV=prod
+  mix compile` after `mix compile` finds cargo's build fresh. Outside
+  Caravan's own directory when it is a dependency.
+  """
+  @spec target_dir([String.t()]) :: Path.t()
+  def target_dir(features) do
     case System.get_env("CARGO_TARGET_DIR") do
-      dir when dir not in [nil, ""] -> Path.expand(dir)
-      _ -> Path.join([Mix.Project.build_path(), "native", "target"])
+      dir when dir not in [nil, ""] ->
+        Path.expand(dir)
+
+      _ ->
+        key = if features == [], do: "default", else: Enum.join(Enum.sort(features), "+")
+        # MIX_BUILD_PATH is one env's directory already, with no root above it.
+        build = Mix.Project.build_path()
+
+        root =
+          if System.get_env("MIX_BUILD_PATH") in [nil, ""], do: Path.dirname(build), else: build
+
+        Path.join([root, "caravan_native", key])
     end
   end
 

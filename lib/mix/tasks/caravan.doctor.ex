@@ -16,8 +16,13 @@ defmodule Mix.Tasks.Caravan.Doctor do
     * `--nameserver IP[:PORT]` - repeatable.
     * `--tcp-timeout MS` - bound on each TCP probe. Default 1000.
 
-  Peers' host names resolve as on the nodes: set `CARAVAN_NAMESERVERS`
-  as the nodes have it (`CARAVAN_NAMESERVERS=127.0.0.1:8600 mix caravan.doctor`).
+  Peers' host names resolve as on the nodes when this shell has the nodes'
+  `CARAVAN_NAMESERVERS` (`CARAVAN_NAMESERVERS=127.0.0.1:8600 mix
+  caravan.doctor`); without it, the topology's nameservers (`--nameserver`,
+  or the configured topologies') stand in, and the report says so, so the
+  doctor does not report as the nodes' a problem only its own shell has.
+  The report leaves out this VM (not a member of the cluster) and whether
+  peers are connected to it.
 
   Exits with status 1 when the report finds a problem.
   """
@@ -33,10 +38,8 @@ defmodule Mix.Tasks.Caravan.Doctor do
 
     # The Mix VM's epmd module did not run: read CARAVAN_NAMESERVERS (the
     # nameservers the nodes resolve peers' hosts with) here.
-    case Caravan.Epmd.HostResolver.configure() do
-      :ok -> :ok
-      {:error, message} -> Mix.raise(message)
-    end
+    configure_hosts()
+    stand_in(opts)
 
     diagnose_opts =
       case Keyword.get_values(opts, :query) do
@@ -63,6 +66,49 @@ defmodule Mix.Tasks.Caravan.Doctor do
     IO.write(report)
     unless report =~ "Verdict: no problems found.", do: exit({:shutdown, 1})
     :ok
+  end
+
+  defp configure_hosts do
+    case Caravan.Epmd.HostResolver.configure() do
+      :ok -> :ok
+      {:error, {_kind, message}} -> Mix.raise(message)
+    end
+  end
+
+  # This shell's environment is not the nodes': without CARAVAN_NAMESERVERS
+  # here, the topology's nameservers resolve peers' hosts.
+  defp stand_in(opts) do
+    with {nil, []} <- Caravan.Epmd.HostResolver.nameservers(),
+         [_ | _] = nameservers <- topology_nameservers(opts) do
+      System.put_env("CARAVAN_NAMESERVERS", Enum.join(nameservers, ","))
+      configure_hosts()
+
+      Mix.shell().info(
+        "(this shell has no CARAVAN_NAMESERVERS: peers' host names are looked up with " <>
+          "the topology's nameservers, #{Enum.join(nameservers, ", ")}, as stand-ins for the nodes')"
+      )
+    end
+  end
+
+  defp topology_nameservers(opts) do
+    given =
+      case Keyword.get_values(opts, :nameserver) do
+        [] ->
+          for {_name, t} <- Application.get_env(:libcluster, :topologies, []),
+              Keyword.keyword?(t) and t[:strategy] == Caravan.Cluster.DnsStrategy,
+              config = Keyword.get(t, :config, []),
+              Keyword.keyword?(config),
+              ns <- List.wrap(Keyword.get(config, :nameservers, [])),
+              do: ns
+
+        flags ->
+          flags
+      end
+
+    case Caravan.DNS.Options.nameservers(given) do
+      {:ok, list} -> Enum.uniq(list)
+      {:error, _} -> []
+    end
   end
 
   defp usage,

@@ -56,7 +56,14 @@ defmodule Mix.Tasks.Caravan.Lookup do
           records |> Enum.sort_by(&{&1.priority, &1.target, &1.port}) |> Enum.map(&row(&1, sname))
 
         print([["PRIO", "WEIGHT", "PORT", "TARGET", "ADDRESSES", "NODE"] | rows])
-        Mix.shell().info("#{length(records)} records, answered over #{transport(records)}")
+
+        Mix.shell().info(
+          "#{length(records)} records, answered over #{transport(records)}" <>
+            case hd(records) do
+              %{name: name} -> " (as #{name}, from the search list)"
+              _ -> ""
+            end
+        )
 
       {:error, {kind, message}} ->
         Mix.raise("lookup of #{inspect(query)} failed: #{kind}: #{message}")

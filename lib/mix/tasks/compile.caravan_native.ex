@@ -18,8 +18,9 @@ defmodule Mix.Tasks.Compile.CaravanNative do
        project being built (its own repository: dev, test and CI build from
        source with no extra setting), or when the checksum file has no entry
        for this machine's target and NIF version (musl, macOS, ...).
-       Cargo's target directory is `<build path>/native/target`
-       (`_build/<env>/native/target`; `CARGO_TARGET_DIR` overrides it).
+       Cargo's target directory is `_build/caravan_native/default` (one per
+       set of cargo features, shared by every `MIX_ENV`, so a prod build
+       after a dev build reuses cargo's; `CARGO_TARGET_DIR` overrides it).
     2. **Precompiled** library otherwise, from `CARAVAN_PRECOMPILED_PATH` or
        `config :caravan, precompiled_path: ...` (the artifact file, or a
        directory holding it: air-gapped builds), else

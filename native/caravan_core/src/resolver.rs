@@ -31,6 +31,46 @@ pub struct LookupConfig {
     pub nameservers: Vec<SocketAddr>,
     /// Bound on the whole lookup, every retry and transport included.
     pub timeout: Duration,
+    /// How an SRV query name that is not fully qualified is completed when
+    /// `nameservers` are the VM's (its resolv.conf's, as OTP's `inet_db`
+    /// read it). Empty for nameservers given to Caravan, whose names are
+    /// absolute; with no `nameservers`, the system's resolv.conf gives it.
+    pub search: Search,
+}
+
+/// resolv.conf's search rule: `domain` then `search` domains, and `ndots`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Search {
+    /// Domains appended, in order, to a name that is not fully qualified.
+    pub domains: Vec<Name>,
+    /// A name with more labels than this is asked as it is first.
+    pub ndots: usize,
+}
+
+impl Search {
+    /// The rule for `domains` (text, in order; one that is not a DNS name is
+    /// left out) and `ndots`.
+    pub fn new<'a>(domains: impl IntoIterator<Item = &'a str>, ndots: usize) -> Self {
+        let domains = domains
+            .into_iter()
+            .filter_map(|d| Name::from_utf8(d).ok())
+            .map(|mut d| {
+                d.set_fqdn(true);
+                d
+            })
+            .collect();
+        Self { domains, ndots }
+    }
+}
+
+impl Default for Search {
+    /// No search domains (names are absolute), resolv.conf's default ndots.
+    fn default() -> Self {
+        Self {
+            domains: Vec::new(),
+            ndots: 1,
+        }
+    }
 }
 
 /// One SRV answer record (RFC 2782), target without its trailing dot.
@@ -53,6 +93,9 @@ pub struct SrvRecord {
     pub host: Result<String, NoAddress>,
     /// The transport that gave the answer this record came in.
     pub transport: Transport,
+    /// The name that answered, no trailing dot, when it is not the query
+    /// as given: the query completed from [`LookupConfig::search`].
+    pub name: Option<String>,
 }
 
 /// The address family of a host lookup (`:inet` / `:inet6` on the BEAM side).
@@ -147,16 +190,20 @@ async fn lookup_srv_unbounded(
     let tries = Tries::for_servers(config.timeout, servers.addrs.len());
     // A doubted UDP answer's SRV records, as they are (no address is
     // resolved for them), handed over before the complete answer comes.
-    let mut doubted = |message: &Message| {
-        let (records, _) = records_of(message, Transport::Udp, node_host);
+    let mut doubted = |candidate: &Name, message: &Message| {
+        let answered = (!candidate.eq_ignore_root(&name)).then(|| target_name(candidate));
+        let (records, _) = records_of(message, Transport::Udp, node_host, answered);
         if !records.is_empty() {
             early(records);
         }
     };
-    let answer = answer(&servers.addrs, name, RecordType::SRV, tries, &mut doubted).await?;
+    let (answered, answer) =
+        first_answer(&servers, &name, RecordType::SRV, tries, &mut doubted).await?;
+    let completed = !answered.eq_ignore_root(&name);
+    let answered = completed.then(|| target_name(&answered));
     let transport = answer.transport;
     let message = &answer.message;
-    let (mut records, mut targets) = records_of(message, transport, node_host);
+    let (mut records, mut targets) = records_of(message, transport, node_host, answered);
     if records.is_empty() {
         return Err(LookupError::NoData);
     }
@@ -177,7 +224,8 @@ async fn lookup_srv_unbounded(
     Ok(records)
 }
 
-/// The SRV records of `message` (come over `transport`) with the
+/// The SRV records of `message` (come over `transport`, for the query
+/// completed as `answered`, if it was) with the
 /// addresses its additional section gives their targets (indexed once),
 /// and the (target, addresses) pairs apart, for [`NodeHost::Ip`] to
 /// complete.
@@ -185,6 +233,7 @@ fn records_of(
     message: &Message,
     transport: Transport,
     node_host: NodeHost,
+    answered: Option<String>,
 ) -> (Vec<SrvRecord>, Vec<(String, Vec<IpAddr>)>) {
     let additionals = Additionals::new(message);
     message
@@ -205,10 +254,43 @@ fn records_of(
                 target: target.clone(),
                 addresses: addresses.clone(),
                 transport,
+                name: answered.clone(),
             };
             (record, (target, addresses))
         })
         .unzip()
+}
+
+/// The first of `name`'s [`Servers::candidates`] that has `record_type`
+/// records, with its answer. NXDOMAIN and NODATA go on to the next
+/// candidate (the last one's is returned); any other failure ends the
+/// search, so a failing server never makes a later candidate answer.
+/// A doubted UDP answer goes to `early` with the candidate it answers.
+async fn first_answer(
+    servers: &Servers,
+    name: &Name,
+    record_type: RecordType,
+    tries: Tries,
+    early: &mut (dyn FnMut(&Name, &Message) + Send + '_),
+) -> Result<(Name, Answer), LookupError> {
+    let mut last = LookupError::NoData;
+    for candidate in servers.candidates(name) {
+        let mut doubted = |message: &Message| early(&candidate, message);
+        match answer(
+            &servers.addrs,
+            candidate.clone(),
+            record_type,
+            tries,
+            &mut doubted,
+        )
+        .await
+        {
+            Ok(found) => return Ok((candidate, found)),
+            Err(err @ (LookupError::NxDomain | LookupError::NoData)) => last = err,
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last)
 }
 
 /// The nameservers a lookup asks and how a host name is completed.
@@ -224,14 +306,14 @@ struct Servers {
 }
 
 impl Servers {
-    /// The configured nameservers, else the system's (`/etc/resolv.conf`,
-    /// with its search domains).
+    /// The configured nameservers (with the config's search rule), else
+    /// the system's (`/etc/resolv.conf`, with its search domains).
     fn for_config(config: &LookupConfig) -> Result<Self, LookupError> {
         if !config.nameservers.is_empty() {
             return Ok(Self {
                 addrs: config.nameservers.clone(),
-                search: Vec::new(),
-                ndots: 1,
+                search: config.search.domains.clone(),
+                ndots: config.search.ndots,
             });
         }
         let (system, opts) = hickory_resolver::system_conf::read_system_conf().map_err(|e| {
@@ -512,7 +594,7 @@ fn target_name(name: &Name) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_resolver::proto::rr::rdata::A;
+    use hickory_resolver::proto::rr::rdata::{A, SRV};
 
     #[test]
     fn nameserver_forms() {
@@ -723,7 +805,90 @@ mod tests {
         LookupConfig {
             nameservers,
             timeout: Duration::from_millis(600),
+            search: Search::default(),
         }
+    }
+
+    fn srv(owner: &str, target: &str) -> Record {
+        let (owner, target) = (
+            Name::from_ascii(owner).unwrap(),
+            Name::from_ascii(target).unwrap(),
+        );
+        Record::from_rdata(owner, 0, RData::SRV(SRV::new(1, 1, 4370, target)))
+    }
+
+    /// A cluster's DNS: one headless service, and a namespace whose server fails.
+    fn cluster(name: &str, record_type: RecordType) -> Option<(ResponseCode, Vec<Record>)> {
+        match (name, record_type) {
+            ("web-headless.default.svc.cluster.local.", RecordType::SRV) => Some((
+                ResponseCode::NoError,
+                vec![srv(
+                    name,
+                    "10-0-0-1.web-headless.default.svc.cluster.local.",
+                )],
+            )),
+            ("web-headless.failing.svc.cluster.local.", _) => {
+                Some((ResponseCode::ServFail, vec![]))
+            }
+            _ => Some((ResponseCode::NXDomain, vec![])),
+        }
+    }
+
+    #[tokio::test]
+    async fn srv_names_are_completed_from_the_search_list_given() {
+        let mut config = config(vec![nameserver(cluster).await]);
+        let lookup = |config: LookupConfig, query: &'static str| async move {
+            lookup_srv(
+                &config,
+                parse_query(query).unwrap(),
+                NodeHost::Target,
+                &mut |_| {},
+            )
+            .await
+        };
+        // Nameservers given to Caravan: names are absolute.
+        assert_eq!(
+            lookup(config.clone(), "web-headless").await,
+            Err(LookupError::NxDomain)
+        );
+        let domains = [
+            "default.svc.cluster.local.",
+            "svc.cluster.local.",
+            "cluster.local.",
+        ];
+        config.search = Search {
+            domains: domains
+                .iter()
+                .map(|d| Name::from_ascii(d).unwrap())
+                .collect(),
+            ndots: 5,
+        };
+        let completed = Some("web-headless.default.svc.cluster.local".to_string());
+        let records = lookup(config.clone(), "web-headless").await.unwrap();
+        assert_eq!(records[0].name, completed);
+        assert_eq!(
+            records[0].target,
+            "10-0-0-1.web-headless.default.svc.cluster.local"
+        );
+        let records = lookup(config.clone(), "web-headless.default")
+            .await
+            .unwrap();
+        assert_eq!(records[0].name, completed);
+        // A name that answers as it is is not completed.
+        let full = "web-headless.default.svc.cluster.local";
+        assert_eq!(lookup(config.clone(), full).await.unwrap()[0].name, None);
+        // A fully qualified name is asked alone; a failing candidate ends the search.
+        assert_eq!(
+            lookup(config.clone(), "web-headless.").await,
+            Err(LookupError::NxDomain)
+        );
+        assert_eq!(
+            lookup(config.clone(), "web-headless.failing")
+                .await
+                .unwrap_err()
+                .kind(),
+            "server_failure"
+        );
     }
 
     #[tokio::test]

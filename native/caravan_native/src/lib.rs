@@ -18,10 +18,10 @@ use rustler::{Atom, Encoder, Env, Term};
 
 use caravan_core::error::LookupError;
 use caravan_core::node_name;
-use caravan_core::resolver::{self, Family, LookupConfig};
+use caravan_core::resolver::{self, Family, LookupConfig, Search};
 use caravan_core::target::NodeHost;
 
-use terms::{with_node_name, IpTerm, KindError, NameserverTerm, SrvTerm};
+use terms::{with_node_name, IpTerm, KindError, NameserverTerm, SearchTerm, SrvTerm};
 
 mod atoms {
     rustler::atoms! {
@@ -33,12 +33,17 @@ mod atoms {
     }
 }
 
-/// The nameservers (already parsed, see `nameserver/1`) and the timeout as
-/// a [`LookupConfig`].
-fn lookup_config(nameservers: Vec<NameserverTerm>, timeout_ms: u64) -> LookupConfig {
+/// The nameservers (already parsed, see `nameserver/1`), the search rule
+/// and the timeout as a [`LookupConfig`].
+fn lookup_config(
+    nameservers: Vec<NameserverTerm>,
+    search: Search,
+    timeout_ms: u64,
+) -> LookupConfig {
     LookupConfig {
         nameservers: nameservers.into_iter().map(|ns| ns.0).collect(),
         timeout: Duration::from_millis(timeout_ms.max(1)),
+        search,
     }
 }
 
@@ -77,9 +82,10 @@ fn listen_port(node: Term) -> Result<u16, KindError> {
     with_node_name(node, node_name::listen_port)
 }
 
-/// `srv_lookup(query, nameservers, timeout_ms, node_host, trace, early) :: {:ok, ref} | {:error, {kind, message}}`
+/// `srv_lookup(query, nameservers, timeout_ms, node_host, trace, search, early) :: {:ok, ref} | {:error, {kind, message}}`
 ///
 /// `nameservers` are `{ip_tuple, port}` as `nameserver/1` returns them;
+/// `search` is `{[domain], ndots}` (`{[], 1}`: the query is absolute);
 /// `node_host` is `:auto`, `:target` or `:ip` (see `caravan_core::target`).
 /// Returns at once; the caller later receives
 /// `{:caravan_srv, ref, {:ok, [record]} | {:error, {kind, message}}}`, with
@@ -90,6 +96,7 @@ fn listen_port(node: Term) -> Result<u16, KindError> {
 /// them) before the complete answer is asked over TCP; at most one such
 /// message per nameserver asked, always before the `:caravan_srv` reply.
 #[rustler::nif]
+#[allow(clippy::too_many_arguments)] // one per argument of the Elixir call
 fn srv_lookup<'a>(
     env: Env<'a>,
     query: String,
@@ -97,10 +104,11 @@ fn srv_lookup<'a>(
     timeout_ms: u64,
     node_host: Atom,
     trace: bool,
+    search: SearchTerm,
     early: bool,
 ) -> Result<Term<'a>, KindError> {
     // Bad arguments are answered at once, before anything is spawned.
-    let config = lookup_config(nameservers, timeout_ms);
+    let config = lookup_config(nameservers, search.0, timeout_ms);
     let name = resolver::parse_query(&query)?;
     let mode = node_host
         .to_term(env)
@@ -149,7 +157,7 @@ fn host_lookup<'a>(
             message: "expected the family :inet or :inet6".into(),
         });
     };
-    let config = lookup_config(nameservers, timeout_ms);
+    let config = lookup_config(nameservers, Search::default(), timeout_ms);
     let reference = env.make_ref().encode(env);
     spawn_lookup(env, reference, atoms::caravan_host(), trace, async move {
         let found = resolver::lookup_host(&config, &host, family).await?;

@@ -11,7 +11,7 @@ use rustler::{Atom, Decoder, Encoder, Env, NifMap, NifResult, Term, TermType};
 
 use caravan_core::error::LookupError;
 use caravan_core::node_name::{NodeNameError, MAX_NODE_NAME_CHARS};
-use caravan_core::resolver::SrvRecord;
+use caravan_core::resolver::{Search, SrvRecord};
 
 /// `{kind, message}`: the error every NIF returns inside `{:error, _}`
 /// (rustler encodes `Result<T, KindError>` as `{:ok, t} | {:error, e}`),
@@ -115,11 +115,28 @@ impl<'a> Decoder<'a> for NameserverTerm {
     }
 }
 
+/// A search rule as `Caravan.DNS` passes it: `{[domain], ndots}`; a
+/// domain that is not a DNS name is left out.
+pub(crate) struct SearchTerm(pub(crate) Search);
+
+impl<'a> Decoder<'a> for SearchTerm {
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        let (domains, ndots): (Vec<String>, usize) = term.decode()?;
+        Ok(Self(Search::new(domains.iter().map(String::as_str), ndots)))
+    }
+}
+
 /// `%{priority, weight, port, target, addresses: [ip], host: binary | nil,
-/// transport: "udp" | "tcp"}`
+/// transport: "udp" | "tcp"}`, plus `name: binary` when the query was
+/// completed from the search list.
+pub(crate) struct SrvTerm {
+    fields: SrvFields,
+    name: Option<String>,
+}
+
 #[derive(NifMap)]
 #[rustler(encode)]
-pub(crate) struct SrvTerm {
+struct SrvFields {
     priority: u16,
     weight: u16,
     port: u16,
@@ -129,16 +146,33 @@ pub(crate) struct SrvTerm {
     transport: &'static str,
 }
 
+impl Encoder for SrvTerm {
+    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
+        let map = self.fields.encode(env);
+        match &self.name {
+            Some(name) => map.map_put(atoms::name(), name).unwrap_or(map),
+            None => map,
+        }
+    }
+}
+
+mod atoms {
+    rustler::atoms! { name }
+}
+
 impl From<SrvRecord> for SrvTerm {
     fn from(r: SrvRecord) -> Self {
         Self {
-            priority: r.priority,
-            weight: r.weight,
-            port: r.port,
-            target: r.target,
-            addresses: r.addresses.into_iter().map(IpTerm).collect(),
-            host: r.host.ok(),
-            transport: r.transport.as_str(),
+            fields: SrvFields {
+                priority: r.priority,
+                weight: r.weight,
+                port: r.port,
+                target: r.target,
+                addresses: r.addresses.into_iter().map(IpTerm).collect(),
+                host: r.host.ok(),
+                transport: r.transport.as_str(),
+            },
+            name: r.name,
         }
     }
 }

@@ -63,7 +63,7 @@ defmodule Caravan.Cluster.ActTest do
     refute log =~ "no instances"
   end
 
-  test "a connect: info when it works; a failure explained once, then debug" do
+  test "a connect: info when it works; a failure explained once, again when it changes" do
     state = state(report_interval: 60_000)
     node = :"app-1@127.0.0.1"
 
@@ -73,10 +73,16 @@ defmodule Caravan.Cluster.ActTest do
     state = Act.connected(state, node, :timeout)
     assert_receive {:caravan_why, ^node, why}, 10_000
     assert why =~ ~r/^no answer within connect_timeout; .*127\.0\.0\.1:1/
+    {state, log} = with_log(fn -> Act.why(state, node, why) end)
+    assert log =~ ~r/\[warning\].*cannot connect to #{node}: no answer within connect_timeout/
 
-    {state, log} = with_log([level: :debug], fn -> Act.connected(state, node, false) end)
-    assert log =~ "cannot connect to #{node}: false"
-    refute_receive {:caravan_why, _, _}, 300
+    # A failure within report_interval is probed again, and its explanation
+    # logged only when it changed (a peer that came up with another cookie).
+    {state, log} = with_log([level: :debug], fn -> Act.connected(state, node, :timeout) end)
+    refute log =~ "cannot connect to #{node}"
+    assert_receive {:caravan_why, ^node, ^why}, 10_000
+    {state, log} = with_log([level: :debug], fn -> Act.why(state, node, why) end)
+    assert log == ""
 
     {_state, log} = with_log(fn -> Act.why(state, node, "because") end)
 

@@ -37,16 +37,16 @@ defmodule Caravan.Cluster.SilenceTest do
   end
 
   test "unreachable: reported at the first failure, then at most once per interval" do
-    u = Warnings.new(1_000)
-    assert {true, u} = Warnings.connect_failed(u, :a@h, 0)
-    assert {false, u} = Warnings.connect_failed(u, :a@h, 999)
-    assert {true, u} = Warnings.connect_failed(u, :b@h, 500)
-    assert {true, u} = Warnings.connect_failed(u, :a@h, 1_000)
+    # The failure streaks are the connect pool's (Caravan.Cluster.Connector).
+    u = %Caravan.Cluster.Connector{report_interval: 1_000}
+    assert {true, u} = Caravan.Cluster.Connector.report?(u, :a@h, 0)
+    assert {false, u} = Caravan.Cluster.Connector.report?(u, :a@h, 999)
+    assert {true, u} = Caravan.Cluster.Connector.report?(u, :b@h, 500)
+    assert {true, u} = Caravan.Cluster.Connector.report?(u, :a@h, 1_000)
     # Connected (or gone from DNS): the next failure is reported at once.
-    u = Warnings.connected(u, :a@h)
-    assert {true, u} = Warnings.connect_failed(u, :a@h, 1_001)
-    listed = %{found: [:a@h], answered: [], errors: [], invalid: [], dropped: 0}
-    {u, _} = Warnings.poll(u, listed, %{poll_interval: 100, max_nodes: 2})
-    assert {true, _} = Warnings.connect_failed(u, :b@h, 1_002)
+    u = %{u | failing: Map.delete(u.failing, :a@h)}
+    assert {true, u} = Caravan.Cluster.Connector.report?(u, :a@h, 1_001)
+    u = Caravan.Cluster.Connector.keep_streaks(u, [:a@h, :c@h], [:c@h])
+    assert {true, _} = Caravan.Cluster.Connector.report?(u, :b@h, 1_002)
   end
 end

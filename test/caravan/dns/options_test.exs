@@ -51,7 +51,7 @@ defmodule Caravan.DNS.OptionsTest do
     assert {:ok, {{127, 0, 0, 1}, 8600}} = Caravan.Native.nameserver("127.0.0.1:8600")
 
     assert_raise ArgumentError, fn ->
-      Caravan.Native.srv_lookup("a.consul", ["127.0.0.1:8600"], 100, :auto, false, false)
+      Caravan.Native.srv_lookup("a.consul", ["127.0.0.1:8600"], 100, :auto, false)
     end
 
     assert_raise ArgumentError, fn ->

@@ -19,14 +19,17 @@ defmodule Caravan.Cluster.DnsStrategy.State do
 
   @typedoc """
   The last poll's outcome, for `Caravan.diagnose/1`: `:at` is
-  `System.monotonic_time/0` when the strategy acted on it.
+  `System.monotonic_time/0` when the strategy acted on it; `:trimmed` is
+  `{k, n}` while answers hold k of the n nodes seen
+  (`Caravan.Cluster.Membership.trimmed/1`), else nil.
   """
   @type last_poll :: %{
           at: integer(),
           found: [node()],
           answered: [String.t()],
           errors: [{String.t(), term()}],
-          invalid: [String.t()]
+          invalid: [String.t()],
+          trimmed: {non_neg_integer(), non_neg_integer()} | nil
         }
 
   @typedoc """
@@ -53,9 +56,10 @@ defmodule Caravan.Cluster.DnsStrategy.State do
         Membership.new(node(),
           prune: config.prune,
           leave_after: config.leave_after,
-          max_departed: config.max_nodes
+          max_departed: config.max_nodes,
+          poll_interval: config.poll_interval
         ),
-      warnings: Warnings.new(config.report_interval),
+      warnings: Warnings.new(),
       connector: Connector.new(config)
     }
   end
