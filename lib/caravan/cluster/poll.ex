@@ -136,7 +136,9 @@ defmodule Caravan.Cluster.Poll do
       do: max(1, round(poll_interval * (0.9 + 0.2 * u)))
 
   # A doubted UDP answer's new peers, dialed at once (Act.dial/2); ports kept, none forgotten.
+  # Only peers whose addresses came with them: the others would each cost a DNS query.
   defp early_dial(%Config{list_nodes: {m, f, a}} = config, query, peers) do
+    peers = Enum.filter(peers, &match?({_, _, [_ | _]}, &1))
     {answer, addresses} = split_addresses({query, {:ok, peers}})
     hand_off(addresses, with({t, list, _} <- ports([answer], config), do: {t, list, false}))
     %{new: new} = [answer] |> names(config) |> diff(apply(m, f, a))
@@ -209,7 +211,6 @@ defmodule Caravan.Cluster.Poll do
 
   defp get_nodes(%Config{dns_client: client} = config, query, early_dial?) do
     base = [nameservers: config.nameservers, timeout: config.timeout, node_host: config.node_host]
-    # A client that does not hand over early peers ignores :early.
     early = if early_dial?, do: [early: &early_dial(config, query, &1)], else: []
     opts = [addresses: true] ++ early
 
