@@ -95,6 +95,30 @@ defmodule Caravan.Bench.Micro do
     })
   end
 
+  @doc """
+  The lookup path's targets checked on `figures` (from `run/2`), p50s of
+  Caravan's `get_nodes/2`: one line each, "met" or "NOT met". A part
+  that was not run reads "NOT met".
+  """
+  def check_lines(figures) do
+    srv50 = fn n, impl -> figures[{:srv, n, 50, impl}] end
+    le = fn a, b -> is_number(a) and is_number(b) and a <= b end
+    scale = fn x, k -> if is_number(x), do: k * x end
+
+    [
+      {"SRV 3 records p50: Caravan at most 1.5x the floor and 0.75x :inet_res",
+       le.(srv50.(3, :caravan), scale.(srv50.(3, :floor), 1.5)) and
+         le.(srv50.(3, :caravan), scale.(srv50.(3, :inet_res), 0.75))},
+      {"SRV 50 records p50: Caravan at most 0.75x :inet_res",
+       le.(srv50.(50, :caravan), scale.(srv50.(50, :inet_res), 0.75))},
+      {"SRV 300 records (full additional section) p50: Caravan at most 1.0x :inet_res",
+       le.(srv50.(300, :caravan), srv50.(300, :inet_res))},
+      {"1,000 lookups in flight: Caravan at least 2x :inet_res's lookups/s",
+       le.(scale.(figures[{:in_flight, :inet_res}], 2), figures[{:in_flight, :caravan}])}
+    ]
+    |> Enum.map(fn {text, ok} -> "#{if ok, do: "met    ", else: "NOT met"}  #{text}" end)
+  end
+
   # -- SRV lookup latency ---------------------------------------------------
 
   defp srv_rows(quick, out) do

@@ -7,17 +7,10 @@ defmodule Caravan.DNS do
       # records: [%{priority: 1, weight: 1, port: 4370, target: "web1.node.dc1.consul",
       #             addresses: [{10, 0, 0, 1}], host: "web1.node.dc1.consul"}, ...]
 
-  An SRV query goes out over UDP with EDNS0 (1232-byte payload). It is
-  asked again over TCP, on a connection opened for that query and closed
-  after the answer, only when the UDP answer may be incomplete: TC set, or
-  no room left for one more record group (a server such as Consul trims
-  UDP answers without setting TC), or, from a server that ignored EDNS0, 3
-  or more records (Consul's `udp_answer_limit`). A query whose last
-  complete answer at that nameserver would not be trusted over UDP is
-  asked over TCP directly (one query per poll, not two; RFC 7766 5), until
-  an answer fits UDP again, a direct TCP exchange fails outright or times
-  out twice in a row, or 600 s pass. Each record's `:transport` says which
-  transport gave it. Answers are not cached: a change is seen at once.
+  An SRV query goes out over UDP with EDNS0, and over TCP when the UDP
+  answer may be incomplete or the last complete one needed TCP: see
+  [Complete answers](guides/discovery.md#complete-answers). Each record's
+  `:transport` says which transport gave it. Answers are not cached.
 
   ## Options
 
@@ -37,6 +30,8 @@ defmodule Caravan.DNS do
       answer's additional section, else resolved (A, then AAAA) within the
       same `:timeout`. IPv6 addresses are written as RFC 5952 text
       (`"fd00::1"`).
+    * `:early` (`lookup_srv/2`) - a function given a doubted UDP answer's
+      records while the complete answer, the only result, comes over TCP.
 
   ## Errors
 
@@ -89,7 +84,7 @@ defmodule Caravan.DNS do
   def lookup_srv(query, opts \\ []) do
     with {:ok, ref, timeout, nameservers} <- start(query, opts, trace?()) do
       :caravan_srv
-      |> await(ref, timeout + @reply_grace, query)
+      |> await(ref, timeout + @reply_grace, query, opts[:early])
       |> name_the_asked(nameservers)
     end
   end
@@ -106,7 +101,7 @@ defmodule Caravan.DNS do
   def lookup_srv_async(query, opts \\ [])
 
   def lookup_srv_async(query, opts) do
-    with {:ok, ref, _timeout, _nameservers} <- start(query, opts, false), do: {:ok, ref}
+    with {:ok, ref, _, _} <- start(query, Keyword.delete(opts, :early), false), do: {:ok, ref}
   end
 
   # Validates the arguments once and starts the native lookup:
@@ -114,10 +109,11 @@ defmodule Caravan.DNS do
   # :nameservers means the defaults (default_nameservers/0).
   defp start(query, opts, trace) when is_binary(query) and is_list(opts) do
     with {:ok, %Options{} = o} <- Options.new(opts),
-         {nameservers, search} = VmNameservers.with_search(o.nameservers),
+         {ns, search} = VmNameservers.with_search(o.nameservers),
+         early? = is_function(opts[:early], 1),
          {:ok, ref} <-
-           Caravan.Native.srv_lookup(query, nameservers, o.timeout, o.node_host, trace, search) do
-      {:ok, ref, o.timeout, nameservers}
+           Caravan.Native.srv_lookup(query, ns, o.timeout, o.node_host, trace, search, early?) do
+      {:ok, ref, o.timeout, ns}
     end
   end
 
@@ -130,12 +126,12 @@ defmodule Caravan.DNS do
   # Returns the answer, or `{:error, {:timeout, message}}`; a reply that
   # arrives later stays in the mailbox as `{:caravan_srv, ref, _}`.
   @spec await(reference(), timeout()) :: {:ok, [srv_record()]} | {:error, reason()}
-  def await(ref, timeout), do: await(:caravan_srv, ref, timeout, nil)
+  def await(ref, timeout), do: await(:caravan_srv, ref, timeout, nil, nil)
 
   # A traced reply carries the lookup's tracing events (Caravan's
   # transport's: the nameservers asked, retries, truncation and the switch to
-  # TCP), logged here at debug as one entry.
-  defp await(tag, ref, timeout, query) do
+  # TCP), logged here at debug as one entry; records sent `early` go on.
+  defp await(tag, ref, timeout, query, early) do
     receive do
       {^tag, ^ref, answer} ->
         answer
@@ -147,6 +143,9 @@ defmodule Caravan.DNS do
         end)
 
         answer
+
+      {:caravan_srv_early, ^ref, records} when is_function(early, 1) ->
+        then(early.(records), fn _ -> await(tag, ref, timeout, query, nil) end)
     after
       timeout -> {:error, {:timeout, "no answer from Caravan's resolver within #{timeout} ms"}}
     end
@@ -179,7 +178,7 @@ defmodule Caravan.DNS do
          {:ok, ref} <-
            Caravan.Native.host_lookup(host, family, nameservers, o.timeout, trace) do
       :caravan_host
-      |> await(ref, o.timeout + @reply_grace, host)
+      |> await(ref, o.timeout + @reply_grace, host, nil)
       |> name_the_asked(nameservers)
     end
   end

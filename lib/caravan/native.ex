@@ -174,20 +174,20 @@ defmodule Caravan.Native do
   @spec listen_port(node_name()) :: {:ok, :inet.port_number()} | {:error, Caravan.error()}
   def listen_port(node), do: load_and_call(:listen_port, [node])
 
-  # nameservers as nameserver/1 parsed them; timeout_ms bounds the lookup;
-  # search {[domain], ndots} completes a query not fully qualified ({[], 1}:
-  # absolute). The answer comes as {:caravan_srv, ref, result}, with trace
-  # {:caravan_srv, ref, result, [line]} (native/caravan_core/src/trace.rs).
+  # nameservers parsed by nameserver/1; timeout_ms bounds the lookup; search
+  # {[domain], ndots} completes a relative query ({[], 1}: absolute). Reply:
+  # {:caravan_srv, ref, result} (trace: + [line]), after early records if asked.
   @spec srv_lookup(
           String.t(),
           [Caravan.DNS.Options.nameserver()],
           non_neg_integer(),
           Caravan.DNS.Options.node_host(),
           boolean(),
-          {[String.t()], non_neg_integer()}
+          {[String.t()], non_neg_integer()},
+          boolean()
         ) :: {:ok, reference()} | {:error, Caravan.error()}
-  def srv_lookup(query, nameservers, timeout_ms, node_host, trace, search \\ {[], 1}),
-    do: load_and_call(:srv_lookup, [query, nameservers, timeout_ms, node_host, trace, search])
+  def srv_lookup(query, ns, timeout_ms, node_host, trace, search \\ {[], 1}, early \\ false),
+    do: load_and_call(:srv_lookup, [query, ns, timeout_ms, node_host, trace, search, early])
 
   # A (:inet) or AAAA (:inet6) records of host; the answer comes as
   # {:caravan_host, ref, result} (with trace, the lines as a fourth element).

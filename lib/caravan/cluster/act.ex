@@ -9,7 +9,7 @@ defmodule Caravan.Cluster.Act do
   # connect, cancel). After a poll it alone writes the state's membership
   # and connector. Each function takes and returns the state.
 
-  alias Caravan.Cluster.{Connector, Leave, Membership, Poll, Warnings}
+  alias Caravan.Cluster.{Config, Connector, Leave, Libcluster, Membership, Poll, Warnings}
   alias Caravan.Cluster.DnsStrategy.State
   alias Caravan.Epmd.Probe
 
@@ -40,6 +40,23 @@ defmodule Caravan.Cluster.Act do
       do: %{state | connector: Connector.enqueue(state.connector, dial)},
       else: state
   end
+
+  @doc """
+  Connects to `nodes` at once, each in a process of its own, outside the
+  connect pool: a poll's early dial (`Caravan.Cluster.Poll.run/2`), of the
+  peers a doubted UDP answer names. The connect's own bound
+  (`net_setuptime`) ends it; the poll's complete answer then queues any
+  node still unconnected in the pool as usual. Returns `:ok`.
+  """
+  @spec dial(Config.t(), [node()]) :: :ok
+  def dial(%Config{} = config, nodes) do
+    Enum.each(nodes, fn node -> spawn(fn -> dial_one(config, node) end) end)
+  end
+
+  defp dial_one(%Config{libcluster: true} = config, node),
+    do: Libcluster.connect(config.topology, config.connect, config.list_nodes, node)
+
+  defp dial_one(%Config{connect: {m, f, a}}, node), do: apply(m, f, a ++ [node])
 
   @doc """
   Acts on a connect's result (`Caravan.Cluster.Connector.handle/2`). Under

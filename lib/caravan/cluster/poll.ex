@@ -34,12 +34,12 @@ defmodule Caravan.Cluster.Poll do
         }
 
   @doc """
-  Runs one poll. What to do about nodes DNS no longer lists is decided by
-  the strategy (Caravan.Cluster.Membership), not here.
+  Runs one poll (`early_dial?`: dialing a doubted UDP answer's peers meanwhile).
+  What to do about nodes DNS no longer lists is decided by the strategy.
   """
-  @spec run(Config.t()) :: t()
-  def run(%Config{list_nodes: {m, f, a}} = config) do
-    {answers, addresses} = config |> lookup_all() |> Enum.unzip()
+  @spec run(Config.t(), boolean()) :: t()
+  def run(%Config{list_nodes: {m, f, a}} = config, early_dial? \\ true) do
+    {answers, addresses} = config |> lookup_all(early_dial?) |> Enum.unzip()
     hand_off(List.flatten(addresses), ports(answers, config))
     connected = apply(m, f, a)
     answers |> names(config) |> diff(connected)
@@ -135,11 +135,21 @@ defmodule Caravan.Cluster.Poll do
       when is_integer(poll_interval) and poll_interval > 0 and is_float(u) and u >= 0 and u < 1,
       do: max(1, round(poll_interval * (0.9 + 0.2 * u)))
 
+  # A doubted UDP answer's new peers, dialed at once (Act.dial/2); ports kept, none forgotten.
+  # Only peers whose addresses came with them: the others would each cost a DNS query.
+  defp early_dial(%Config{list_nodes: {m, f, a}} = config, query, peers) do
+    peers = Enum.filter(peers, &match?({_, _, [_ | _]}, &1))
+    {answer, addresses} = split_addresses({query, {:ok, peers}})
+    hand_off(addresses, with({t, list, _} <- ports([answer], config), do: {t, list, false}))
+    %{new: new} = [answer] |> names(config) |> diff(apply(m, f, a))
+    Caravan.Cluster.Act.dial(config, new)
+  end
+
   # Asks every query at once: [{{query, {:ok, peers} | {:error, reason}},
   # [{host, ips}]}], the addresses apart from the peers.
-  defp lookup_all(%Config{queries: queries} = config) do
+  defp lookup_all(%Config{queries: queries} = config, early_dial?) do
     queries
-    |> Task.async_stream(&lookup(config, &1),
+    |> Task.async_stream(&lookup(config, &1, early_dial?),
       max_concurrency: length(queries),
       # The client bounds itself; this only catches one that does not.
       timeout: config.timeout + 2_000,
@@ -171,9 +181,9 @@ defmodule Caravan.Cluster.Poll do
 
   defp split_addresses(error), do: {error, []}
 
-  defp lookup(config, query) do
+  defp lookup(config, query, early_dial?) do
     started = System.monotonic_time()
-    answer = get_nodes(config, query)
+    answer = get_nodes(config, query, early_dial?)
 
     {result, reason, count} =
       case answer do
@@ -191,7 +201,7 @@ defmodule Caravan.Cluster.Poll do
   end
 
   # record_type :a, :aaaa, :ip: Caravan's own address lookups.
-  defp get_nodes(%Config{record_type: type} = config, query) when type != :srv,
+  defp get_nodes(%Config{record_type: type} = config, query, _early_dial?) when type != :srv,
     do:
       AddressRecords.get_nodes(query,
         record_type: type,
@@ -199,16 +209,14 @@ defmodule Caravan.Cluster.Poll do
         timeout: config.timeout
       )
 
-  defp get_nodes(%Config{dns_client: client} = config, query) do
+  defp get_nodes(%Config{dns_client: client} = config, query, early_dial?) do
+    base = [nameservers: config.nameservers, timeout: config.timeout, node_host: config.node_host]
+    early = if early_dial?, do: [early: &early_dial(config, query, &1)], else: []
+    opts = [addresses: true] ++ early
+
     result =
       if function_exported?(client, :get_nodes, 2),
-        do:
-          client.get_nodes(query,
-            nameservers: config.nameservers,
-            timeout: config.timeout,
-            node_host: config.node_host,
-            addresses: true
-          ),
+        do: client.get_nodes(query, opts ++ base),
         else: client.get_nodes(query)
 
     case result do

@@ -20,7 +20,9 @@ defmodule Caravan.DnsClient.Native do
   @doc """
   Looks up the SRV records of `query` with `opts` (`:nameservers`,
   `:timeout` in ms, `:node_host`; see `Caravan.DNS`; `:addresses`, see
-  `Caravan.DnsClient`).
+  `Caravan.DnsClient`; `:early`, a function that gets the peers of a
+  doubted UDP answer, in the shape below, while the complete answer is
+  asked over TCP: see `Caravan.DNS`).
 
   Returns `{:ok, peers}`, sorted, where each peer is `{port, host}` (with
   `addresses: true`, `{port, host, ips}` when the answer's additional
@@ -30,10 +32,21 @@ defmodule Caravan.DnsClient.Native do
   """
   @impl Caravan.DnsClient
   def get_nodes(query, opts) do
-    case Caravan.DNS.lookup_srv(query, Keyword.take(opts, [:nameservers, :timeout, :node_host])) do
+    addresses? = Keyword.get(opts, :addresses, false)
+    dns_opts = Keyword.take(opts, [:nameservers, :timeout, :node_host])
+
+    dns_opts =
+      case Keyword.get(opts, :early) do
+        early when is_function(early, 1) ->
+          [{:early, fn records -> early.(peers(records, addresses?)) end} | dns_opts]
+
+        _ ->
+          dns_opts
+      end
+
+    case Caravan.DNS.lookup_srv(query, dns_opts) do
       {:ok, records} ->
-        addresses? = Keyword.get(opts, :addresses, false)
-        {:ok, records |> Enum.map(&peer(&1, addresses?)) |> Enum.sort()}
+        {:ok, peers(records, addresses?)}
 
       {:error, {kind, _}} when kind in [:nxdomain, :nodata] ->
         {:ok, []}
@@ -42,6 +55,8 @@ defmodule Caravan.DnsClient.Native do
         error
     end
   end
+
+  defp peers(records, addresses?), do: records |> Enum.map(&peer(&1, addresses?)) |> Enum.sort()
 
   # The addresses are the target's, so they are the host's only when the
   # host is the target (not an IP from .addr. or node_host: :ip).

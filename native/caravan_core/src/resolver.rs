@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use hickory_resolver::proto::op::Message;
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::domain::usage::{INVALID, ONION};
 use hickory_resolver::proto::rr::rdata::CNAME;
@@ -162,11 +163,12 @@ pub async fn lookup_srv(
     config: &LookupConfig,
     name: Name,
     node_host: NodeHost,
+    early: &mut (dyn FnMut(Vec<SrvRecord>) + Send + '_),
 ) -> Result<Vec<SrvRecord>, LookupError> {
     tracing::debug!(query = %name, nameservers = ?config.nameservers, timeout = ?config.timeout, ?node_host, "SRV lookup");
     let result = tokio::time::timeout(
         config.timeout,
-        lookup_srv_unbounded(config, name, node_host),
+        lookup_srv_unbounded(config, name, node_host, early),
     )
     .await
     .map_err(|_| LookupError::Timeout)
@@ -182,39 +184,31 @@ async fn lookup_srv_unbounded(
     config: &LookupConfig,
     name: Name,
     node_host: NodeHost,
+    early: &mut (dyn FnMut(Vec<SrvRecord>) + Send + '_),
 ) -> Result<Vec<SrvRecord>, LookupError> {
     let servers = Servers::for_config(config)?;
     let tries = Tries::for_servers(config.timeout, servers.addrs.len());
-    let (answered, answer) = first_answer(&servers, &name, RecordType::SRV, tries).await?;
+    // A doubted UDP answer's SRV records, as they are (no address is
+    // resolved for them), handed over before the complete answer comes.
+    let mut doubted = |candidate: &Name, message: &Message| {
+        let answered = (!candidate.eq_ignore_root(&name)).then(|| target_name(candidate));
+        let (records, _) = records_of(message, Transport::Udp, node_host, answered);
+        if !records.is_empty() {
+            early(records);
+        }
+    };
+    let (answered, answer) =
+        first_answer(&servers, &name, RecordType::SRV, tries, &mut doubted).await?;
     let completed = !answered.eq_ignore_root(&name);
     let answered = completed.then(|| target_name(&answered));
     let transport = answer.transport;
     let message = &answer.message;
-    let srvs: Vec<_> = message
-        .answers
-        .iter()
-        .filter_map(|record| match &record.data {
-            RData::SRV(srv) => Some(srv),
-            _ => None,
-        })
-        .collect();
-    if srvs.is_empty() {
+    let (mut records, mut targets) = records_of(message, transport, node_host, answered);
+    if records.is_empty() {
         return Err(LookupError::NoData);
     }
-    // (target, addresses) per SRV record, then the records themselves once
-    // every address :ip needs is known.
-    let additionals = Additionals::new(message);
-    let mut targets: Vec<(String, Vec<IpAddr>)> = srvs
-        .iter()
-        .map(|srv| {
-            (
-                target_name(&srv.target),
-                additionals.addresses_of(&srv.target),
-            )
-        })
-        .collect();
     tracing::debug!(
-        srv = srvs.len(),
+        srv = records.len(),
         additional = message.additionals.len(),
         transport = transport.as_str(),
         doubt = answer.doubt.map(|d| d.as_str()),
@@ -222,37 +216,75 @@ async fn lookup_srv_unbounded(
     );
     if node_host == NodeHost::Ip {
         resolve_missing(&servers, config.timeout / 2, &mut targets).await;
+        for (record, (target, addresses)) in records.iter_mut().zip(targets) {
+            record.host = target::node_host(node_host, &target, &addresses);
+            record.addresses = addresses;
+        }
     }
-    let records = srvs
-        .into_iter()
-        .zip(targets)
-        .map(|(srv, (target, addresses))| SrvRecord {
-            priority: srv.priority,
-            weight: srv.weight,
-            port: srv.port,
-            host: target::node_host(node_host, &target, &addresses),
-            target,
-            addresses,
-            transport,
-            name: answered.clone(),
-        })
-        .collect();
     Ok(records)
+}
+
+/// The SRV records of `message` (come over `transport`, for the query
+/// completed as `answered`, if it was) with the
+/// addresses its additional section gives their targets (indexed once),
+/// and the (target, addresses) pairs apart, for [`NodeHost::Ip`] to
+/// complete.
+fn records_of(
+    message: &Message,
+    transport: Transport,
+    node_host: NodeHost,
+    answered: Option<String>,
+) -> (Vec<SrvRecord>, Vec<(String, Vec<IpAddr>)>) {
+    let additionals = Additionals::new(message);
+    message
+        .answers
+        .iter()
+        .filter_map(|record| match &record.data {
+            RData::SRV(srv) => Some(srv),
+            _ => None,
+        })
+        .map(|srv| {
+            let target = target_name(&srv.target);
+            let addresses = additionals.addresses_of(&srv.target);
+            let record = SrvRecord {
+                priority: srv.priority,
+                weight: srv.weight,
+                port: srv.port,
+                host: target::node_host(node_host, &target, &addresses),
+                target: target.clone(),
+                addresses: addresses.clone(),
+                transport,
+                name: answered.clone(),
+            };
+            (record, (target, addresses))
+        })
+        .unzip()
 }
 
 /// The first of `name`'s [`Servers::candidates`] that has `record_type`
 /// records, with its answer. NXDOMAIN and NODATA go on to the next
 /// candidate (the last one's is returned); any other failure ends the
 /// search, so a failing server never makes a later candidate answer.
+/// A doubted UDP answer goes to `early` with the candidate it answers.
 async fn first_answer(
     servers: &Servers,
     name: &Name,
     record_type: RecordType,
     tries: Tries,
+    early: &mut (dyn FnMut(&Name, &Message) + Send + '_),
 ) -> Result<(Name, Answer), LookupError> {
     let mut last = LookupError::NoData;
     for candidate in servers.candidates(name) {
-        match answer(&servers.addrs, candidate.clone(), record_type, tries).await {
+        let mut doubted = |message: &Message| early(&candidate, message);
+        match answer(
+            &servers.addrs,
+            candidate.clone(),
+            record_type,
+            tries,
+            &mut doubted,
+        )
+        .await
+        {
             Ok(found) => return Ok((candidate, found)),
             Err(err @ (LookupError::NxDomain | LookupError::NoData)) => last = err,
             Err(err) => return Err(err),
@@ -352,6 +384,7 @@ async fn answer(
     name: Name,
     record_type: RecordType,
     tries: Tries,
+    early: &mut (dyn FnMut(&Message) + Send + '_),
 ) -> Result<Answer, LookupError> {
     let mut chain = vec![name];
     loop {
@@ -359,7 +392,7 @@ async fn answer(
             .last()
             .expect("the chain starts with the name")
             .clone();
-        let answer = ask_each(servers, &current, record_type, tries).await?;
+        let answer = ask_each(servers, &current, record_type, tries, &mut *early).await?;
         if answer.message.metadata.response_code == ResponseCode::NXDomain {
             return Err(LookupError::NxDomain);
         }
@@ -405,10 +438,11 @@ async fn ask_each(
     name: &Name,
     record_type: RecordType,
     tries: Tries,
+    early: &mut (dyn FnMut(&Message) + Send + '_),
 ) -> Result<Answer, LookupError> {
     let mut last = LookupError::Config("no nameservers to ask".into());
     for server in servers {
-        match transport::query(*server, name, record_type, tries).await {
+        match transport::query_early(*server, name, record_type, tries, &mut *early).await {
             Ok(answer) => return Ok(answer),
             Err(err) => {
                 tracing::debug!(%server, %name, error = %err, "nameserver failed");
@@ -498,7 +532,7 @@ async fn resolve_family(
     let tries = Tries::for_servers(bound, servers.addrs.len());
     let mut last = LookupError::NoData;
     for candidate in servers.candidates(name) {
-        match answer(&servers.addrs, candidate, record_type, tries).await {
+        match answer(&servers.addrs, candidate, record_type, tries, &mut |_| {}).await {
             Ok(answer) => {
                 // The answer may also hold the CNAMEs that led to the address.
                 let found: Vec<IpAddr> = answer
@@ -804,7 +838,13 @@ mod tests {
     async fn srv_names_are_completed_from_the_search_list_given() {
         let mut config = config(vec![nameserver(cluster).await]);
         let lookup = |config: LookupConfig, query: &'static str| async move {
-            lookup_srv(&config, parse_query(query).unwrap(), NodeHost::Target).await
+            lookup_srv(
+                &config,
+                parse_query(query).unwrap(),
+                NodeHost::Target,
+                &mut |_| {},
+            )
+            .await
         };
         // Nameservers given to Caravan: names are absolute.
         assert_eq!(

@@ -9,17 +9,19 @@
 //! between polls (a server that closed one stalls the next lookup, and a
 //! server's TCP connection limit runs out when every node keeps one). So:
 //!
-//! - UDP on a *connected* socket: an ICMP port-unreachable from a closed
-//!   nameserver port comes back as `ECONNREFUSED` at once, not a timeout;
-//!   replies with another message id are ignored (RFC 5452 9.1);
+//! - UDP on a *connected* socket, kept per nameserver between queries
+//!   ([`udp_pool`]): an ICMP port-unreachable from a closed nameserver
+//!   port comes back as `ECONNREFUSED` at once, not a timeout; replies
+//!   with another message id or question are ignored (RFC 5452 9.1);
 //! - TCP (RFC 7766) on a fresh connection per query, closed as soon as the
 //!   answer is read.
 
 pub mod tcp_first;
 pub mod trim;
+pub mod udp_pool;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use once_cell::sync::Lazy;
@@ -45,7 +47,7 @@ pub const DNS_PORT: u16 = 53;
 pub const EDNS_PAYLOAD_LEN: u16 = 1232;
 
 /// The largest DNS message (RFC 1035 4.2.2: two-byte length over TCP).
-const MAX_MESSAGE: usize = 65_535;
+pub(crate) const MAX_MESSAGE: usize = 65_535;
 
 /// Which transport gave an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,6 +135,21 @@ pub async fn query(
     record_type: RecordType,
     tries: Tries,
 ) -> Result<Answer, LookupError> {
+    query_early(server, name, record_type, tries, &mut |_| {}).await
+}
+
+/// [`query`], handing a UDP answer that is doubted (truncated or maybe
+/// trimmed) to `early` before asking over TCP: its records name live
+/// instances, though maybe not all of them, so the caller can act on them
+/// while the complete answer comes. The returned answer is still only ever
+/// the complete one (or an error).
+pub async fn query_early(
+    server: SocketAddr,
+    name: &Name,
+    record_type: RecordType,
+    tries: Tries,
+    early: &mut (dyn FnMut(&Message) + Send + '_),
+) -> Result<Answer, LookupError> {
     let request = request(name, record_type);
     let key = Key::new(server, &name.to_ascii(), u16::from(record_type));
     let remembered = TCP_FIRST.lock().lookup(&key, Instant::now());
@@ -186,6 +203,7 @@ pub async fn query(
             "UDP answer may have been trimmed without TC, retrying over TCP"
         ),
     }
+    early(&message);
     ask_tcp(
         server,
         &request,
@@ -250,12 +268,22 @@ static TCP_FIRST: Lazy<Mutex<TcpFirst>> = Lazy::new(|| Mutex::new(TcpFirst::new(
 /// would be doubted, given the EDNS0 support (`has_opt`) the server showed.
 fn learn(key: Key, record_type: RecordType, message: &Message, size: usize, has_opt: bool) {
     let needs_tcp = if record_type == RecordType::SRV {
-        let as_udp = ReplyShape {
-            truncated: false,
-            has_opt,
-            ..shape(message, size)
+        // Larger than any UDP reply, with records: doubted whatever its
+        // groups, so the answer is not measured again.
+        let has_srv = || {
+            message
+                .answers
+                .iter()
+                .any(|r| r.record_type() == RecordType::SRV)
         };
-        trim::may_be_trimmed(&as_udp, EDNS_PAYLOAD_LEN).is_some()
+        (size > usize::from(EDNS_PAYLOAD_LEN) && has_srv()) || {
+            let as_udp = ReplyShape {
+                truncated: false,
+                has_opt,
+                ..shape(message, size)
+            };
+            trim::may_be_trimmed(&as_udp, EDNS_PAYLOAD_LEN).is_some()
+        }
     } else {
         size > usize::from(EDNS_PAYLOAD_LEN)
     };
@@ -337,12 +365,14 @@ pub fn resend_wait(first: Duration, sent: u32) -> Duration {
     first.saturating_mul(1u32 << sent.saturating_sub(1).min(16))
 }
 
-/// One query, one reply, on a connected UDP socket; the query is sent again
-/// without a reply ([`resend_wait`] from `retransmit`: a datagram lost under
-/// load; RFC 1035 4.2.1), until the caller's bound ends the exchange. No
-/// copy is sent at or after `bound` from the start (one could not be
-/// answered in time). Datagrams with another id are dropped and the wait
-/// goes on (a stale or spoofed reply).
+/// One query, one reply, on a connected UDP socket from the nameserver's
+/// pool ([`udp_pool`]); the query is sent again without a reply
+/// ([`resend_wait`] from `retransmit`: a datagram lost under load; RFC
+/// 1035 4.2.1), until the caller's bound ends the exchange. No copy is
+/// sent at or after `bound` from the start (one could not be answered in
+/// time). Datagrams that do not carry the query's id and question are
+/// dropped and the wait goes on (a stale or spoofed reply). The socket
+/// goes back to the pool only when the reply came.
 async fn udp_exchange(
     server: SocketAddr,
     request: &Message,
@@ -352,41 +382,69 @@ async fn udp_exchange(
     let deadline = tokio::time::Instant::now() + bound;
     let retransmit = retransmit.max(Duration::from_millis(20));
     let bytes = encode(request)?;
-    let local: SocketAddr = match server.ip() {
-        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let socket = UdpSocket::bind(local).await?;
-    socket.connect(server).await?;
-    let mut buf = vec![0u8; MAX_MESSAGE];
-    let id = request.metadata.id;
+    let mut lease = udp_pool::lease(server).await?;
     let mut sent = 0;
-    loop {
-        socket.send(&bytes).await?;
+    let reply = loop {
+        lease.socket.send(&bytes).await?;
         sent += 1;
+        if sent == 1 {
+            // The query is out: a caller that runs the first step on a
+            // thread of its own (the NIF) gets its thread back here,
+            // before any reply is handled.
+            tokio::task::yield_now().await;
+        }
         let resend_at = tokio::time::Instant::now()
             .checked_add(resend_wait(retransmit, sent))
             .filter(|at| *at < deadline);
         let Some(resend_at) = resend_at else {
             // No time for another copy: wait for a reply to those sent
             // (the caller's bound ends the wait).
-            return reply_to(&socket, id, &mut buf).await;
+            break reply_to(&lease.socket, &bytes, &mut lease.buf).await?;
         };
-        if let Ok(reply) = tokio::time::timeout_at(resend_at, reply_to(&socket, id, &mut buf)).await
-        {
-            return reply;
+        let wait = reply_to(&lease.socket, &bytes, &mut lease.buf);
+        if let Ok(reply) = tokio::time::timeout_at(resend_at, wait).await {
+            break reply?;
+        }
+    };
+    lease.keep();
+    Ok(reply)
+}
+
+/// The next datagram on `socket` that carries `query`'s id (`query`
+/// encoded) and is not a well-formed reply to another question (a late
+/// reply to a resent copy of the socket's last query, whose id matched by
+/// chance; names compared without case); others are dropped. A malformed
+/// datagram with the id is returned, for the parser to reject.
+async fn reply_to(socket: &UdpSocket, query: &[u8], buf: &mut [u8]) -> std::io::Result<Vec<u8>> {
+    let question = question_of(query);
+    loop {
+        let len = socket.recv(buf).await?;
+        let reply = &buf[..len];
+        let other_question = reply.get(4..6) == Some(&[0, 1]) && {
+            let asked = question_of(reply);
+            !asked.is_empty() && !asked.eq_ignore_ascii_case(question)
+        };
+        if len >= 2 && reply[..2] == query[..2] && !other_question {
+            return Ok(reply.to_vec());
         }
     }
 }
 
-/// The next datagram on `socket` that carries `id`; others are dropped.
-async fn reply_to(socket: &UdpSocket, id: u16, buf: &mut [u8]) -> std::io::Result<Vec<u8>> {
-    loop {
-        let len = socket.recv(buf).await?;
-        if len >= 2 && buf[..2] == id.to_be_bytes() {
-            return Ok(buf[..len].to_vec());
+/// The question section of an encoded message with one question (header
+/// bytes 12 to the end of QNAME, QTYPE and QCLASS), uncompressed as a
+/// query writes it; empty when the message is shorter or compresses it.
+fn question_of(message: &[u8]) -> &[u8] {
+    let mut at = 12;
+    while let Some(&len) = message.get(at) {
+        if len == 0 {
+            return message.get(12..at + 5).unwrap_or(&[]);
         }
+        if len & 0xC0 != 0 {
+            return &[];
+        }
+        at += 1 + usize::from(len);
     }
+    &[]
 }
 
 /// One query, one reply, on a TCP connection opened for it and closed when
@@ -399,6 +457,8 @@ async fn tcp_exchange(server: SocketAddr, request: &Message) -> std::io::Result<
     framed.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
     framed.extend_from_slice(&bytes);
     stream.write_all(&framed).await?;
+    // As after a UDP query's first send (udp_exchange).
+    tokio::task::yield_now().await;
     let mut len = [0u8; 2];
     stream.read_exact(&mut len).await?;
     let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
@@ -749,6 +809,36 @@ mod tests {
         .unwrap();
         assert_eq!(answer.transport, Transport::Udp);
         assert!(answer.message.answers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reply_to_another_question_with_the_same_id_is_dropped() {
+        // A server that answers each query first with a reply to another
+        // question under the query's id (what a late reply on a kept
+        // socket can look like), then with the right one.
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 512];
+            loop {
+                let (len, from) = server.recv_from(&mut buf).await.unwrap();
+                let query = Message::from_vec(&buf[..len]).unwrap();
+                let other = Name::from_ascii("other.service.consul.").unwrap();
+                for name in [other, query.queries[0].name().clone()] {
+                    let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
+                    reply.add_query(Query::query(name, RecordType::SRV));
+                    reply.set_edns(Edns::new());
+                    let bytes = reply.to_vec().unwrap();
+                    server.send_to(&bytes, from).await.unwrap();
+                }
+            }
+        });
+        let tries = Tries::for_servers(Duration::from_secs(5), 1);
+        for name in ["web.service.consul.", "api.service.consul."] {
+            let name = Name::from_ascii(name).unwrap();
+            let answer = query(addr, &name, RecordType::SRV, tries).await.unwrap();
+            assert_eq!(answer.message.queries[0].name(), &name);
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ use terms::{with_node_name, IpTerm, KindError, NameserverTerm, SearchTerm, SrvTe
 mod atoms {
     rustler::atoms! {
         caravan_srv,
+        caravan_srv_early,
         caravan_host,
         inet,
         inet6,
@@ -51,6 +52,7 @@ fn lookup_config(
 /// `trace`, `{tag, ref, result, [line]}`: see `runtime::spawn_reply`).
 fn spawn_lookup<'a, T>(
     env: Env<'a>,
+    reference: Term<'a>,
     tag: Atom,
     trace: bool,
     work: impl std::future::Future<Output = Result<T, LookupError>> + Send + 'static,
@@ -58,7 +60,7 @@ fn spawn_lookup<'a, T>(
 where
     T: Encoder + Send + 'static,
 {
-    runtime::spawn_reply(env, tag, trace, async move {
+    runtime::spawn_reply(env, reference, tag, trace, async move {
         work.await.map_err(KindError::from)
     })
     .map_err(|message| KindError {
@@ -80,7 +82,7 @@ fn listen_port(node: Term) -> Result<u16, KindError> {
     with_node_name(node, node_name::listen_port)
 }
 
-/// `srv_lookup(query, nameservers, timeout_ms, node_host, trace, search) :: {:ok, ref} | {:error, {kind, message}}`
+/// `srv_lookup(query, nameservers, timeout_ms, node_host, trace, search, early) :: {:ok, ref} | {:error, {kind, message}}`
 ///
 /// `nameservers` are `{ip_tuple, port}` as `nameserver/1` returns them;
 /// `search` is `{[domain], ndots}` (`{[], 1}`: the query is absolute);
@@ -88,8 +90,13 @@ fn listen_port(node: Term) -> Result<u16, KindError> {
 /// Returns at once; the caller later receives
 /// `{:caravan_srv, ref, {:ok, [record]} | {:error, {kind, message}}}`, with
 /// `trace` true `{:caravan_srv, ref, result, [line]}` (the lookup's
-/// `tracing` events, `caravan_core::trace`).
+/// `tracing` events, `caravan_core::trace`). With `early` true, a UDP
+/// answer that is doubted (truncated or maybe trimmed) first sends
+/// `{:caravan_srv_early, ref, [record]}` (its records, possibly not all of
+/// them) before the complete answer is asked over TCP; at most one such
+/// message per nameserver asked, always before the `:caravan_srv` reply.
 #[rustler::nif]
+#[allow(clippy::too_many_arguments)] // one per argument of the Elixir call
 fn srv_lookup<'a>(
     env: Env<'a>,
     query: String,
@@ -98,6 +105,7 @@ fn srv_lookup<'a>(
     node_host: Atom,
     trace: bool,
     search: SearchTerm,
+    early: bool,
 ) -> Result<Term<'a>, KindError> {
     // Bad arguments are answered at once, before anything is spawned.
     let config = lookup_config(nameservers, search.0, timeout_ms);
@@ -111,8 +119,15 @@ fn srv_lookup<'a>(
             kind: "invalid_option",
             message,
         })?;
-    spawn_lookup(env, atoms::caravan_srv(), trace, async move {
-        let records = resolver::lookup_srv(&config, name, mode).await?;
+    let reference = env.make_ref().encode(env);
+    let mut early = early.then(|| runtime::Early::new(env, reference, atoms::caravan_srv_early()));
+    spawn_lookup(env, reference, atoms::caravan_srv(), trace, async move {
+        let mut send_early = |records: Vec<resolver::SrvRecord>| {
+            if let Some(early) = early.as_mut() {
+                early.send(records.into_iter().map(SrvTerm::from).collect::<Vec<_>>());
+            }
+        };
+        let records = resolver::lookup_srv(&config, name, mode, &mut send_early).await?;
         Ok(records.into_iter().map(SrvTerm::from).collect::<Vec<_>>())
     })
 }
@@ -143,7 +158,8 @@ fn host_lookup<'a>(
         });
     };
     let config = lookup_config(nameservers, Search::default(), timeout_ms);
-    spawn_lookup(env, atoms::caravan_host(), trace, async move {
+    let reference = env.make_ref().encode(env);
+    spawn_lookup(env, reference, atoms::caravan_host(), trace, async move {
         let found = resolver::lookup_host(&config, &host, family).await?;
         Ok(found.into_iter().map(IpTerm).collect::<Vec<_>>())
     })
@@ -252,12 +268,21 @@ mod test_hooks {
         if place != atoms::runtime() {
             return Err(rustler::Error::BadArg);
         }
-        Ok(spawn_lookup(env, atoms::caravan_srv(), false, async {
-            if std::hint::black_box(true) {
-                panic!("deliberate panic in a runtime task (Caravan.Native.__panic__(:runtime))");
-            }
-            Ok::<(), LookupError>(())
-        }))
+        let reference = env.make_ref().encode(env);
+        Ok(spawn_lookup(
+            env,
+            reference,
+            atoms::caravan_srv(),
+            false,
+            async {
+                if std::hint::black_box(true) {
+                    panic!(
+                        "deliberate panic in a runtime task (Caravan.Native.__panic__(:runtime))"
+                    );
+                }
+                Ok::<(), LookupError>(())
+            },
+        ))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The one tokio runtime, and the pattern that keeps NIF calls short: capture
-//! the caller's pid, make a reference, spawn the work, return the reference at
-//! once. The task replies `{tag, reference, result}` to the caller with
+//! the caller's pid, make a reference, run the work's first step (it ends
+//! once the query is sent), spawn the rest, return the reference at once.
+//! The task replies `{tag, reference, result}` to the caller with
 //! `OwnedEnv::send_and_clear` from a runtime thread, never from a scheduler
 //! thread, and nothing ever calls `block_on` inside a NIF.
 //!
@@ -11,12 +12,15 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use caravan_core::trace::Collector;
 use futures_util::FutureExt;
 use once_cell::sync::Lazy;
-use rustler::{Encoder, Env, OwnedEnv, Term};
+use rustler::env::SavedTerm;
+use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, Term};
 use tokio::runtime::{Builder, Runtime};
 use tracing::instrument::WithSubscriber;
 
@@ -103,8 +107,9 @@ static RUNTIME: Lazy<Result<Runtime, String>> = Lazy::new(|| {
         .map_err(|e| format!("cannot start Caravan's tokio runtime: {e}"))
 });
 
-/// Spawns `work` on the runtime and returns a fresh reference to the caller.
-/// When `work` finishes, the calling process receives
+/// Spawns `work` on the runtime and returns `reference` (a fresh one, made
+/// by the caller) to the caller. When `work` finishes, the calling process
+/// receives
 /// `{tag, reference, encode(result)}`, or `{tag, reference, {:error,
 /// {:internal, message}}}` if `work` panicked. If the caller has died by
 /// then, the message is dropped with the environment that held it.
@@ -116,6 +121,7 @@ static RUNTIME: Lazy<Result<Runtime, String>> = Lazy::new(|| {
 /// Errors: the runtime could not be started (the message says why).
 pub(crate) fn spawn_reply<'a, W, T, Tag>(
     env: Env<'a>,
+    reference: Term<'a>,
     tag: Tag,
     trace: bool,
     work: W,
@@ -127,20 +133,29 @@ where
 {
     let runtime = RUNTIME.as_ref().map_err(Clone::clone)?;
     let pid = env.pid();
-    let reference = env.make_ref();
     let mut owned = OwnedEnv::new();
     let saved = owned.save(reference);
     let in_flight = InFlight::enter();
     let collector = trace.then(Collector::new);
+    let work: Pin<Box<dyn Future<Output = T> + Send>> = match &collector {
+        Some(collector) => Box::pin(work.with_subscriber(collector.dispatch())),
+        None => Box::pin(work),
+    };
+    let mut work = AssertUnwindSafe(work).catch_unwind();
+    // The work's first step runs here, on the caller's thread: it sends the
+    // query, so the runtime thread's wake-up overlaps the server's reply
+    // instead of preceding the query. A step that is pending has left its
+    // wakers nowhere (a no-op waker); the runtime polls it again at once,
+    // with its own, and the sockets and timers keep what happened between.
+    let first = {
+        let _runtime = runtime.enter();
+        Pin::new(&mut work).poll(&mut Context::from_waker(Waker::noop()))
+    };
     runtime.spawn(async move {
         let _in_flight = in_flight;
-        let caught = match &collector {
-            Some(collector) => {
-                AssertUnwindSafe(work.with_subscriber(collector.dispatch()))
-                    .catch_unwind()
-                    .await
-            }
-            None => AssertUnwindSafe(work).catch_unwind().await,
+        let caught = match first {
+            Poll::Ready(caught) => caught,
+            Poll::Pending => work.await,
         };
         let result = match caught {
             Ok(result) => Reply::Done(result),
@@ -156,5 +171,42 @@ where
             }
         });
     });
-    Ok(reference.encode(env))
+    Ok(reference)
+}
+
+/// One message sent to the caller of a NIF before its reply, from the
+/// runtime thread: `{tag, reference, value}`, the reference being the one
+/// the reply will carry. Sends at most once; a call from a scheduler
+/// thread (where rustler cannot send) sends nothing.
+pub(crate) struct Early {
+    pid: LocalPid,
+    tag: Atom,
+    env: Option<(OwnedEnv, SavedTerm)>,
+}
+
+impl Early {
+    /// Ready to send `{tag, reference, value}` to the calling process.
+    pub(crate) fn new(env: Env, reference: Term, tag: Atom) -> Self {
+        let owned = OwnedEnv::new();
+        let saved = owned.save(reference);
+        Self {
+            pid: env.pid(),
+            tag,
+            env: Some((owned, saved)),
+        }
+    }
+
+    /// Sends `{tag, reference, value}`, the first time only.
+    pub(crate) fn send(&mut self, value: impl Encoder) {
+        if rustler::thread::is_scheduler_thread() {
+            return;
+        }
+        if let Some((mut owned, saved)) = self.env.take() {
+            let tag = self.tag;
+            // An Err here means the caller is gone.
+            let _ = owned.send_and_clear(&self.pid, |msg_env| {
+                (tag, saved.load(msg_env), value).encode(msg_env)
+            });
+        }
+    }
 }

@@ -1,0 +1,234 @@
+//! Connected UDP sockets kept per nameserver between queries, and a bound
+//! on the UDP queries one nameserver has outstanding.
+//!
+//! A socket made, bound and connected per query cost a lookup about a
+//! quarter of its time (bench/README.md, "The lookup path"), so a socket
+//! whose exchange ended with its reply goes back to its nameserver's pool
+//! and the next query reuses it. It stays connected, so a closed
+//! nameserver port is still refused at once (the ICMP error comes back on
+//! the socket). Only an exchange that got its reply returns its socket:
+//! one that timed out or failed closes it, so a reused socket has at most
+//! the replies to resent copies of a finished query pending, which the
+//! exchange drops by id and question ([`super::reply_to`]); an error left
+//! pending on it by a late ICMP message is cleared when it is taken.
+//!
+//! The bound ([`MAX_OUTSTANDING`] per nameserver) keeps a burst of lookups
+//! from overflowing the server's receive buffer: a dropped query costs its
+//! lookup a resend interval, a query that waits here only the time it
+//! takes the server to answer the ones ahead of it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The most UDP queries outstanding at one nameserver (and so the most
+/// sockets kept for it): below what a Linux server's default receive
+/// buffer holds (212,992 bytes, a few hundred small datagrams), far above
+/// what discovery asks. 1,000 lookups in flight against dnsmasq ran as
+/// fast with 64, 128 or 192, none failing (bench/README.md, "The lookup
+/// path").
+pub const MAX_OUTSTANDING: usize = 128;
+
+/// The receive buffer each socket keeps: the largest DNS message.
+const BUFFER: usize = super::MAX_MESSAGE;
+
+struct Server {
+    permits: Arc<Semaphore>,
+    idle: Vec<Idle>,
+}
+
+struct Idle {
+    socket: std::net::UdpSocket,
+    buf: Box<[u8]>,
+    since: Instant,
+}
+
+/// A kept socket unused for this long is closed (and a nameserver with
+/// none kept and none in use is forgotten), so nameservers no longer asked
+/// hold no sockets.
+pub const IDLE_FOR: Duration = Duration::from_secs(60);
+
+struct Pool {
+    servers: HashMap<SocketAddr, Server>,
+    swept: Instant,
+}
+
+impl Pool {
+    /// Closes the sockets idle for [`IDLE_FOR`], at most once a second.
+    fn sweep(&mut self, now: Instant) {
+        if now.duration_since(self.swept) < Duration::from_secs(1) {
+            return;
+        }
+        self.swept = now;
+        self.servers.retain(|_, entry| {
+            entry
+                .idle
+                .retain(|idle| now.duration_since(idle.since) < IDLE_FOR);
+            !entry.idle.is_empty() || entry.permits.available_permits() < MAX_OUTSTANDING
+        });
+    }
+}
+
+static POOL: Lazy<Mutex<Pool>> = Lazy::new(|| {
+    Mutex::new(Pool {
+        servers: HashMap::new(),
+        swept: Instant::now(),
+    })
+});
+
+/// A socket connected to one nameserver, held by one exchange at a time,
+/// with its receive buffer. Dropped, it is closed; [`Lease::keep`] puts
+/// it back in the pool.
+pub(super) struct Lease {
+    pub(super) socket: tokio::net::UdpSocket,
+    pub(super) buf: Box<[u8]>,
+    server: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A socket connected to `server` from the pool, or a new one; waits while
+/// [`MAX_OUTSTANDING`] queries to `server` are outstanding. Must run inside
+/// a tokio runtime (the socket is registered with its reactor).
+pub(super) async fn lease(server: SocketAddr) -> std::io::Result<Lease> {
+    let permits = POOL
+        .lock()
+        .servers
+        .entry(server)
+        .or_insert_with(|| Server {
+            permits: Arc::new(Semaphore::new(MAX_OUTSTANDING)),
+            idle: Vec::new(),
+        })
+        .permits
+        .clone();
+    let permit = permits
+        .acquire_owned()
+        .await
+        .expect("the pool never closes its semaphores");
+    let idle = POOL
+        .lock()
+        .servers
+        .get_mut(&server)
+        .and_then(|entry| entry.idle.pop());
+    let Idle { socket, buf, .. } = match idle {
+        Some(idle) => {
+            // An ICMP error for a resent copy of the last query must not
+            // fail this one.
+            let _ = idle.socket.take_error();
+            idle
+        }
+        None => Idle {
+            socket: connected(server)?,
+            buf: vec![0u8; BUFFER].into_boxed_slice(),
+            since: Instant::now(),
+        },
+    };
+    Ok(Lease {
+        socket: tokio::net::UdpSocket::from_std(socket)?,
+        buf,
+        server,
+        _permit: permit,
+    })
+}
+
+fn connected(server: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let local: SocketAddr = match server.ip() {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = std::net::UdpSocket::bind(local)?;
+    socket.connect(server)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+impl Lease {
+    /// Puts the socket back in its nameserver's pool (its exchange got its
+    /// reply); closes it if it cannot be taken out of the reactor.
+    pub(super) fn keep(self) {
+        let Lease {
+            socket,
+            buf,
+            server,
+            _permit,
+        } = self;
+        if let Ok(socket) = socket.into_std() {
+            let now = Instant::now();
+            let mut pool = POOL.lock();
+            if let Some(entry) = pool.servers.get_mut(&server) {
+                entry.idle.push(Idle {
+                    socket,
+                    buf,
+                    since: now,
+                });
+            }
+            pool.sweep(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_kept_socket_is_reused_and_the_bound_holds() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let first = lease(addr).await.unwrap();
+        let port = first.socket.local_addr().unwrap().port();
+        first.keep();
+        let again = lease(addr).await.unwrap();
+        assert_eq!(again.socket.local_addr().unwrap().port(), port);
+        drop(again);
+        // Dropped, not kept: closed, so the next lease makes a new socket.
+        let mut leases = Vec::new();
+        for _ in 0..MAX_OUTSTANDING {
+            leases.push(lease(addr).await.unwrap());
+        }
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), lease(addr));
+        assert!(
+            waiting.await.is_err(),
+            "a lease past the bound did not wait"
+        );
+        leases.pop().unwrap().keep();
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), lease(addr));
+        assert!(next.await.is_ok(), "a returned lease did not free a place");
+    }
+
+    #[test]
+    fn idle_sockets_and_unused_nameservers_are_let_go() {
+        let start = Instant::now();
+        let idle = |since| Idle {
+            socket: std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            buf: Box::new([]),
+            since,
+        };
+        let server = |idle: Vec<Idle>, in_use: usize| {
+            let permits = Arc::new(Semaphore::new(MAX_OUTSTANDING));
+            permits.forget_permits(in_use);
+            Server { permits, idle }
+        };
+        let [old, fresh, busy] = [1, 2, 3].map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
+        let mut pool = Pool {
+            servers: HashMap::from([
+                (old, server(vec![idle(start)], 0)),
+                (fresh, server(vec![idle(start), idle(start + IDLE_FOR)], 0)),
+                (busy, server(vec![idle(start)], 1)),
+            ]),
+            swept: start,
+        };
+        // At most once a second.
+        pool.sweep(start + Duration::from_millis(500));
+        assert_eq!(pool.servers[&old].idle.len(), 1);
+        pool.sweep(start + IDLE_FOR + Duration::from_secs(1));
+        assert!(!pool.servers.contains_key(&old));
+        assert_eq!(pool.servers[&fresh].idle.len(), 1);
+        // A query in flight keeps its nameserver's bound.
+        assert!(pool.servers[&busy].idle.is_empty());
+    }
+}
