@@ -17,7 +17,10 @@ defmodule Caravan.DnsClient do
   `{port, host, ips}`, `ips` the addresses the answer gave for `host` (an
   SRV answer's additional section). The strategy hands them to the epmd
   module (`Caravan.Cluster.Poll`), so connecting to that node asks DNS
-  nothing more.
+  nothing more. It also passes `early: fun`, a function of one argument to
+  call with the peers of an answer that is still being completed (a doubted
+  UDP answer, while TCP fetches the whole), which the strategy dials at
+  once; a client may ignore it.
   """
 
   @type peer ::

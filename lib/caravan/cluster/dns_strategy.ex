@@ -101,7 +101,7 @@ defmodule Caravan.Cluster.DnsStrategy do
   use GenServer
   require Logger
 
-  alias Caravan.Cluster.{Act, Connector, Leave, Poll, Warnings}
+  alias Caravan.Cluster.{Act, Connector, Leave, Membership, Poll, Warnings}
   alias Caravan.Cluster.DnsStrategy.State
 
   import Warnings, only: [log: 3]
@@ -192,7 +192,7 @@ defmodule Caravan.Cluster.DnsStrategy do
       log(:debug, config, "previous poll still running; the next starts when it ends")
       {:noreply, %{state | repoll: true}}
     else
-      {:noreply, %{state | poll: start_poll(config)}}
+      {:noreply, %{state | poll: start_poll(state)}}
     end
   end
 
@@ -200,7 +200,7 @@ defmodule Caravan.Cluster.DnsStrategy do
   def handle_info(:repoll, %State{} = state) do
     if state.poll,
       do: {:noreply, %{state | repoll: true}},
-      else: {:noreply, %{state | poll: start_poll(state.config)}}
+      else: {:noreply, %{state | poll: start_poll(state)}}
   end
 
   def handle_info({:caravan_poll, tag, result}, %State{poll: {tag, monitor}} = state) do
@@ -242,19 +242,19 @@ defmodule Caravan.Cluster.DnsStrategy do
     end
   end
 
-  # Poll: one process per poll, which sends its result (Caravan.Cluster.Poll).
-  defp start_poll(config) do
-    owner = self()
-    tag = make_ref()
+  # One process per poll (Caravan.Cluster.Poll); a node that has left dials no one early.
+  defp start_poll(%State{config: config, membership: membership}) do
+    {owner, tag, dial?} = {self(), make_ref(), Membership.dial?(membership)}
 
-    {_pid, monitor} = spawn_monitor(fn -> send(owner, {:caravan_poll, tag, Poll.run(config)}) end)
+    {_pid, monitor} =
+      spawn_monitor(fn -> send(owner, {:caravan_poll, tag, Poll.run(config, dial?)}) end)
 
     {tag, monitor}
   end
 
   # The poll asked for while the last one ran, if any.
   defp repoll(%State{repoll: true, poll: nil} = state),
-    do: %{state | repoll: false, poll: start_poll(state.config)}
+    do: %{state | repoll: false, poll: start_poll(state)}
 
   defp repoll(state), do: state
 end
