@@ -12,7 +12,9 @@ defmodule Caravan do
       strategy that also runs on its own) looks up SRV records and connects
       to `:"<node_sname>-<port>@<target>"` for each (`Caravan.DNS`).
     * **A native core.** The port rule and the SRV lookups run in a Rust NIF
-      (`native/`), lookups on a tokio runtime off the BEAM schedulers.
+      (`native/`); a lookup never blocks a BEAM scheduler (its first UDP
+      reply is watched by the BEAM's own poll set, the rest runs on a tokio
+      runtime).
 
   ## Release setup
 

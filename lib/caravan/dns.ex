@@ -1,7 +1,9 @@
 defmodule Caravan.DNS do
   @moduledoc """
-  SRV lookups (RFC 2782) done natively: Caravan's own DNS exchange on a
-  tokio runtime inside the NIF, so a lookup never blocks a BEAM scheduler.
+  SRV lookups (RFC 2782) done natively: Caravan's own DNS exchange in the
+  NIF, which never blocks a BEAM scheduler. With one nameserver the first
+  UDP reply is watched for by the BEAM's own poll set and read in the
+  calling process; retries over TCP and the rest run on a tokio runtime.
 
       {:ok, records} = Caravan.DNS.lookup_srv("_app._tcp.service.consul", nameservers: ["127.0.0.1:8600"])
       # records: [%{priority: 1, weight: 1, port: 4370, target: "web1.node.dc1.consul",
@@ -82,9 +84,11 @@ defmodule Caravan.DNS do
   """
   @spec lookup_srv(String.t(), keyword()) :: {:ok, [srv_record()]} | {:error, reason()}
   def lookup_srv(query, opts \\ []) do
-    with {:ok, ref, timeout, nameservers} <- start(query, opts, trace?()) do
-      :caravan_srv
-      |> await(ref, timeout + @reply_grace, query, opts[:early])
+    trace = trace?()
+
+    with {:ok, started, timeout, nameservers} <- start(query, opts, trace, not trace) do
+      started
+      |> await_started(timeout + @reply_grace, query, opts[:early])
       |> name_the_asked(nameservers)
     end
   end
@@ -101,23 +105,35 @@ defmodule Caravan.DNS do
   def lookup_srv_async(query, opts \\ [])
 
   def lookup_srv_async(query, opts) do
-    with {:ok, ref, _, _} <- start(query, Keyword.delete(opts, :early), false), do: {:ok, ref}
+    with {:ok, ref, _, _} <- start(query, Keyword.delete(opts, :early), false, false),
+         do: {:ok, ref}
   end
 
   # Validates the arguments once and starts the native lookup:
-  # {:ok, ref, timeout_ms, nameservers} or {:error, reason}. No
-  # :nameservers means the defaults (default_nameservers/0).
-  defp start(query, opts, trace) when is_binary(query) and is_list(opts) do
+  # {:ok, started, timeout_ms, nameservers} or {:error, reason}, started
+  # being the ref of the reply to come or, with `select`, possibly
+  # {ref, resource, wait_ms} (await_started/4). No :nameservers means the
+  # defaults (default_nameservers/0).
+  defp start(query, opts, trace, select) when is_binary(query) and is_list(opts) do
     with {:ok, %Options{} = o} <- Options.new(opts),
          {ns, search} = VmNameservers.with_search(o.nameservers),
          early? = is_function(opts[:early], 1),
-         {:ok, ref} <-
-           Caravan.Native.srv_lookup(query, ns, o.timeout, o.node_host, trace, search, early?) do
-      {:ok, ref, o.timeout, ns}
+         {:ok, started} <-
+           Caravan.Native.srv_lookup(
+             query,
+             ns,
+             o.timeout,
+             o.node_host,
+             trace,
+             search,
+             early?,
+             select
+           ) do
+      {:ok, started, o.timeout, ns}
     end
   end
 
-  defp start(query, _opts, _trace),
+  defp start(query, _opts, _trace, _select),
     do: {:error, {:invalid_query, "expected the query as a binary, got: #{inspect(query)}"}}
 
   @doc false
@@ -127,6 +143,46 @@ defmodule Caravan.DNS do
   # arrives later stays in the mailbox as `{:caravan_srv, ref, _}`.
   @spec await(reference(), timeout()) :: {:ok, [srv_record()]} | {:error, reason()}
   def await(ref, timeout), do: await(:caravan_srv, ref, timeout, nil, nil)
+
+  # A lookup whose first UDP query the BEAM's poll set watches for this
+  # process: the BEAM sends {:select, resource, ref, :ready_input} when the
+  # reply can be read, so it wakes this process directly (no thread of
+  # Caravan's in between); the steps are taken here, each a short NIF call
+  # (Caravan.Native.srv_read/2, srv_tick/1: copies of the query are sent
+  # when due, the bound is kept). Once the reply is in, the lookup ends at
+  # once or goes on in Caravan's runtime, which replies as for any lookup.
+  defp await_started({ref, resource, wait}, timeout, query, early) do
+    polled(ref, resource, wait, System.monotonic_time(:millisecond) + timeout, query, early)
+  end
+
+  defp await_started(ref, timeout, query, early),
+    do: await(:caravan_srv, ref, timeout, query, early)
+
+  defp polled(ref, resource, wait, deadline, query, early) do
+    step =
+      receive do
+        {:select, ^resource, ^ref, :ready_input} -> Caravan.Native.srv_read(resource, ref)
+      after
+        wait -> Caravan.Native.srv_tick(resource)
+      end
+
+    case step do
+      {:wait, ms} ->
+        polled(ref, resource, ms, deadline, query, early)
+
+      {:done, answer} ->
+        # A reply that came as the bound passed: its notice is dropped.
+        receive do
+          {:select, ^resource, ^ref, _} -> answer
+        after
+          0 -> answer
+        end
+
+      :spawned ->
+        left = max(deadline - System.monotonic_time(:millisecond), 0)
+        await(:caravan_srv, ref, left, query, early)
+    end
+  end
 
   # A traced reply carries the lookup's tracing events (Caravan's
   # transport's: the nameservers asked, retries, truncation and the switch to

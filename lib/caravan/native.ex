@@ -177,6 +177,10 @@ defmodule Caravan.Native do
   # nameservers parsed by nameserver/1; timeout_ms bounds the lookup; search
   # {[domain], ndots} completes a relative query ({[], 1}: absolute). Reply:
   # {:caravan_srv, ref, result} (trace: + [line]), after early records if asked.
+  # With select (and no trace), the first UDP query may instead be left to
+  # the caller to wait on: {:ok, {ref, resource, wait_ms}}; the caller then
+  # calls srv_read/2 on {:select, resource, ref, :ready_input} and
+  # srv_tick/1 after wait_ms (Caravan.DNS does).
   @spec srv_lookup(
           String.t(),
           [Caravan.DNS.Options.nameserver()],
@@ -184,10 +188,48 @@ defmodule Caravan.Native do
           Caravan.DNS.Options.node_host(),
           boolean(),
           {[String.t()], non_neg_integer()},
+          boolean(),
           boolean()
-        ) :: {:ok, reference()} | {:error, Caravan.error()}
-  def srv_lookup(query, ns, timeout_ms, node_host, trace, search \\ {[], 1}, early \\ false),
-    do: load_and_call(:srv_lookup, [query, ns, timeout_ms, node_host, trace, search, early])
+        ) ::
+          {:ok, reference() | {reference(), reference(), non_neg_integer()}}
+          | {:error, Caravan.error()}
+  def srv_lookup(
+        query,
+        ns,
+        timeout_ms,
+        node_host,
+        trace,
+        search \\ {[], 1},
+        early \\ false,
+        select \\ false
+      ),
+      do:
+        load_and_call(:srv_lookup, [
+          query,
+          ns,
+          timeout_ms,
+          node_host,
+          trace,
+          search,
+          early,
+          select
+        ])
+
+  # The steps of a lookup srv_lookup/8 left to the caller: {:done, result}
+  # (result as in the {:caravan_srv, ref, result} message), :spawned (that
+  # message will come) or {:wait, ms} (call srv_tick/1 after ms unless
+  # {:select, resource, ref, :ready_input} comes first).
+  @spec srv_read(reference(), reference()) ::
+          {:done, {:ok, [map()]} | {:error, Caravan.error()}}
+          | :spawned
+          | {:wait, non_neg_integer()}
+  def srv_read(resource, ref), do: load_and_call(:srv_read, [resource, ref])
+
+  @spec srv_tick(reference()) ::
+          {:done, {:ok, [map()]} | {:error, Caravan.error()}}
+          | :spawned
+          | {:wait, non_neg_integer()}
+  def srv_tick(resource), do: load_and_call(:srv_tick, [resource])
 
   # A (:inet) or AAAA (:inet6) records of host; the answer comes as
   # {:caravan_host, ref, result} (with trace, the lines as a fourth element).

@@ -73,6 +73,40 @@ defmodule Caravan.NifSafetyTest do
     assert {:ok, [_, _]} = Caravan.DNS.lookup_srv(@query, nameservers: [ns], timeout: 4_000)
   end
 
+  test "callers killed while the BEAM watches their first UDP query give its socket back" do
+    # Caravan.DNS.lookup_srv/2 with one nameserver hands the query's socket
+    # to the BEAM's poll set (enif_select) and waits in the caller. A silent
+    # server keeps 100 callers waiting until they are killed: each socket
+    # must then be closed, with its place under the nameserver's bound on
+    # outstanding queries (100 stays below it, so every caller takes this
+    # path).
+    server = start_supervised!({FaultDns, ip: Loopback.ip(), port: 8724, mode: :silent})
+    ns = FaultDns.nameserver(server)
+
+    assert {:error, {:timeout, _}} =
+             Caravan.DNS.lookup_srv(@query, nameservers: [ns], timeout: 200)
+
+    before = snapshot()
+
+    callers =
+      for _ <- 1..100 do
+        spawn(fn -> Caravan.DNS.lookup_srv(@query, nameservers: [ns], timeout: 30_000) end)
+      end
+
+    # Each caller holds a socket: its query is out.
+    assert eventually(fn -> snapshot().fds >= before.fds + 100 end),
+           "fds: #{snapshot().fds}, before: #{before.fds}"
+
+    Enum.each(callers, &Process.exit(&1, :kill))
+
+    assert eventually(fn -> snapshot().fds <= before.fds + 2 end),
+           "fds after the kill: #{snapshot().fds}, before: #{before.fds}"
+
+    :ok = FaultDns.set_mode(server, :normal)
+    assert {:ok, [_, _]} = Caravan.DNS.lookup_srv(@query, nameservers: [ns], timeout: 4_000)
+    refute_received {:select, _, _, _}
+  end
+
   @tag timeout: 300_000
   @tag :load
   test "100 000 lookups with 1000 in flight leave memory flat" do

@@ -15,12 +15,15 @@ use hickory_resolver::proto::op::Message;
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::domain::usage::{INVALID, ONION};
 use hickory_resolver::proto::rr::rdata::CNAME;
-use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use hickory_resolver::proto::rr::{RData, Record, RecordType};
+
+/// A DNS name as the lookups take it ([`parse_query`] makes one).
+pub use hickory_resolver::proto::rr::Name;
 use tracing::instrument::WithSubscriber;
 
 use crate::error::{LookupError, MAX_CNAME_HOPS};
 use crate::target::{self, NoAddress, NodeHost};
-use crate::transport::{self, Additionals, Answer, Transport, Tries, DNS_PORT};
+use crate::transport::{self, Additionals, Answer, Prior, Transport, Tries, UdpQuery, DNS_PORT};
 
 /// Where and how long to ask. Built by the NIF layer from the options
 /// `Caravan.DNS` validated (the defaults live there, once).
@@ -165,10 +168,48 @@ pub async fn lookup_srv(
     node_host: NodeHost,
     early: &mut (dyn FnMut(Vec<SrvRecord>) + Send + '_),
 ) -> Result<Vec<SrvRecord>, LookupError> {
+    lookup_srv_after(config, name, node_host, early, None).await
+}
+
+/// Sends the first UDP query of [`lookup_srv`] for the caller to wait on
+/// ([`UdpQuery`]), when the lookup has one nameserver (configured, so no
+/// resolv.conf is read): the query for the name's first search candidate.
+/// Once its reply is read, [`lookup_srv_after`] goes on from it. `Ok(None)`
+/// when the lookup must run whole ([`UdpQuery::send`]'s cases, or more
+/// than one nameserver). Errors: as [`UdpQuery::send`].
+pub fn send_first_srv_query(
+    config: &LookupConfig,
+    name: &Name,
+) -> Result<Option<UdpQuery>, LookupError> {
+    let [server] = config.nameservers[..] else {
+        return Ok(None);
+    };
+    let servers = Servers::for_config(config)?;
+    let Some(first) = servers.candidates(name).into_iter().next() else {
+        return Ok(None);
+    };
+    UdpQuery::send(
+        server,
+        &first,
+        RecordType::SRV,
+        Tries::for_servers(config.timeout, 1),
+    )
+}
+
+/// [`lookup_srv`], taking `prior` (the reply [`send_first_srv_query`]'s
+/// query got) as the reply to its first UDP query, which is not sent
+/// again. `config.timeout` bounds what is left of the lookup.
+pub async fn lookup_srv_after(
+    config: &LookupConfig,
+    name: Name,
+    node_host: NodeHost,
+    early: &mut (dyn FnMut(Vec<SrvRecord>) + Send + '_),
+    prior: Option<Prior>,
+) -> Result<Vec<SrvRecord>, LookupError> {
     tracing::debug!(query = %name, nameservers = ?config.nameservers, timeout = ?config.timeout, ?node_host, "SRV lookup");
     let result = tokio::time::timeout(
         config.timeout,
-        lookup_srv_unbounded(config, name, node_host, early),
+        lookup_srv_unbounded(config, name, node_host, early, prior),
     )
     .await
     .map_err(|_| LookupError::Timeout)
@@ -185,6 +226,7 @@ async fn lookup_srv_unbounded(
     name: Name,
     node_host: NodeHost,
     early: &mut (dyn FnMut(Vec<SrvRecord>) + Send + '_),
+    mut prior: Option<Prior>,
 ) -> Result<Vec<SrvRecord>, LookupError> {
     let servers = Servers::for_config(config)?;
     let tries = Tries::for_servers(config.timeout, servers.addrs.len());
@@ -197,8 +239,15 @@ async fn lookup_srv_unbounded(
             early(records);
         }
     };
-    let (answered, answer) =
-        first_answer(&servers, &name, RecordType::SRV, tries, &mut doubted).await?;
+    let (answered, answer) = first_answer(
+        &servers,
+        &name,
+        RecordType::SRV,
+        tries,
+        &mut doubted,
+        &mut prior,
+    )
+    .await?;
     let completed = !answered.eq_ignore_root(&name);
     let answered = completed.then(|| target_name(&answered));
     let transport = answer.transport;
@@ -272,6 +321,7 @@ async fn first_answer(
     record_type: RecordType,
     tries: Tries,
     early: &mut (dyn FnMut(&Name, &Message) + Send + '_),
+    prior: &mut Option<Prior>,
 ) -> Result<(Name, Answer), LookupError> {
     let mut last = LookupError::NoData;
     for candidate in servers.candidates(name) {
@@ -282,6 +332,7 @@ async fn first_answer(
             record_type,
             tries,
             &mut doubted,
+            &mut *prior,
         )
         .await
         {
@@ -385,6 +436,7 @@ async fn answer(
     record_type: RecordType,
     tries: Tries,
     early: &mut (dyn FnMut(&Message) + Send + '_),
+    prior: &mut Option<Prior>,
 ) -> Result<Answer, LookupError> {
     let mut chain = vec![name];
     loop {
@@ -392,7 +444,15 @@ async fn answer(
             .last()
             .expect("the chain starts with the name")
             .clone();
-        let answer = ask_each(servers, &current, record_type, tries, &mut *early).await?;
+        let answer = ask_each(
+            servers,
+            &current,
+            record_type,
+            tries,
+            &mut *early,
+            &mut *prior,
+        )
+        .await?;
         if answer.message.metadata.response_code == ResponseCode::NXDomain {
             return Err(LookupError::NxDomain);
         }
@@ -439,10 +499,13 @@ async fn ask_each(
     record_type: RecordType,
     tries: Tries,
     early: &mut (dyn FnMut(&Message) + Send + '_),
+    prior: &mut Option<Prior>,
 ) -> Result<Answer, LookupError> {
     let mut last = LookupError::Config("no nameservers to ask".into());
     for server in servers {
-        match transport::query_early(*server, name, record_type, tries, &mut *early).await {
+        match transport::query_early(*server, name, record_type, tries, &mut *early, &mut *prior)
+            .await
+        {
             Ok(answer) => return Ok(answer),
             Err(err) => {
                 tracing::debug!(%server, %name, error = %err, "nameserver failed");
@@ -532,7 +595,16 @@ async fn resolve_family(
     let tries = Tries::for_servers(bound, servers.addrs.len());
     let mut last = LookupError::NoData;
     for candidate in servers.candidates(name) {
-        match answer(&servers.addrs, candidate, record_type, tries, &mut |_| {}).await {
+        match answer(
+            &servers.addrs,
+            candidate,
+            record_type,
+            tries,
+            &mut |_| {},
+            &mut None,
+        )
+        .await
+        {
             Ok(answer) => {
                 // The answer may also hold the CNAMEs that led to the address.
                 let found: Vec<IpAddr> = answer
@@ -832,6 +904,56 @@ mod tests {
             }
             _ => Some((ResponseCode::NXDomain, vec![])),
         }
+    }
+
+    #[tokio::test]
+    async fn a_lookup_goes_on_from_the_reply_its_caller_waited_for() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static ASKED: AtomicUsize = AtomicUsize::new(0);
+        fn counted(name: &str, record_type: RecordType) -> Option<(ResponseCode, Vec<Record>)> {
+            ASKED.fetch_add(1, Ordering::SeqCst);
+            match (name, record_type) {
+                ("web.service.consul.", RecordType::SRV) => Some((
+                    ResponseCode::NoError,
+                    vec![srv(name, "web1.node.dc1.consul.")],
+                )),
+                _ => Some((ResponseCode::NXDomain, vec![])),
+            }
+        }
+        let ns = nameserver(counted).await;
+        let name = Name::from_ascii("web.service.consul").unwrap();
+        let mut query = send_first_srv_query(&config(vec![ns]), &name)
+            .unwrap()
+            .expect("one nameserver: the query is the caller's to wait on");
+        let mut prior = None;
+        for _ in 0..400 {
+            prior = query.read().unwrap();
+            if prior.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let records = lookup_srv_after(
+            &config(vec![ns]),
+            name.clone(),
+            NodeHost::Target,
+            &mut |_| {},
+            Some(prior.expect("a reply within 2 s")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].target, "web1.node.dc1.consul");
+        assert_eq!(records[0].transport, Transport::Udp);
+        assert_eq!(
+            ASKED.load(Ordering::SeqCst),
+            1,
+            "the query was not asked again"
+        );
+        // With more than one nameserver the lookup runs whole.
+        assert!(send_first_srv_query(&config(vec![ns, ns]), &name)
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]

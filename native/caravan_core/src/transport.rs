@@ -15,6 +15,11 @@
 //!   with another message id or question are ignored (RFC 5452 9.1);
 //! - TCP (RFC 7766) on a fresh connection per query, closed as soon as the
 //!   answer is read.
+//!
+//! A query's first UDP exchange can also be waited for by the caller
+//! ([`UdpQuery`]: the NIF has the BEAM's poll set watch the socket), with
+//! the same sockets, copies and reply matching; the lookup then goes on
+//! from its reply ([`Prior`]).
 
 pub mod tcp_first;
 pub mod trim;
@@ -135,7 +140,7 @@ pub async fn query(
     record_type: RecordType,
     tries: Tries,
 ) -> Result<Answer, LookupError> {
-    query_early(server, name, record_type, tries, &mut |_| {}).await
+    query_early(server, name, record_type, tries, &mut |_| {}, &mut None).await
 }
 
 /// [`query`], handing a UDP answer that is doubted (truncated or maybe
@@ -143,15 +148,35 @@ pub async fn query(
 /// instances, though maybe not all of them, so the caller can act on them
 /// while the complete answer comes. The returned answer is still only ever
 /// the complete one (or an error).
+///
+/// A `prior` reply for this query at this server ([`UdpQuery`]) is taken
+/// as the UDP exchange's reply (and taken out of `prior`): nothing more is
+/// sent over UDP.
 pub async fn query_early(
     server: SocketAddr,
     name: &Name,
     record_type: RecordType,
     tries: Tries,
     early: &mut (dyn FnMut(&Message) + Send + '_),
+    prior: &mut Option<Prior>,
 ) -> Result<Answer, LookupError> {
-    let request = request(name, record_type);
     let key = Key::new(server, &name.to_ascii(), u16::from(record_type));
+    if let Some(prior) =
+        prior.take_if(|p| p.server == server && p.record_type == record_type && p.name == *name)
+    {
+        return udp_answered(
+            server,
+            name,
+            record_type,
+            tries,
+            early,
+            key,
+            &prior.request,
+            &prior.reply,
+        )
+        .await;
+    }
+    let request = request(name, record_type);
     let remembered = TCP_FIRST.lock().lookup(&key, Instant::now());
     if let Some(entry) = remembered {
         tracing::debug!(%server, %name, "the last answer needed TCP; asking over TCP directly");
@@ -173,7 +198,23 @@ pub async fn query_early(
         udp_exchange(server, &request, tries.retransmit, tries.udp),
     )
     .await?;
-    let (message, size) = parse(server, &request, &udp)?;
+    udp_answered(server, name, record_type, tries, early, key, &request, &udp).await
+}
+
+/// The rest of [`query_early`] once the UDP reply `udp` to `request` is in:
+/// the answer, or, when it is doubted, the complete one over TCP.
+#[allow(clippy::too_many_arguments)] // query_early's, and what it made
+async fn udp_answered(
+    server: SocketAddr,
+    name: &Name,
+    record_type: RecordType,
+    tries: Tries,
+    early: &mut (dyn FnMut(&Message) + Send + '_),
+    key: Key,
+    request: &Message,
+    udp: &[u8],
+) -> Result<Answer, LookupError> {
+    let (message, size) = parse(server, request, udp)?;
     let has_opt = message.edns.is_some();
     let doubt = if record_type == RecordType::SRV {
         trim::may_be_trimmed(&shape(&message, size), EDNS_PAYLOAD_LEN)
@@ -204,16 +245,159 @@ pub async fn query_early(
         ),
     }
     early(&message);
-    ask_tcp(
-        server,
-        &request,
-        tries.tcp,
-        key,
-        record_type,
-        has_opt,
-        doubt,
-    )
-    .await
+    ask_tcp(server, request, tries.tcp, key, record_type, has_opt, doubt).await
+}
+
+/// A query's first UDP exchange, for a caller that does its own waiting:
+/// the NIF, which has the BEAM's poll set watch the socket (`enif_select`)
+/// so that the reply wakes the calling process directly, with no thread
+/// of Caravan's in between. [`UdpQuery::send`] sends the query;
+/// [`UdpQuery::read`] takes the reply when the socket is readable and
+/// [`UdpQuery::tick`] sends the copies [`udp_exchange`] would send, when
+/// it would send them. The reply goes on as a [`Prior`] into the lookup,
+/// which judges it as it judges any UDP reply (the trim rules, TCP, CNAMEs).
+pub struct UdpQuery {
+    server: SocketAddr,
+    name: Name,
+    record_type: RecordType,
+    request: Message,
+    bytes: Vec<u8>,
+    lease: Option<udp_pool::StdLease>,
+    sent: u32,
+    next_send: Option<Instant>,
+    deadline: Instant,
+    retransmit: Duration,
+}
+
+/// A reply already received for a query's first UDP exchange
+/// ([`UdpQuery::read`]), for [`query_early`] to take.
+pub struct Prior {
+    server: SocketAddr,
+    name: Name,
+    record_type: RecordType,
+    request: Message,
+    reply: Vec<u8>,
+}
+
+impl UdpQuery {
+    /// Sends the `record_type` query for `name` to `server` on a socket
+    /// from the nameserver's pool, as the first step of [`query`] would
+    /// (`tries.udp` bounds the exchange, `tries.retransmit` paces the
+    /// copies, [`resend_wait`]).
+    ///
+    /// `Ok(None)` when the query must take [`query`]'s own path: it goes
+    /// straight to TCP ([`tcp_first`]), or [`udp_pool::MAX_OUTSTANDING`]
+    /// queries to `server` are outstanding. Errors: [`LookupError::Transport`]
+    /// (no socket, or the send failed; the message names `server`).
+    pub fn send(
+        server: SocketAddr,
+        name: &Name,
+        record_type: RecordType,
+        tries: Tries,
+    ) -> Result<Option<Self>, LookupError> {
+        let key = Key::new(server, &name.to_ascii(), u16::from(record_type));
+        let now = Instant::now();
+        if TCP_FIRST.lock().lookup(&key, now).is_some() {
+            return Ok(None);
+        }
+        let failed = |err: std::io::Error| {
+            LookupError::Transport(format!("UDP to {server}: {}", io_reason(&err)))
+        };
+        let Some(lease) = udp_pool::try_lease_std(server).map_err(failed)? else {
+            return Ok(None);
+        };
+        let request = request(name, record_type);
+        let bytes = encode(&request).map_err(failed)?;
+        let mut query = Self {
+            server,
+            name: name.clone(),
+            record_type,
+            request,
+            bytes,
+            lease: Some(lease),
+            sent: 0,
+            next_send: Some(now),
+            deadline: now + tries.udp,
+            retransmit: tries.retransmit.max(Duration::from_millis(20)),
+        };
+        query.tick(now)?;
+        Ok(Some(query))
+    }
+
+    /// The socket's file descriptor, for the caller to wait on (readable).
+    /// Valid until the lease is taken ([`UdpQuery::take_lease`]).
+    pub fn fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.lease.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Reads what has arrived on the socket, without blocking: `Ok(Some)`
+    /// the reply (datagrams for other queries are dropped, as [`query`]
+    /// drops them), `Ok(None)` no reply yet. Errors:
+    /// [`LookupError::Transport`] (the nameserver's port refused the query;
+    /// the message names `server`).
+    pub fn read(&mut self) -> Result<Option<Prior>, LookupError> {
+        let Some(lease) = self.lease.as_mut() else {
+            return Ok(None);
+        };
+        loop {
+            match lease.socket.recv(&mut lease.buf) {
+                Ok(len) if answers(&self.bytes, &lease.buf[..len]) => {
+                    return Ok(Some(Prior {
+                        server: self.server,
+                        name: self.name.clone(),
+                        record_type: self.record_type,
+                        request: self.request.clone(),
+                        reply: lease.buf[..len].to_vec(),
+                    }));
+                }
+                Ok(_) => continue,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    return Err(LookupError::Transport(format!(
+                        "UDP to {}: {}",
+                        self.server,
+                        io_reason(&err)
+                    )))
+                }
+            }
+        }
+    }
+
+    /// At `now`: sends the copy that is due, if one is, as
+    /// [`udp_exchange`] does. Returns how long to wait before the next
+    /// call. Errors: [`LookupError::Timeout`] once the UDP bound has
+    /// passed; [`LookupError::Transport`] when a send fails.
+    pub fn tick(&mut self, now: Instant) -> Result<Duration, LookupError> {
+        if now >= self.deadline {
+            return Err(LookupError::Timeout);
+        }
+        if self.next_send.is_some_and(|at| at <= now) {
+            if let Some(lease) = &self.lease {
+                if let Err(err) = lease.socket.send(&self.bytes) {
+                    return Err(LookupError::Transport(format!(
+                        "UDP to {}: {}",
+                        self.server,
+                        io_reason(&err)
+                    )));
+                }
+            }
+            self.sent += 1;
+            self.next_send = now
+                .checked_add(resend_wait(self.retransmit, self.sent))
+                .filter(|at| *at < self.deadline);
+        }
+        let next = self.next_send.unwrap_or(self.deadline).min(self.deadline);
+        Ok(next.saturating_duration_since(now))
+    }
+
+    /// The socket's lease, taken out (once): the caller keeps it until the
+    /// BEAM has stopped watching the socket, then keeps it in the pool
+    /// ([`udp_pool::StdLease::keep`], after a reply) or drops it (closed).
+    pub fn take_lease(&mut self) -> Option<udp_pool::StdLease> {
+        self.lease.take()
+    }
 }
 
 /// The TCP exchange of a query, asked straight away or after a doubted UDP
@@ -410,24 +594,28 @@ async fn udp_exchange(
     Ok(reply)
 }
 
-/// The next datagram on `socket` that carries `query`'s id (`query`
-/// encoded) and is not a well-formed reply to another question (a late
-/// reply to a resent copy of the socket's last query, whose id matched by
-/// chance; names compared without case); others are dropped. A malformed
-/// datagram with the id is returned, for the parser to reject.
+/// The next datagram on `socket` that is a reply to `query` ([`answers`]);
+/// others are dropped.
 async fn reply_to(socket: &UdpSocket, query: &[u8], buf: &mut [u8]) -> std::io::Result<Vec<u8>> {
-    let question = question_of(query);
     loop {
         let len = socket.recv(buf).await?;
-        let reply = &buf[..len];
-        let other_question = reply.get(4..6) == Some(&[0, 1]) && {
-            let asked = question_of(reply);
-            !asked.is_empty() && !asked.eq_ignore_ascii_case(question)
-        };
-        if len >= 2 && reply[..2] == query[..2] && !other_question {
-            return Ok(reply.to_vec());
+        if answers(query, &buf[..len]) {
+            return Ok(buf[..len].to_vec());
         }
     }
+}
+
+/// Whether `datagram` is taken as the reply to `query` (encoded): it
+/// carries the query's id and is not a well-formed reply to another
+/// question (a late reply to a resent copy of the socket's last query,
+/// whose id matched by chance; names compared without case). A malformed
+/// datagram with the id is taken, for the parser to reject.
+fn answers(query: &[u8], datagram: &[u8]) -> bool {
+    let other_question = datagram.get(4..6) == Some(&[0, 1]) && {
+        let asked = question_of(datagram);
+        !asked.is_empty() && !asked.eq_ignore_ascii_case(question_of(query))
+    };
+    datagram.len() >= 2 && datagram[..2] == query[..2] && !other_question
 }
 
 /// The question section of an encoded message with one question (header
@@ -839,6 +1027,118 @@ mod tests {
             let answer = query(addr, &name, RecordType::SRV, tries).await.unwrap();
             assert_eq!(answer.message.queries[0].name(), &name);
         }
+    }
+
+    /// A query with the given bounds, for the [`UdpQuery`] tests.
+    fn polled(server: SocketAddr, name: &str, udp: u64, retransmit: u64) -> UdpQuery {
+        let name = Name::from_ascii(name).unwrap();
+        let tries = Tries {
+            udp: Duration::from_secs(udp),
+            retransmit: Duration::from_secs(retransmit),
+            tcp: Duration::from_secs(udp),
+        };
+        UdpQuery::send(server, &name, RecordType::SRV, tries)
+            .unwrap()
+            .expect("a query on UDP")
+    }
+
+    /// The datagrams waiting on `socket` (non-blocking).
+    fn datagrams(socket: &std::net::UdpSocket) -> Vec<(Vec<u8>, SocketAddr)> {
+        socket.set_nonblocking(true).unwrap();
+        let mut buf = vec![0u8; 512];
+        std::iter::from_fn(|| {
+            socket
+                .recv_from(&mut buf)
+                .ok()
+                .map(|(len, from)| (buf[..len].to_vec(), from))
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_query_polled_by_its_caller_sends_its_copies_when_query_would() {
+        // Bounds far above the test's own run time, and explicit instants:
+        // each copy is due exactly when udp_exchange would send it.
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut query = polled(server.local_addr().unwrap(), "web.service.consul.", 60, 10);
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            datagrams(&server).len(),
+            1,
+            "the first copy goes out at once"
+        );
+        let wait = query.tick(t0).unwrap();
+        assert!(wait <= Duration::from_secs(10) && wait > Duration::from_secs(9));
+        let copies = |query: &mut UdpQuery, at: u64| {
+            query.tick(t0 + Duration::from_secs(at)).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            datagrams(&server).len()
+        };
+        assert_eq!(
+            copies(&mut query, 10),
+            1,
+            "the first resend, after retransmit"
+        );
+        assert_eq!(copies(&mut query, 20), 0, "the wait doubles");
+        assert_eq!(
+            copies(&mut query, 30),
+            1,
+            "the second resend, 20 s after the first"
+        );
+        // The next would be at 70 s, past the 60 s bound: none is sent.
+        assert_eq!(copies(&mut query, 59), 0);
+        let err = query.tick(t0 + Duration::from_secs(61)).unwrap_err();
+        assert_eq!(err.kind(), "timeout");
+    }
+
+    #[test]
+    fn a_query_polled_by_its_caller_takes_only_its_reply() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut query = polled(server.local_addr().unwrap(), "web.service.consul.", 60, 10);
+        assert!(query.read().unwrap().is_none(), "nothing has come yet");
+        std::thread::sleep(Duration::from_millis(20));
+        let (bytes, from) = datagrams(&server).pop().unwrap();
+        let asked = Message::from_vec(&bytes).unwrap();
+        let reply = |id: u16, name: &str| {
+            let mut reply = Message::response(id, asked.metadata.op_code);
+            reply.add_query(Query::query(
+                Name::from_ascii(name).unwrap(),
+                RecordType::SRV,
+            ));
+            reply.to_vec().unwrap()
+        };
+        // Another id, and the query's id for another question: dropped.
+        let id = asked.metadata.id;
+        server
+            .send_to(&reply(id.wrapping_add(1), "web.service.consul."), from)
+            .unwrap();
+        server
+            .send_to(&reply(id, "other.service.consul."), from)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(query.read().unwrap().is_none());
+        server
+            .send_to(&reply(id, "WEB.service.consul."), from)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let prior = query.read().unwrap().expect("the reply");
+        assert_eq!(prior.request.metadata.id, id);
+        assert_eq!(prior.server, server.local_addr().unwrap());
+    }
+
+    #[test]
+    fn a_query_polled_by_its_caller_hears_a_refusal_at_once() {
+        // A port nothing listens on: the ICMP error comes back on the
+        // connected socket.
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let mut query = polled(addr, "web.service.consul.", 60, 10);
+        std::thread::sleep(Duration::from_millis(20));
+        let err = query.read().err().expect("refused");
+        assert_eq!(err.kind(), "transport");
+        assert!(err.to_string().contains("connection refused"), "{err}");
     }
 
     #[test]

@@ -4,12 +4,13 @@
 //! encode the answer. The logic lives in `caravan_core::node_name` (the port
 //! rule) and `caravan_core::resolver` (SRV and host lookups), both unit-tested without
 //! a BEAM; `terms` converts terms, `runtime` runs lookups off the
-//! schedulers. NIFs return `Result<T, KindError>`, which rustler encodes as
+//! schedulers, `select` has the BEAM watch a lookup's first UDP socket. NIFs return `Result<T, KindError>`, which rustler encodes as
 //! `{:ok, t} | {:error, {kind, message}}`.
 
 #![warn(missing_docs, unreachable_pub)]
 
 mod runtime;
+mod select;
 mod terms;
 
 use std::time::Duration;
@@ -82,7 +83,7 @@ fn listen_port(node: Term) -> Result<u16, KindError> {
     with_node_name(node, node_name::listen_port)
 }
 
-/// `srv_lookup(query, nameservers, timeout_ms, node_host, trace, search, early) :: {:ok, ref} | {:error, {kind, message}}`
+/// `srv_lookup(query, nameservers, timeout_ms, node_host, trace, search, early, select) :: {:ok, ref | {ref, resource, wait_ms}} | {:error, {kind, message}}`
 ///
 /// `nameservers` are `{ip_tuple, port}` as `nameserver/1` returns them;
 /// `search` is `{[domain], ndots}` (`{[], 1}`: the query is absolute);
@@ -95,6 +96,10 @@ fn listen_port(node: Term) -> Result<u16, KindError> {
 /// `{:caravan_srv_early, ref, [record]}` (its records, possibly not all of
 /// them) before the complete answer is asked over TCP; at most one such
 /// message per nameserver asked, always before the `:caravan_srv` reply.
+/// With `select` true and `trace` false, a lookup with one nameserver may
+/// instead answer `{:ok, {ref, resource, wait_ms}}`: its first UDP query is
+/// out and the BEAM watches its socket for the caller, who takes the next
+/// steps (`srv_read/2`, `srv_tick/1`; see `select`).
 #[rustler::nif]
 #[allow(clippy::too_many_arguments)] // one per argument of the Elixir call
 fn srv_lookup<'a>(
@@ -106,6 +111,7 @@ fn srv_lookup<'a>(
     trace: bool,
     search: SearchTerm,
     early: bool,
+    select: bool,
 ) -> Result<Term<'a>, KindError> {
     // Bad arguments are answered at once, before anything is spawned.
     let config = lookup_config(nameservers, search.0, timeout_ms);
@@ -119,6 +125,11 @@ fn srv_lookup<'a>(
             kind: "invalid_option",
             message,
         })?;
+    if select && !trace {
+        if let Some(started) = select::start(env, &config, &name, mode, early)? {
+            return Ok(started);
+        }
+    }
     let reference = env.make_ref().encode(env);
     let mut early = early.then(|| runtime::Early::new(env, reference, atoms::caravan_srv_early()));
     spawn_lookup(env, reference, atoms::caravan_srv(), trace, async move {
@@ -130,6 +141,25 @@ fn srv_lookup<'a>(
         let records = resolver::lookup_srv(&config, name, mode, &mut send_early).await?;
         Ok(records.into_iter().map(SrvTerm::from).collect::<Vec<_>>())
     })
+}
+
+/// `srv_read(resource, ref)`: the step of a lookup started with `select`
+/// once the BEAM sent `{:select, resource, ref, :ready_input}`; see
+/// `select::read`.
+#[rustler::nif]
+fn srv_read<'a>(
+    env: Env<'a>,
+    resource: Term<'a>,
+    reference: Term<'a>,
+) -> rustler::NifResult<Term<'a>> {
+    select::read(env, resource, reference)
+}
+
+/// `srv_tick(resource)`: the step of a lookup started with `select` once
+/// its wait has passed; see `select::tick`.
+#[rustler::nif]
+fn srv_tick<'a>(env: Env<'a>, resource: Term<'a>) -> rustler::NifResult<Term<'a>> {
+    select::tick(env, resource)
 }
 
 /// `host_lookup(host, family, nameservers, timeout_ms, trace) :: {:ok, ref} | {:error, {kind, message}}`
@@ -286,4 +316,9 @@ mod test_hooks {
     }
 }
 
-rustler::init!("Elixir.Caravan.Native");
+/// Registers the resource type of the BEAM-watched lookups (`select`).
+fn load(env: Env, _info: Term) -> bool {
+    select::register(env)
+}
+
+rustler::init!("Elixir.Caravan.Native", load = load);

@@ -131,11 +131,48 @@ where
     T: Encoder + Send + 'static,
     Tag: Encoder + Send + 'static,
 {
+    start(env, reference, tag, trace, work, None::<fn()>)?;
+    Ok(reference)
+}
+
+/// [`spawn_reply`] without a trace, except that `work` finishing in its
+/// first step (on the caller's thread) is returned here, encoded, and no
+/// message is sent: `Some(result)` then, `None` when the rest was spawned
+/// (the message will come). `pending` runs between that first step and
+/// the spawn, when the work goes on (to send what must come before the
+/// reply).
+pub(crate) fn run_or_spawn<'a, W, T, Tag>(
+    env: Env<'a>,
+    reference: Term<'a>,
+    tag: Tag,
+    work: W,
+    pending: impl FnOnce(),
+) -> Result<Option<Term<'a>>, String>
+where
+    W: Future<Output = T> + Send + 'static,
+    T: Encoder + Send + 'static,
+    Tag: Encoder + Send + 'static,
+{
+    Ok(start(env, reference, tag, false, work, Some(pending))?.map(|reply| reply.encode(env)))
+}
+
+/// Runs `work`'s first step here and spawns the rest; with `inline`, a
+/// first step that finishes the work is returned instead of sent, and
+/// `inline` runs before a spawn.
+fn start<'a, W, T, Tag>(
+    env: Env<'a>,
+    reference: Term<'a>,
+    tag: Tag,
+    trace: bool,
+    work: W,
+    inline: Option<impl FnOnce()>,
+) -> Result<Option<Reply<T>>, String>
+where
+    W: Future<Output = T> + Send + 'static,
+    T: Encoder + Send + 'static,
+    Tag: Encoder + Send + 'static,
+{
     let runtime = RUNTIME.as_ref().map_err(Clone::clone)?;
-    let pid = env.pid();
-    let mut owned = OwnedEnv::new();
-    let saved = owned.save(reference);
-    let in_flight = InFlight::enter();
     let collector = trace.then(Collector::new);
     let work: Pin<Box<dyn Future<Output = T> + Send>> = match &collector {
         Some(collector) => Box::pin(work.with_subscriber(collector.dispatch())),
@@ -151,16 +188,23 @@ where
         let _runtime = runtime.enter();
         Pin::new(&mut work).poll(&mut Context::from_waker(Waker::noop()))
     };
+    if let Some(pending) = inline {
+        if let Poll::Ready(caught) = first {
+            return Ok(Some(reply_of(caught)));
+        }
+        pending();
+    }
+    let pid = env.pid();
+    let mut owned = OwnedEnv::new();
+    let saved = owned.save(reference);
+    let in_flight = InFlight::enter();
     runtime.spawn(async move {
         let _in_flight = in_flight;
         let caught = match first {
             Poll::Ready(caught) => caught,
             Poll::Pending => work.await,
         };
-        let result = match caught {
-            Ok(result) => Reply::Done(result),
-            Err(payload) => Reply::Panicked(panic_message(payload)),
-        };
+        let result = reply_of(caught);
         let lines = collector.map(|collector| collector.lines());
         // An Err here means the caller is gone; nothing is waiting for it.
         let _ = owned.send_and_clear(&pid, |msg_env| {
@@ -171,7 +215,14 @@ where
             }
         });
     });
-    Ok(reference)
+    Ok(None)
+}
+
+fn reply_of<T>(caught: Result<T, Box<dyn Any + Send>>) -> Reply<T> {
+    match caught {
+        Ok(result) => Reply::Done(result),
+        Err(payload) => Reply::Panicked(panic_message(payload)),
+    }
 }
 
 /// One message sent to the caller of a NIF before its reply, from the

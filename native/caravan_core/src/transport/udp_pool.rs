@@ -12,6 +12,10 @@
 //! exchange drops by id and question ([`super::reply_to`]); an error left
 //! pending on it by a late ICMP message is cleared when it is taken.
 //!
+//! A query waited for outside tokio ([`super::UdpQuery`]) takes its socket
+//! as a [`StdLease`], never registered with tokio's reactor, and does not
+//! wait for a place under the bound: with none free it takes tokio's path.
+//!
 //! The bound ([`MAX_OUTSTANDING`] per nameserver) keeps a burst of lookups
 //! from overflowing the server's receive buffer: a dropped query costs its
 //! lookup a resend interval, a query that waits here only the time it
@@ -95,8 +99,38 @@ pub(super) struct Lease {
 /// [`MAX_OUTSTANDING`] queries to `server` are outstanding. Must run inside
 /// a tokio runtime (the socket is registered with its reactor).
 pub(super) async fn lease(server: SocketAddr) -> std::io::Result<Lease> {
-    let permits = POOL
-        .lock()
+    let permit = permits(server)
+        .acquire_owned()
+        .await
+        .expect("the pool never closes its semaphores");
+    let (socket, buf) = socket_for(server)?;
+    Ok(Lease {
+        socket: tokio::net::UdpSocket::from_std(socket)?,
+        buf,
+        server,
+        _permit: permit,
+    })
+}
+
+/// [`lease`] for a query whose reply is waited for outside tokio
+/// ([`super::UdpQuery`]): `Ok(None)` at once, without waiting, while
+/// [`MAX_OUTSTANDING`] queries to `server` are outstanding.
+pub(super) fn try_lease_std(server: SocketAddr) -> std::io::Result<Option<StdLease>> {
+    let Ok(permit) = permits(server).try_acquire_owned() else {
+        return Ok(None);
+    };
+    let (socket, buf) = socket_for(server)?;
+    Ok(Some(StdLease {
+        socket,
+        buf,
+        server,
+        _permit: permit,
+    }))
+}
+
+/// The bound on `server`'s outstanding queries, made on first use.
+fn permits(server: SocketAddr) -> Arc<Semaphore> {
+    POOL.lock()
         .servers
         .entry(server)
         .or_insert_with(|| Server {
@@ -104,35 +138,64 @@ pub(super) async fn lease(server: SocketAddr) -> std::io::Result<Lease> {
             idle: Vec::new(),
         })
         .permits
-        .clone();
-    let permit = permits
-        .acquire_owned()
-        .await
-        .expect("the pool never closes its semaphores");
+        .clone()
+}
+
+/// A kept socket connected to `server` (its pending error cleared) or a
+/// new one, with its receive buffer; for the holder of a permit.
+fn socket_for(server: SocketAddr) -> std::io::Result<(std::net::UdpSocket, Box<[u8]>)> {
     let idle = POOL
         .lock()
         .servers
         .get_mut(&server)
         .and_then(|entry| entry.idle.pop());
-    let Idle { socket, buf, .. } = match idle {
+    match idle {
         Some(idle) => {
             // An ICMP error for a resent copy of the last query must not
             // fail this one.
             let _ = idle.socket.take_error();
-            idle
+            Ok((idle.socket, idle.buf))
         }
-        None => Idle {
-            socket: connected(server)?,
-            buf: vec![0u8; BUFFER].into_boxed_slice(),
-            since: Instant::now(),
-        },
-    };
-    Ok(Lease {
-        socket: tokio::net::UdpSocket::from_std(socket)?,
-        buf,
-        server,
-        _permit: permit,
-    })
+        None => Ok((connected(server)?, vec![0u8; BUFFER].into_boxed_slice())),
+    }
+}
+
+/// Puts a socket whose exchange got its reply back in `server`'s pool.
+fn put_back(server: SocketAddr, socket: std::net::UdpSocket, buf: Box<[u8]>) {
+    let now = Instant::now();
+    let mut pool = POOL.lock();
+    if let Some(entry) = pool.servers.get_mut(&server) {
+        entry.idle.push(Idle {
+            socket,
+            buf,
+            since: now,
+        });
+    }
+    pool.sweep(now);
+}
+
+/// A [`Lease`] whose socket is not registered with tokio's reactor: the
+/// caller waits for its reply (the NIF, through the BEAM's own poll set).
+/// Dropped, the socket is closed; [`StdLease::keep`] puts it back.
+pub struct StdLease {
+    pub(super) socket: std::net::UdpSocket,
+    pub(super) buf: Box<[u8]>,
+    server: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl StdLease {
+    /// Puts the socket back in its nameserver's pool (its exchange got its
+    /// reply).
+    pub fn keep(self) {
+        put_back(self.server, self.socket, self.buf);
+    }
+}
+
+impl std::os::fd::AsRawFd for StdLease {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_raw_fd()
+    }
 }
 
 fn connected(server: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
@@ -157,16 +220,7 @@ impl Lease {
             _permit,
         } = self;
         if let Ok(socket) = socket.into_std() {
-            let now = Instant::now();
-            let mut pool = POOL.lock();
-            if let Some(entry) = pool.servers.get_mut(&server) {
-                entry.idle.push(Idle {
-                    socket,
-                    buf,
-                    since: now,
-                });
-            }
-            pool.sweep(now);
+            put_back(server, socket, buf);
         }
     }
 }
