@@ -81,6 +81,13 @@ defmodule Caravan.DNS do
 
   Returns `{:ok, [record]}` (at least one record) or `{:error, {kind, message}}`
   (see the module doc). Returns within `:timeout` ms plus a short grace.
+
+  With one nameserver the calling process waits for the first UDP reply
+  itself: the BEAM sends it `{:select, resource, ref, :ready_input}` when
+  the reply can be read, and this function takes it from the mailbox. A
+  reply that arrives just as the bound passes can leave one such message
+  behind (the lookup has already returned its timeout); a process that
+  logs unexpected messages may see it.
   """
   @spec lookup_srv(String.t(), keyword()) :: {:ok, [srv_record()]} | {:error, reason()}
   def lookup_srv(query, opts \\ []) do
