@@ -226,9 +226,7 @@ defmodule Caravan.Native do
   def srv_read(resource, ref), do: load_and_call(:srv_read, [resource, ref])
 
   @spec srv_tick(reference()) ::
-          {:done, {:ok, [map()]} | {:error, Caravan.error()}}
-          | :spawned
-          | {:wait, non_neg_integer()}
+          {:done, {:ok, [map()]} | {:error, Caravan.error()}} | {:wait, non_neg_integer()}
   def srv_tick(resource), do: load_and_call(:srv_tick, [resource])
 
   # A (:inet) or AAAA (:inet6) records of host; the answer comes as

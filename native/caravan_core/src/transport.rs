@@ -300,9 +300,7 @@ impl UdpQuery {
         if TCP_FIRST.lock().lookup(&key, now).is_some() {
             return Ok(None);
         }
-        let failed = |err: std::io::Error| {
-            LookupError::Transport(format!("UDP to {server}: {}", io_reason(&err)))
-        };
+        let failed = |err: std::io::Error| io_failure("UDP", server, &err);
         let Some(lease) = udp_pool::try_lease_std(server).map_err(failed)? else {
             return Ok(None);
         };
@@ -354,13 +352,7 @@ impl UdpQuery {
                 Ok(_) => continue,
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(err) => {
-                    return Err(LookupError::Transport(format!(
-                        "UDP to {}: {}",
-                        self.server,
-                        io_reason(&err)
-                    )))
-                }
+                Err(err) => return Err(io_failure("UDP", self.server, &err)),
             }
         }
     }
@@ -376,11 +368,7 @@ impl UdpQuery {
         if self.next_send.is_some_and(|at| at <= now) {
             if let Some(lease) = &self.lease {
                 if let Err(err) = lease.socket.send(&self.bytes) {
-                    return Err(LookupError::Transport(format!(
-                        "UDP to {}: {}",
-                        self.server,
-                        io_reason(&err)
-                    )));
+                    return Err(io_failure("UDP", self.server, &err));
                 }
             }
             self.sent += 1;
@@ -513,12 +501,14 @@ where
 {
     match tokio::time::timeout(per_try, work).await {
         Err(_) => Err(LookupError::Timeout),
-        Ok(Err(err)) => Err(LookupError::Transport(format!(
-            "{what} to {server}: {}",
-            io_reason(&err)
-        ))),
+        Ok(Err(err)) => Err(io_failure(what, server, &err)),
         Ok(Ok(bytes)) => Ok(bytes),
     }
+}
+
+/// An exchange's I/O error, naming the transport and the nameserver.
+fn io_failure(what: &str, server: SocketAddr, err: &std::io::Error) -> LookupError {
+    LookupError::Transport(format!("{what} to {server}: {}", io_reason(err)))
 }
 
 fn io_reason(err: &std::io::Error) -> String {

@@ -4,7 +4,8 @@
 //! encode the answer. The logic lives in `caravan_core::node_name` (the port
 //! rule) and `caravan_core::resolver` (SRV and host lookups), both unit-tested without
 //! a BEAM; `terms` converts terms, `runtime` runs lookups off the
-//! schedulers, `select` has the BEAM watch a lookup's first UDP socket. NIFs return `Result<T, KindError>`, which rustler encodes as
+//! schedulers, `select` has the BEAM watch a lookup's first UDP socket.
+//! NIFs return `Result<T, KindError>`, which rustler encodes as
 //! `{:ok, t} | {:error, {kind, message}}`.
 
 #![warn(missing_docs, unreachable_pub)]
@@ -135,11 +136,11 @@ fn srv_lookup<'a>(
     spawn_lookup(env, reference, atoms::caravan_srv(), trace, async move {
         let mut send_early = |records: Vec<resolver::SrvRecord>| {
             if let Some(early) = early.as_mut() {
-                early.send(records.into_iter().map(SrvTerm::from).collect::<Vec<_>>());
+                early.send(SrvTerm::list(records));
             }
         };
         let records = resolver::lookup_srv(&config, name, mode, &mut send_early).await?;
-        Ok(records.into_iter().map(SrvTerm::from).collect::<Vec<_>>())
+        Ok(SrvTerm::list(records))
     })
 }
 

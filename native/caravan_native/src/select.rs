@@ -295,7 +295,7 @@ pub(crate) fn read<'a>(
             };
             match wait {
                 Ok(wait) => Ok((atoms::wait(), wait_ms(wait)).encode(env)),
-                Err(err) => Ok(finish(env, waiting, obj, false, Err(err))),
+                Err(err) => Ok(fail(env, waiting, obj, err)),
             }
         }
         Ok(Some(prior)) => {
@@ -304,7 +304,7 @@ pub(crate) fn read<'a>(
             }
             go_on(env, waiting, reference, prior)
         }
-        Err(err) => Ok(finish(env, waiting, obj, false, Err(err))),
+        Err(err) => Ok(fail(env, waiting, obj, err)),
     }
 }
 
@@ -323,25 +323,18 @@ pub(crate) fn tick<'a>(env: Env<'a>, resource: Term<'a>) -> rustler::NifResult<T
     };
     match wait {
         Ok(wait) => Ok((atoms::wait(), wait_ms(wait)).encode(env)),
-        Err(err) => Ok(finish(env, waiting, obj, false, Err(err))),
+        Err(err) => Ok(fail(env, waiting, obj, err)),
     }
 }
 
-/// Ends the exchange and answers `{:done, result}`.
-fn finish<'a>(
-    env: Env<'a>,
-    waiting: &Waiting,
-    obj: *mut c_void,
-    keep: bool,
-    result: Result<Vec<SrvRecord>, LookupError>,
-) -> Term<'a> {
-    if let Some(fd) = waiting.end(keep) {
+/// Ends the exchange without a reply (the socket is closed) and answers
+/// `{:done, {:error, {kind, message}}}`.
+fn fail<'a>(env: Env<'a>, waiting: &Waiting, obj: *mut c_void, err: LookupError) -> Term<'a> {
+    if let Some(fd) = waiting.end(false) {
         stop_watching(env.as_c_arg(), obj, fd);
     }
-    let result = result
-        .map(|records| records.into_iter().map(SrvTerm::from).collect::<Vec<_>>())
-        .map_err(KindError::from);
-    (atoms::done(), result).encode(env)
+    let failed: Result<(), KindError> = Err(err.into());
+    (atoms::done(), failed).encode(env)
 }
 
 /// The lookup from its first UDP reply on: `{:done, result}` when that
@@ -370,12 +363,12 @@ fn go_on<'a>(
             if rustler::thread::is_scheduler_thread() {
                 *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(records);
             } else if let Some(early) = runtime_early.as_mut() {
-                early.send(records.into_iter().map(SrvTerm::from).collect::<Vec<_>>());
+                early.send(SrvTerm::list(records));
             }
         };
         resolver::lookup_srv_after(&config, name, node_host, &mut send_early, Some(prior))
             .await
-            .map(|records| records.into_iter().map(SrvTerm::from).collect::<Vec<_>>())
+            .map(SrvTerm::list)
             .map_err(KindError::from)
     };
     // Records of a doubted reply, kept while the work ran here, go to the
@@ -383,9 +376,15 @@ fn go_on<'a>(
     let send_buffered = || {
         let early = buffered.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(records) = early {
-            let records: Vec<SrvTerm> = records.into_iter().map(SrvTerm::from).collect();
             // The caller is this process, alive: this cannot fail.
-            let _ = env.send(&env.pid(), (atoms::caravan_srv_early(), reference, records));
+            let _ = env.send(
+                &env.pid(),
+                (
+                    atoms::caravan_srv_early(),
+                    reference,
+                    SrvTerm::list(records),
+                ),
+            );
         }
     };
     match crate::runtime::run_or_spawn(env, reference, atoms::caravan_srv(), work, send_buffered) {

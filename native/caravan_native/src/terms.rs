@@ -146,6 +146,13 @@ struct SrvFields {
     transport: &'static str,
 }
 
+impl SrvTerm {
+    /// The terms of a lookup's records, in order.
+    pub(crate) fn list(records: Vec<SrvRecord>) -> Vec<SrvTerm> {
+        records.into_iter().map(SrvTerm::from).collect()
+    }
+}
+
 impl Encoder for SrvTerm {
     fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
         let map = self.fields.encode(env);
