@@ -731,9 +731,9 @@ pub fn ip_of(data: &RData) -> Option<IpAddr> {
 }
 
 /// The [`ReplyShape`] of a parsed reply of `size` bytes, in time linear in
-/// the message (each additional record is encoded once).
+/// the message (each record's size is taken once, see [`wire_len`]).
 pub fn shape(message: &Message, size: usize) -> ReplyShape {
-    let encoded = |r: &Record| r.to_bytes().map(|b| b.len()).unwrap_or(0);
+    let encoded = wire_len;
     // Per owner name, the encoded size of its additional records.
     let mut extra: HashMap<&Name, usize> = HashMap::new();
     for record in &message.additionals {
@@ -756,6 +756,27 @@ pub fn shape(message: &Message, size: usize) -> ReplyShape {
         srv_answers,
         largest_group,
     }
+}
+
+/// The size of `record` encoded on its own, so without name compression
+/// (RFC 1035 4.1.3: owner, then type, class, TTL and RDLENGTH in 10 bytes,
+/// then RDATA). Counted for SRV (RFC 2782: its target is never
+/// compressed), A and AAAA, the records a lookup's answers are made of;
+/// any other type is encoded to be measured.
+fn wire_len(record: &Record) -> usize {
+    let rdata = match &record.data {
+        RData::SRV(srv) => 6 + name_wire_len(&srv.target),
+        RData::A(_) => 4,
+        RData::AAAA(_) => 16,
+        _ => return record.to_bytes().map_or(0, |bytes| bytes.len()),
+    };
+    name_wire_len(&record.name) + 10 + rdata
+}
+
+/// The size of `name` uncompressed (RFC 1035 3.1): a length byte and the
+/// bytes of each label, then the root's zero byte.
+fn name_wire_len(name: &Name) -> usize {
+    name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
 }
 
 /// An SRV record (`own` bytes) and its target's additional records (from
@@ -921,6 +942,39 @@ mod tests {
                         addresses_by_scan(&srv.target, &message.additionals)
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn wire_len_is_the_encoded_size() {
+        let owner = Name::from_ascii("web.service.consul.").unwrap();
+        let records = [
+            RData::SRV(SRV::new(
+                1,
+                1,
+                4370,
+                Name::from_ascii("Node0.node.dc1.consul.").unwrap(),
+            )),
+            RData::SRV(SRV::new(
+                1,
+                1,
+                4370,
+                Name::from_ascii("node1.node.dc1.consul").unwrap(),
+            )),
+            RData::SRV(SRV::new(0, 0, 0, Name::root())),
+            RData::A(A::new(10, 0, 0, 1)),
+            RData::AAAA(AAAA::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)),
+            RData::TXT(TXT::new(vec!["consul-network-segment=".into()])),
+        ];
+        for data in records {
+            for name in [owner.clone(), Name::root(), Name::from_ascii("a").unwrap()] {
+                let record = Record::from_rdata(name, 30, data.clone());
+                assert_eq!(
+                    wire_len(&record),
+                    record.to_bytes().unwrap().len(),
+                    "{record}"
+                );
             }
         }
     }
