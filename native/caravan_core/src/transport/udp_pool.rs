@@ -15,6 +15,10 @@
 //! A query waited for outside tokio ([`super::UdpQuery`]) takes its socket
 //! as a [`StdLease`], never registered with tokio's reactor, and does not
 //! wait for a place under the bound: with none free it takes tokio's path.
+//! A socket goes back to the pool as its exchange held it (registered with
+//! the reactor or not), and is moved in or out of the reactor only when
+//! the other kind of exchange takes it, so a run of exchanges of one kind
+//! does not register and deregister its socket each time.
 //!
 //! The bound ([`MAX_OUTSTANDING`] per nameserver) keeps a burst of lookups
 //! from overflowing the server's receive buffer: a dropped query costs its
@@ -47,9 +51,16 @@ struct Server {
 }
 
 struct Idle {
-    socket: std::net::UdpSocket,
+    socket: Kept,
     buf: Box<[u8]>,
     since: Instant,
+}
+
+/// A kept socket, as the exchange that last held it left it: registered
+/// with the reactor of the runtime named, or not.
+enum Kept {
+    Std(std::net::UdpSocket),
+    Reactor(tokio::net::UdpSocket, tokio::runtime::Id),
 }
 
 /// A kept socket unused for this long is closed (and a nameserver with
@@ -92,6 +103,8 @@ pub(super) struct Lease {
     pub(super) socket: tokio::net::UdpSocket,
     pub(super) buf: Box<[u8]>,
     server: SocketAddr,
+    /// The runtime whose reactor the socket is registered with.
+    runtime: tokio::runtime::Id,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -103,11 +116,19 @@ pub(super) async fn lease(server: SocketAddr) -> std::io::Result<Lease> {
         .acquire_owned()
         .await
         .expect("the pool never closes its semaphores");
+    let runtime = tokio::runtime::Handle::current().id();
     let (socket, buf) = socket_for(server)?;
+    let socket = match socket {
+        Kept::Reactor(socket, id) if id == runtime => socket,
+        // Registered with another runtime (tests run many): a new socket.
+        Kept::Reactor(..) => tokio::net::UdpSocket::from_std(connected(server)?)?,
+        Kept::Std(socket) => tokio::net::UdpSocket::from_std(socket)?,
+    };
     Ok(Lease {
-        socket: tokio::net::UdpSocket::from_std(socket)?,
+        socket,
         buf,
         server,
+        runtime,
         _permit: permit,
     })
 }
@@ -120,6 +141,11 @@ pub(super) fn try_lease_std(server: SocketAddr) -> std::io::Result<Option<StdLea
         return Ok(None);
     };
     let (socket, buf) = socket_for(server)?;
+    let socket = match socket {
+        Kept::Std(socket) => socket,
+        // Taken out of its reactor; should that fail, a new socket.
+        Kept::Reactor(socket, _) => socket.into_std().or_else(|_| connected(server))?,
+    };
     Ok(Some(StdLease {
         socket,
         buf,
@@ -143,7 +169,7 @@ fn permits(server: SocketAddr) -> Arc<Semaphore> {
 
 /// A kept socket connected to `server` (its pending error cleared) or a
 /// new one, with its receive buffer; for the holder of a permit.
-fn socket_for(server: SocketAddr) -> std::io::Result<(std::net::UdpSocket, Box<[u8]>)> {
+fn socket_for(server: SocketAddr) -> std::io::Result<(Kept, Box<[u8]>)> {
     let idle = POOL
         .lock()
         .servers
@@ -153,15 +179,21 @@ fn socket_for(server: SocketAddr) -> std::io::Result<(std::net::UdpSocket, Box<[
         Some(idle) => {
             // An ICMP error for a resent copy of the last query must not
             // fail this one.
-            let _ = idle.socket.take_error();
+            let _ = match &idle.socket {
+                Kept::Std(socket) => socket.take_error(),
+                Kept::Reactor(socket, _) => socket.take_error(),
+            };
             Ok((idle.socket, idle.buf))
         }
-        None => Ok((connected(server)?, vec![0u8; BUFFER].into_boxed_slice())),
+        None => Ok((
+            Kept::Std(connected(server)?),
+            vec![0u8; BUFFER].into_boxed_slice(),
+        )),
     }
 }
 
 /// Puts a socket whose exchange got its reply back in `server`'s pool.
-fn put_back(server: SocketAddr, socket: std::net::UdpSocket, buf: Box<[u8]>) {
+fn put_back(server: SocketAddr, socket: Kept, buf: Box<[u8]>) {
     let now = Instant::now();
     let mut pool = POOL.lock();
     if let Some(entry) = pool.servers.get_mut(&server) {
@@ -188,7 +220,7 @@ impl StdLease {
     /// Puts the socket back in its nameserver's pool (its exchange got its
     /// reply).
     pub fn keep(self) {
-        put_back(self.server, self.socket, self.buf);
+        put_back(self.server, Kept::Std(self.socket), self.buf);
     }
 }
 
@@ -211,17 +243,13 @@ fn connected(server: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 
 impl Lease {
     /// Puts the socket back in its nameserver's pool (its exchange got its
-    /// reply); closes it if it cannot be taken out of the reactor.
+    /// reply), still registered with the reactor.
     pub(super) fn keep(self) {
-        let Lease {
-            socket,
-            buf,
-            server,
-            _permit,
-        } = self;
-        if let Ok(socket) = socket.into_std() {
-            put_back(server, socket, buf);
-        }
+        put_back(
+            self.server,
+            Kept::Reactor(self.socket, self.runtime),
+            self.buf,
+        );
     }
 }
 
@@ -254,11 +282,76 @@ mod tests {
         assert!(next.await.is_ok(), "a returned lease did not free a place");
     }
 
+    #[tokio::test]
+    async fn a_kept_socket_serves_either_kind_of_exchange() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let in_reactor = lease(addr).await.unwrap();
+        let port = in_reactor.socket.local_addr().unwrap().port();
+        in_reactor.keep();
+        // Taken out of the reactor for a query waited for outside tokio...
+        let outside = try_lease_std(addr).unwrap().unwrap();
+        assert_eq!(outside.socket.local_addr().unwrap().port(), port);
+        outside.socket.send(b"out").unwrap();
+        outside.keep();
+        // ...and registered again for the next exchange on tokio, which
+        // still sends and receives on it.
+        let again = lease(addr).await.unwrap();
+        assert_eq!(again.socket.local_addr().unwrap().port(), port);
+        again.socket.send(b"in").await.unwrap();
+        let mut buf = [0u8; 8];
+        let (len, from) = server.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..len], from.port()), (&b"out"[..], port));
+        let (len, _) = server.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..len], b"in");
+        server.send_to(b"reply", from).unwrap();
+        let mut reply = [0u8; 8];
+        let len = tokio::time::timeout(Duration::from_secs(5), again.socket.recv(&mut reply))
+            .await
+            .expect("a kept socket, registered again, got no reply")
+            .unwrap();
+        assert_eq!(&reply[..len], b"reply");
+    }
+
+    #[test]
+    fn a_socket_kept_by_a_runtime_since_dropped_is_not_reused_broken() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        for _ in 0..2 {
+            runtime().block_on(async { lease(addr).await.unwrap().keep() });
+        }
+        // Both kept sockets belong to dropped runtimes: a lease on a third,
+        // and a query waited for outside tokio, each get a working socket.
+        runtime().block_on(async {
+            let lease = lease(addr).await.unwrap();
+            lease.socket.send(b"in").await.unwrap();
+        });
+        let outside = try_lease_std(addr).unwrap().unwrap();
+        outside.socket.send(b"out").unwrap();
+        let mut buf = [0u8; 8];
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let (len, _) = server.recv_from(&mut buf).unwrap();
+            got.push(buf[..len].to_vec());
+        }
+        got.sort();
+        assert_eq!(got, [b"in".to_vec(), b"out".to_vec()]);
+    }
+
     #[test]
     fn idle_sockets_and_unused_nameservers_are_let_go() {
         let start = Instant::now();
         let idle = |since| Idle {
-            socket: std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            socket: Kept::Std(std::net::UdpSocket::bind("127.0.0.1:0").unwrap()),
             buf: Box::new([]),
             since,
         };
