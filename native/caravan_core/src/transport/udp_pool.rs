@@ -16,9 +16,9 @@
 //! as a [`StdLease`], never registered with tokio's reactor, and does not
 //! wait for a place under the bound: with none free it takes tokio's path.
 //! A socket goes back to the pool as its exchange held it (registered with
-//! the reactor or not), and is moved in or out of the reactor only when
-//! the other kind of exchange takes it, so a run of exchanges of one kind
-//! does not register and deregister its socket each time.
+//! the reactor or not), and each kind of exchange takes a socket of its
+//! own kind first: a socket is moved in or out of the reactor only when
+//! none of the right kind is kept, not once or twice per exchange.
 //!
 //! The bound ([`MAX_OUTSTANDING`] per nameserver) keeps a burst of lookups
 //! from overflowing the server's receive buffer: a dropped query costs its
@@ -117,7 +117,7 @@ pub(super) async fn lease(server: SocketAddr) -> std::io::Result<Lease> {
         .await
         .expect("the pool never closes its semaphores");
     let runtime = tokio::runtime::Handle::current().id();
-    let (socket, buf) = socket_for(server)?;
+    let (socket, buf) = socket_for(server, Some(runtime))?;
     let socket = match socket {
         Kept::Reactor(socket, id) if id == runtime => socket,
         // Registered with another runtime (tests run many): a new socket.
@@ -140,7 +140,7 @@ pub(super) fn try_lease_std(server: SocketAddr) -> std::io::Result<Option<StdLea
     let Ok(permit) = permits(server).try_acquire_owned() else {
         return Ok(None);
     };
-    let (socket, buf) = socket_for(server)?;
+    let (socket, buf) = socket_for(server, None)?;
     let socket = match socket {
         Kept::Std(socket) => socket,
         // Taken out of its reactor; should that fail, a new socket.
@@ -168,13 +168,26 @@ fn permits(server: SocketAddr) -> Arc<Semaphore> {
 }
 
 /// A kept socket connected to `server` (its pending error cleared) or a
-/// new one, with its receive buffer; for the holder of a permit.
-fn socket_for(server: SocketAddr) -> std::io::Result<(Kept, Box<[u8]>)> {
-    let idle = POOL
-        .lock()
-        .servers
-        .get_mut(&server)
-        .and_then(|entry| entry.idle.pop());
+/// new one, with its receive buffer; for the holder of a permit. A socket
+/// registered with the reactor of `reactor` (`None`: with none) is taken
+/// first, so exchanges of both kinds on one nameserver do not move one
+/// socket in and out of the reactor by turns.
+fn socket_for(
+    server: SocketAddr,
+    reactor: Option<tokio::runtime::Id>,
+) -> std::io::Result<(Kept, Box<[u8]>)> {
+    let idle = POOL.lock().servers.get_mut(&server).and_then(|entry| {
+        let kind = |idle: &Idle| match idle.socket {
+            Kept::Std(_) => None,
+            Kept::Reactor(_, id) => Some(id),
+        };
+        let at = entry
+            .idle
+            .iter()
+            .rposition(|idle| kind(idle) == reactor)
+            .or(entry.idle.len().checked_sub(1))?;
+        Some(entry.idle.swap_remove(at))
+    });
     match idle {
         Some(idle) => {
             // An ICMP error for a resent copy of the last query must not
@@ -311,6 +324,27 @@ mod tests {
             .expect("a kept socket, registered again, got no reply")
             .unwrap();
         assert_eq!(&reply[..len], b"reply");
+    }
+
+    #[tokio::test]
+    async fn each_kind_of_exchange_takes_a_socket_of_its_kind_first() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let port = |socket: &std::net::UdpSocket| socket.local_addr().unwrap().port();
+        let in_reactor = lease(addr).await.unwrap();
+        let reactor_port = in_reactor.socket.local_addr().unwrap().port();
+        let outside = try_lease_std(addr).unwrap().unwrap();
+        let std_port = port(&outside.socket);
+        // Kept last, the socket outside the reactor is not what the next
+        // exchange on tokio takes...
+        in_reactor.keep();
+        outside.keep();
+        let in_reactor = lease(addr).await.unwrap();
+        assert_eq!(in_reactor.socket.local_addr().unwrap().port(), reactor_port);
+        in_reactor.keep();
+        // ...nor the reactor's socket what the next query outside takes.
+        let outside = try_lease_std(addr).unwrap().unwrap();
+        assert_eq!(port(&outside.socket), std_port);
     }
 
     #[test]
