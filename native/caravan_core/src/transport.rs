@@ -733,11 +733,10 @@ pub fn ip_of(data: &RData) -> Option<IpAddr> {
 /// The [`ReplyShape`] of a parsed reply of `size` bytes, in time linear in
 /// the message (each record's size is taken once, see [`wire_len`]).
 pub fn shape(message: &Message, size: usize) -> ReplyShape {
-    let encoded = wire_len;
     // Per owner name, the encoded size of its additional records.
     let mut extra: HashMap<&Name, usize> = HashMap::new();
     for record in &message.additionals {
-        *extra.entry(&record.name).or_default() += encoded(record);
+        *extra.entry(&record.name).or_default() += wire_len(record);
     }
     let mut srv_answers = 0;
     let mut largest_group = 0;
@@ -747,7 +746,7 @@ pub fn shape(message: &Message, size: usize) -> ReplyShape {
         .filter(|r| r.record_type() == RecordType::SRV)
     {
         srv_answers += 1;
-        largest_group = largest_group.max(group_size(srv, &extra, encoded(srv)));
+        largest_group = largest_group.max(group_size(srv, &extra, wire_len(srv)));
     }
     ReplyShape {
         truncated: message.metadata.truncation,

@@ -330,11 +330,10 @@ mod tests {
     async fn each_kind_of_exchange_takes_a_socket_of_its_kind_first() {
         let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = server.local_addr().unwrap();
-        let port = |socket: &std::net::UdpSocket| socket.local_addr().unwrap().port();
         let in_reactor = lease(addr).await.unwrap();
         let reactor_port = in_reactor.socket.local_addr().unwrap().port();
         let outside = try_lease_std(addr).unwrap().unwrap();
-        let std_port = port(&outside.socket);
+        let std_port = outside.socket.local_addr().unwrap().port();
         // Kept last, the socket outside the reactor is not what the next
         // exchange on tokio takes...
         in_reactor.keep();
@@ -344,7 +343,7 @@ mod tests {
         in_reactor.keep();
         // ...nor the reactor's socket what the next query outside takes.
         let outside = try_lease_std(addr).unwrap().unwrap();
-        assert_eq!(port(&outside.socket), std_port);
+        assert_eq!(outside.socket.local_addr().unwrap().port(), std_port);
     }
 
     #[test]
